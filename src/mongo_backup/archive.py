@@ -1,0 +1,236 @@
+"""The archive edge: writing a backup folder into a tar, and reading backups back.
+
+Writing (:func:`write_archive`): ``manifest.json`` first, then every data file in
+manifest order, as a PAX tar, optionally compressed as a whole (gzip or zstd). The
+archive is written under a hidden temporary name in the same folder, flushed to disk,
+then renamed: a file under the final name is always complete.
+
+Reading (:func:`open_backup`): one interface over a backup folder and a tar archive in
+any of the three compressions (recognised by magic bytes, not by name). Members are
+streamed; nothing is unpacked to disk. A reader refuses, with :class:`ArchiveError`,
+anything this tool would not have written: a first member other than the manifest,
+members out of manifest order, missing or extra or duplicate members, links, devices,
+paths with directories or ``..``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import io
+import os
+import tarfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import zstandard
+
+from .errors import ArchiveError
+from .manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, CollectionEntry, Manifest, parse_manifest
+
+COMPRESSIONS = ("none", "gzip", "zstd")
+SUFFIXES = {"none": ".tar", "gzip": ".tar.gz", "zstd": ".tar.zst"}
+ZSTD_LEVEL = 3
+GZIP_LEVEL = 6
+_COPY_CHUNK = 1 << 20
+_GZIP_MAGIC = b"\x1f\x8b"
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+def private_file(path: Path) -> IO[bytes]:
+    """Open a new file for writing with mode 0600, whatever the umask."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    return os.fdopen(fd, "wb")
+
+
+@contextlib.contextmanager
+def _compressed_writer(raw: IO[bytes], compression: str) -> Iterator[IO[bytes]]:
+    if compression == "none":
+        yield raw
+    elif compression == "gzip":
+        with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=GZIP_LEVEL, mtime=0) as out:
+            yield out  # type: ignore[misc]
+    elif compression == "zstd":
+        # threads=-1: one compression worker per core, outside the GIL.
+        compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=-1)
+        with compressor.stream_writer(raw, closefd=False) as out:
+            yield out  # type: ignore[misc]
+    else:
+        raise ValueError(f"unknown compression {compression!r}")
+
+
+def write_archive(folder: Path, members: list[str], destination: Path, compression: str) -> Path:
+    """Write ``folder``'s files ``members`` (in that order) into ``destination``."""
+    temporary = destination.with_name(f".{destination.name}.{os.getpid()}.partial")
+    try:
+        with private_file(temporary) as raw:
+            with _compressed_writer(raw, compression) as out, tarfile.open(
+                fileobj=out, mode="w|", format=tarfile.PAX_FORMAT
+            ) as tar:
+                now = int(time.time())
+                for name in members:
+                    path = folder / name
+                    info = tarfile.TarInfo(name)
+                    info.size = path.stat().st_size
+                    info.mode = 0o600
+                    info.mtime = now
+                    with open(path, "rb") as source:
+                        tar.addfile(info, source)
+            raw.flush()
+            os.fsync(raw.fileno())
+        os.replace(temporary, destination)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        raise
+    return destination
+
+
+def _detect(head: bytes) -> str:
+    if head.startswith(_GZIP_MAGIC):
+        return "gzip"
+    if head.startswith(_ZSTD_MAGIC):
+        return "zstd"
+    if len(head) >= 262 and head[257:262] == b"ustar":
+        return "none"
+    raise ArchiveError("not a backup archive: neither tar, gzip nor zstd")
+
+
+class BackupReader:
+    """Base of the two readers: ``manifest`` plus :meth:`members` in manifest order."""
+
+    manifest: Manifest
+    location: str
+
+    def members(self) -> Iterator[tuple[CollectionEntry, IO[bytes]]]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> BackupReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class FolderReader(BackupReader):
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.location = str(folder)
+        manifest_path = folder / MANIFEST_NAME
+        if not manifest_path.is_file():
+            raise ArchiveError(f"{folder}: no {MANIFEST_NAME} (not a backup folder, or unfinished)")
+        with open(manifest_path, "rb") as handle:
+            self.manifest = parse_manifest(handle.read(MAX_MANIFEST_BYTES + 1))
+
+    def members(self) -> Iterator[tuple[CollectionEntry, IO[bytes]]]:
+        for entry in self.manifest.data_entries:
+            assert entry.file is not None
+            path = self.folder / entry.file
+            if path.is_symlink() or not path.is_file():
+                raise ArchiveError(f"{self.folder}: member {entry.file} is missing")
+            with open(path, "rb") as handle:
+                yield entry, handle
+
+
+class TarReader(BackupReader):
+    def __init__(self, path: Path) -> None:
+        self.location = str(path)
+        self._file = open(path, "rb")  # noqa: SIM115 - closed in close()
+        try:
+            head = self._file.read(512)
+            self._file.seek(0)
+            compression = _detect(head)
+            stream: Any = self._file
+            if compression == "gzip":
+                stream = gzip.GzipFile(fileobj=self._file, mode="rb")
+            elif compression == "zstd":
+                stream = zstandard.ZstdDecompressor().stream_reader(self._file, read_across_frames=True)
+            self._stream = stream
+            self._tar = tarfile.open(fileobj=stream, mode="r|")
+            self._iter = iter(self._tar)
+            first = self._next_member()
+            if first is None or first.name != MANIFEST_NAME:
+                raise ArchiveError(f"{path}: first member is not {MANIFEST_NAME} (foreign archive?)")
+            if first.size > MAX_MANIFEST_BYTES:
+                raise ArchiveError(f"{path}: {MANIFEST_NAME} is implausibly large")
+            handle = self._tar.extractfile(first)
+            assert handle is not None
+            self.manifest = parse_manifest(self._read_all(handle, first.size))
+        except BaseException:
+            self.close()
+            raise
+
+    def _read_all(self, handle: IO[bytes], size: int) -> bytes:
+        try:
+            data = handle.read(size)
+        except (tarfile.TarError, OSError, EOFError, zstandard.ZstdError) as error:
+            raise ArchiveError(f"{self.location}: archive is damaged ({error})") from None
+        if len(data) != size:
+            raise ArchiveError(f"{self.location}: archive is truncated")
+        return data
+
+    def _next_member(self) -> tarfile.TarInfo | None:
+        try:
+            member = next(self._iter, None)
+        except (tarfile.TarError, OSError, EOFError, zstandard.ZstdError) as error:
+            raise ArchiveError(f"{self.location}: archive is damaged ({error})") from None
+        if member is not None and not member.isreg():
+            raise ArchiveError(f"{self.location}: member {member.name!r} is not a regular file")
+        return member
+
+    def members(self) -> Iterator[tuple[CollectionEntry, IO[bytes]]]:
+        for entry in self.manifest.data_entries:
+            member = self._next_member()
+            if member is None:
+                raise ArchiveError(f"{self.location}: member {entry.file} is missing (truncated archive?)")
+            if member.name != entry.file:
+                raise ArchiveError(
+                    f"{self.location}: unexpected member {member.name!r} where {entry.file!r} "
+                    "should be (re-ordered, extra or foreign member)"
+                )
+            handle = self._tar.extractfile(member)
+            assert handle is not None
+            yield entry, _GuardedStream(handle, self.location, member.name)
+        extra = self._next_member()
+        if extra is not None:
+            raise ArchiveError(f"{self.location}: unexpected extra member {extra.name!r}")
+
+    def close(self) -> None:
+        for closer in (getattr(self, "_tar", None), getattr(self, "_stream", None), self._file):
+            if closer is not None:
+                with contextlib.suppress(Exception):
+                    closer.close()
+
+
+class _GuardedStream(io.RawIOBase):
+    """A member stream whose read errors become :class:`ArchiveError`."""
+
+    def __init__(self, inner: IO[bytes], location: str, member: str) -> None:
+        self._inner = inner
+        self._where = f"{location}: member {member}"
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            data = self._inner.read(size)
+        except (tarfile.TarError, OSError, EOFError, zstandard.ZstdError) as error:
+            raise ArchiveError(f"{self._where}: archive is damaged ({error})") from None
+        return data
+
+
+def open_backup(location: str | os.PathLike[str]) -> BackupReader:
+    """A reader for a backup folder or archive file; :class:`ArchiveError` if neither."""
+    path = Path(location)
+    if path.is_dir():
+        return FolderReader(path)
+    if not path.is_file():
+        raise ArchiveError(f"{path}: no such backup archive or folder")
+    return TarReader(path)

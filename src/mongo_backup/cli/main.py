@@ -1,0 +1,101 @@
+"""Entry point: builds the parser, configures logging, maps errors to exit codes.
+
+Exit codes (every command's help repeats them):
+  0 success · 1 failure · 2 missing or invalid configuration, usage error ·
+  3 finished, but some collections or documents failed (the report says which) ·
+  130 interrupted.
+Errors reach the user as one line on stderr; ``-v`` adds the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from .. import __version__
+from ..errors import EXIT_FAILURE, EXIT_INTERRUPTED, MongoBackupError
+from ..redact import scrub_text, uri_secrets
+from . import cmd_backup, cmd_demo
+from .logs import configure_logging
+
+logger = logging.getLogger("mongo_backup.cli")
+
+EXIT_CODES_HELP = (
+    "exit codes: 0 success, 1 failure, 2 missing/invalid configuration or usage, "
+    "3 done but some collections or documents failed, 130 interrupted"
+)
+
+COMMANDS = [cmd_backup, cmd_demo]
+
+
+def common_options() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("output")
+    group.add_argument("-v", "--verbose", action="count", default=0,
+                       help="more detail; shows tracebacks of errors")
+    group.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only, no progress")
+    group.add_argument("--log-format", choices=("text", "json"), default="text",
+                       help="format of log lines on stderr (default: text)")
+    return parent
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mongo-backup",
+        description="Lossless, streaming, verifiable logical backups of MongoDB databases.",
+        epilog=EXIT_CODES_HELP,
+    )
+    parser.add_argument("--version", action="version", version=f"mongo-backup {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    parent = common_options()
+    for module in COMMANDS:
+        module.add_parser(commands, parent, EXIT_CODES_HELP)
+    return parser
+
+
+def _secrets_of(args: argparse.Namespace) -> list[str]:
+    secrets: list[str] = []
+    for attribute in ("uri", "against_uri"):
+        value = getattr(args, attribute, None)
+        if value:
+            secrets += uri_secrets(value)
+    return secrets
+
+
+def run_cli(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns the exit code (tests call this in-process)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    secrets = _secrets_of(args)
+    verbosity = -1 if args.quiet else args.verbose
+    configure_logging(verbosity, args.log_format, secrets)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        print("mongo-backup: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except MongoBackupError as error:
+        _report(error, args, secrets)
+        return error.exit_code
+    except Exception as error:  # a bug or an unforeseen failure: still one clear line
+        _report(error, args, secrets, unexpected=True)
+        return EXIT_FAILURE
+
+
+def _report(error: BaseException, args: argparse.Namespace, secrets: list[str], unexpected: bool = False) -> None:
+    # Secrets learnt while running (a password read from a file, say) are added by the
+    # commands to args.secrets.
+    all_secrets = secrets + list(getattr(args, "secrets", []))
+    text = scrub_text(str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__, all_secrets)
+    if unexpected:
+        text = f"unexpected {type(error).__name__}: {text}"
+    if args.verbose:
+        logger.error("%s", text, exc_info=error)
+    print(f"mongo-backup: error: {text}", file=sys.stderr)
+
+
+def main() -> None:
+    sys.exit(run_cli(sys.argv[1:]))

@@ -1,0 +1,165 @@
+"""The manifest: what a backup holds, and the checksums that prove it is intact.
+
+``manifest.json`` is the first member of every archive. It is plain JSON, readable by
+people, and carries its own checksum (``manifest_sha256``: SHA-256 of the manifest's
+canonical JSON form without that key), so a flipped bit in it is caught as surely as
+one in a data file.
+
+Loading is defensive: archives come from anywhere. :func:`parse_manifest` accepts only
+the shape this module writes, bounded in size, with file names that cannot leave the
+backup folder, and raises :class:`ArchiveError` for anything else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .errors import ArchiveError
+from .names import is_safe_member_name
+
+FORMAT_NAME = "mongo-backup"
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+MAX_MANIFEST_BYTES = 64 * 1024 * 1024
+MAX_COLLECTIONS = 100_000
+COLLECTION_TYPES = ("collection", "view", "timeseries")
+
+
+@dataclass
+class CollectionEntry:
+    name: str
+    type: str
+    file: str | None  # None for views: they hold no documents
+    options: dict[str, Any] = field(default_factory=dict)
+    indexes: list[dict[str, Any]] = field(default_factory=list)
+    uuid: str | None = None
+    count: int = 0
+    bytes: int = 0
+    sha256: str | None = None
+    status: str = "ok"  # "ok" or "failed"
+    error: str | None = None
+    escaped: int = 0  # documents written as exact-bytes escape lines
+
+
+@dataclass
+class Manifest:
+    database: str
+    tool_version: str
+    json_format: str
+    pretty: bool
+    compression: str
+    started_at: str
+    finished_at: str
+    server: dict[str, Any]
+    hosts: list[str]
+    consistency: str = "none"
+    collections: list[CollectionEntry] = field(default_factory=list)
+    format: str = FORMAT_NAME
+    format_version: int = FORMAT_VERSION
+
+    def entry(self, name: str) -> CollectionEntry | None:
+        for entry in self.collections:
+            if entry.name == name:
+                return entry
+        return None
+
+    @property
+    def data_entries(self) -> list[CollectionEntry]:
+        """Entries with a data file, in archive order."""
+        return [entry for entry in self.collections if entry.file is not None]
+
+    @property
+    def failed(self) -> list[CollectionEntry]:
+        return [entry for entry in self.collections if entry.status != "ok"]
+
+
+def _canonical_bytes(data: dict[str, Any]) -> bytes:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def manifest_bytes(manifest: Manifest) -> bytes:
+    """The manifest as written to disk: indented JSON with its own checksum last."""
+    data = asdict(manifest)
+    data["manifest_sha256"] = hashlib.sha256(_canonical_bytes(data)).hexdigest()
+    return (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def _require(condition: bool, problem: str) -> None:
+    if not condition:
+        raise ArchiveError(f"{MANIFEST_NAME}: {problem}")
+
+
+def _typed(data: dict[str, Any], key: str, kind: type | tuple[type, ...], optional: bool = False) -> Any:
+    value = data.get(key)
+    if value is None and optional:
+        return None
+    _require(isinstance(value, kind) and not (kind is int and isinstance(value, bool)),
+             f"field {key!r} is missing or not a {getattr(kind, '__name__', kind)}")
+    return value
+
+
+def _parse_entry(data: Any, index: int) -> CollectionEntry:
+    _require(isinstance(data, dict), f"collection #{index} is not an object")
+    name = _typed(data, "name", str)
+    _require(0 < len(name.encode("utf-8", "surrogatepass")) <= 1024, f"collection #{index} has a bad name")
+    kind = _typed(data, "type", str)
+    _require(kind in COLLECTION_TYPES, f"collection {name!r} has unknown type {kind!r}")
+    file = _typed(data, "file", str, optional=True)
+    _require(file is None or is_safe_member_name(file), f"collection {name!r} has an unsafe file name {file!r}")
+    count = _typed(data, "count", int)
+    size = _typed(data, "bytes", int)
+    _require(0 <= count <= 2**53 and 0 <= size <= 2**53, f"collection {name!r} has impossible counts")
+    sha = _typed(data, "sha256", str, optional=True)
+    _require(sha is None or (len(sha) == 64 and all(c in "0123456789abcdef" for c in sha)),
+             f"collection {name!r} has a malformed sha256")
+    status = _typed(data, "status", str)
+    _require(status in ("ok", "failed"), f"collection {name!r} has unknown status {status!r}")
+    return CollectionEntry(
+        name=name, type=kind, file=file,
+        options=_typed(data, "options", dict),
+        indexes=_typed(data, "indexes", list),
+        uuid=_typed(data, "uuid", str, optional=True),
+        count=count, bytes=size, sha256=sha, status=status,
+        error=_typed(data, "error", str, optional=True),
+        escaped=_typed(data, "escaped", int, optional=True) or 0,
+    )
+
+
+def parse_manifest(raw: bytes) -> Manifest:
+    """Parse and check a manifest; :class:`ArchiveError` for anything unexpected."""
+    _require(len(raw) <= MAX_MANIFEST_BYTES, "larger than any manifest this tool writes")
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+        raise ArchiveError(f"{MANIFEST_NAME}: not valid JSON ({error})") from None
+    _require(isinstance(data, dict), "not a JSON object")
+    _require(data.get("format") == FORMAT_NAME, "not a mongo-backup manifest (foreign archive?)")
+    version = data.get("format_version")
+    _require(version == FORMAT_VERSION, f"format version {version!r} is not supported (expected {FORMAT_VERSION})")
+    stated = data.pop("manifest_sha256", None)
+    _require(isinstance(stated, str), "has no checksum")
+    actual = hashlib.sha256(_canonical_bytes(data)).hexdigest()
+    _require(stated == actual, f"checksum mismatch (expected {stated}, got {actual}): the manifest is damaged")
+    entries = _typed(data, "collections", list)
+    _require(len(entries) <= MAX_COLLECTIONS, "lists too many collections")
+    collections = [_parse_entry(entry, index) for index, entry in enumerate(entries)]
+    files = [entry.file for entry in collections if entry.file]
+    _require(len(set(files)) == len(files), "two collections share one file")
+    names = [entry.name for entry in collections]
+    _require(len(set(names)) == len(names), "a collection is listed twice")
+    return Manifest(
+        database=_typed(data, "database", str),
+        tool_version=_typed(data, "tool_version", str),
+        json_format=_typed(data, "json_format", str),
+        pretty=bool(data.get("pretty", False)),
+        compression=_typed(data, "compression", str),
+        started_at=_typed(data, "started_at", str),
+        finished_at=_typed(data, "finished_at", str),
+        server=_typed(data, "server", dict),
+        hosts=_typed(data, "hosts", list),
+        consistency=_typed(data, "consistency", str),
+        collections=collections,
+    )

@@ -1,0 +1,73 @@
+"""Collection names to safe, unique file names.
+
+MongoDB collection names may hold ``/``, spaces, newlines, any unicode, differ only by
+letter case, and run to 200+ bytes. Archive members and files on disk must do none of
+that: a member must never escape the backup folder, and two collections must never
+share a file on a case-insensitive file system. The manifest records the mapping, so
+readers never have to reverse it.
+
+The rule, a pure function of the set of names (so resume computes the same mapping):
+1. Keep ``A-Z a-z 0-9 _ - .``; write every other byte of the UTF-8 name as ``%XX``
+   (``%`` itself included). A leading ``.`` is encoded too (no hidden files, no ``..``).
+2. Names whose encoded stem is longer than :data:`MAX_STEM` bytes are cut and get
+   ``~`` plus 16 hex digits of the name's SHA-256, so they stay unique.
+3. Stems that collide when letter case is ignored (or that are reserved device names on
+   Windows) get the same ``~hash`` suffix, except the first name in sorted order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable
+
+FILE_SUFFIX = ".jsonl"
+MAX_STEM = 120
+_SAFE = re.compile(rb"[A-Za-z0-9_.\-]")
+_WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL"} | {f"{p}{i}" for p in ("COM", "LPT") for i in range(10)}
+
+
+def _digest(name: str) -> str:
+    return hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+def encode_stem(name: str) -> str:
+    """The percent-encoded, length-bounded stem for one collection name."""
+    out: list[str] = []
+    for index, byte in enumerate(name.encode("utf-8", "surrogatepass")):
+        char = bytes([byte])
+        if _SAFE.fullmatch(char) and not (index == 0 and char == b"."):
+            out.append(char.decode("ascii"))
+        else:
+            out.append(f"%{byte:02X}")
+    stem = "".join(out)
+    if len(stem) > MAX_STEM:
+        stem = f"{stem[: MAX_STEM - 17]}~{_digest(name)}"
+    return stem or "%"  # an empty name cannot exist, but never produce an empty stem
+
+
+def file_names(collection_names: Iterable[str]) -> dict[str, str]:
+    """Map every collection name to its file name (``stem.jsonl``), unique ignoring case."""
+    mapping: dict[str, str] = {}
+    taken: set[str] = set()
+    for name in sorted(set(collection_names)):
+        stem = encode_stem(name)
+        folded = stem.casefold()
+        if folded in taken or stem.split(".")[0].upper() in _WINDOWS_RESERVED:
+            stem = f"{stem[: MAX_STEM - 17]}~{_digest(name)}"
+            folded = stem.casefold()
+        taken.add(folded)
+        mapping[name] = stem + FILE_SUFFIX
+    return mapping
+
+
+def is_safe_member_name(member: str) -> bool:
+    """True for a plain file name this tool could have written (no path, no tricks)."""
+    return (
+        0 < len(member) <= 255
+        and "/" not in member
+        and "\\" not in member
+        and "\x00" not in member
+        and not member.startswith(".")
+        and member.isprintable()
+    )
