@@ -239,19 +239,20 @@ def iter_lines(stream: IO[bytes], member: str, stats: StreamStats | None = None)
         yield number + 1, tail
 
 
-def iter_documents(lines: Iterator[tuple[int, bytes]], member: str) -> Iterator[tuple[int, bytes]]:
-    """Yield (line number, raw BSON) for every document in a stream of lines.
+def iter_document_texts(lines: Iterator[tuple[int, bytes]], member: str) -> Iterator[tuple[int, bytes]]:
+    """Group lines into documents: yield (first line number, document text).
 
     Accepts compact lines (ours, mongoexport's) and the multi-line ``--pretty`` form,
     where a document starts with a line ``{`` and ends with a line ``}``. Blank lines
-    are skipped.
+    are skipped. Raises :class:`LineFormatError` only for problems of structure (a
+    document never closed, or too long); parsing is :func:`document_from_line`'s job.
     """
     for number, line in lines:
         stripped = line.strip()
         if not stripped:
             continue
         if stripped != b"{":
-            yield number, document_from_line(stripped, member, number)
+            yield number, stripped
             continue
         parts = [line]
         total = len(line)
@@ -264,7 +265,13 @@ def iter_documents(lines: Iterator[tuple[int, bytes]], member: str) -> Iterator[
                 break
         else:
             raise LineFormatError(member, number, "document not closed before end of file")
-        yield number, document_from_line(b"\n".join(parts), member, number)
+        yield number, b"\n".join(parts)
+
+
+def iter_documents(lines: Iterator[tuple[int, bytes]], member: str) -> Iterator[tuple[int, bytes]]:
+    """Yield (line number, raw BSON) for every document in a stream of lines."""
+    for number, text in iter_document_texts(lines, member):
+        yield number, document_from_line(text, member, number)
 
 
 def b64_of(raw: bytes) -> str:

@@ -1,0 +1,36 @@
+# Every target builds its own virtual environment in .venv on first use.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+.PHONY: demo test lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.demo-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[demo]'
+	touch $@
+
+$(VENV)/.test-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test,demo]'
+	touch $@
+
+## make demo: embedded server, demo database, backup -> verify -> restore -> compare
+demo: $(VENV)/.demo-installed
+	$(BIN)/mongo-backup demo
+
+## make test: the whole test suite (starts its own SecantusDB server; MONGO_TEST_URI overrides)
+test: $(VENV)/.test-installed
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.test-installed
+	$(BIN)/ruff check src tests bench backup_dtb
+	$(BIN)/mypy
+
+## make bench: speed and memory against the baselines in ../shared/bench (several minutes)
+bench: $(VENV)/.test-installed
+	$(BIN)/python bench/bench.py $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) demo-backups bench/results .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,115 @@
+"""Fixtures shared by every test module (backup now; restore and verify later).
+
+The server: ``MONGO_TEST_URI`` if set (any real mongod or cluster), else one embedded
+SecantusDB started for the whole session. Tests must pass against either, so a test
+that needs a feature one server lacks skips with the reason instead of failing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+
+import pytest
+from pymongo import MongoClient
+
+from mongo_backup.cli.main import run_cli
+from mongo_backup.embedded import EmbeddedServer
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+BSON_CORPUS = REPO_ROOT.parent / "shared" / "bson-corpus"
+
+
+@pytest.fixture(scope="session")
+def mongo_uri() -> Iterator[str]:
+    external = os.environ.get("MONGO_TEST_URI")
+    if external:
+        yield external
+        return
+    server = EmbeddedServer(extra_args=["--enable-test-commands"])
+    server.start()
+    try:
+        yield server.uri
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def client(mongo_uri: str) -> Iterator[MongoClient[Any]]:
+    connection: MongoClient[Any] = MongoClient(mongo_uri, serverSelectionTimeoutMS=10_000)
+    try:
+        yield connection
+    finally:
+        connection.close()
+
+
+@pytest.fixture
+def db_name(client: MongoClient[Any]) -> Iterator[str]:
+    """A fresh database name, dropped after the test (whatever the test left in it)."""
+    name = f"t_{uuid4().hex[:10]}"
+    yield name
+    client.drop_database(name)
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def out_lines(self) -> list[str]:
+        return self.out.splitlines()
+
+
+class CliRunner:
+    """Runs ``mongo-backup`` in-process; each call returns exit code, stdout, stderr."""
+
+    def __init__(self, capsys: pytest.CaptureFixture[str]) -> None:
+        self._capsys = capsys
+
+    def __call__(self, *argv: str | os.PathLike[str]) -> CliResult:
+        self._capsys.readouterr()  # drop anything printed before this call
+        root = logging.getLogger()
+        saved = (list(root.handlers), root.level, logging.getLogger("mongo_backup").level)
+        try:
+            code = run_cli([os.fspath(arg) for arg in argv])
+        except SystemExit as stop:  # argparse usage errors
+            code = stop.code if isinstance(stop.code, int) else 2
+        finally:
+            # run_cli installs a handler on the captured stderr; put logging back so
+            # later tests never write to a stream capsys has already closed.
+            handlers, level, package_level = saved
+            for handler in list(root.handlers):
+                root.removeHandler(handler)
+            for handler in handlers:
+                root.addHandler(handler)
+            root.setLevel(level)
+            logging.getLogger("mongo_backup").setLevel(package_level)
+        captured = self._capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]) -> CliRunner:
+    return CliRunner(capsys)
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """No MONGO_* variables and a working directory without ``.env``."""
+    for variable in ("MONGO_URI", "MONGO_DB"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    target = "MONGO_TEST_URI" if os.environ.get("MONGO_TEST_URI") else "embedded SecantusDB"
+    return f"mongo-backup tests against: {target} (python {sys.version.split()[0]})"
