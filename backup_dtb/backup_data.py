@@ -39,8 +39,12 @@ logger = logging.getLogger("backup_data")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Back up a MongoDB database to a .tar of JSON Lines.")
-    parser.add_argument("--out-dir", default="backup_dtb", help="output folder (default: backup_dtb)")
+    parser = argparse.ArgumentParser(
+        description="Back up a MongoDB database to a .tar of JSON Lines."
+    )
+    parser.add_argument(
+        "--out-dir", default="backup_dtb", help="output folder (default: backup_dtb)"
+    )
     parser.add_argument("--pretty", action="store_true", help="indented JSON documents")
     parser.add_argument("--mongo-uri", help="connection string (default: $MONGO_URI or .env)")
     parser.add_argument("--mongo-db", help="database name (default: $MONGO_DB or .env)")

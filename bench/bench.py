@@ -84,8 +84,9 @@ def measure(cmd: list[str], cwd: str, timeout: float, env: dict[str, str] | None
     """Run cmd once as a child; take CPU and peak RSS from os.wait4 on exactly that child."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=err,
-                                stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            cmd, cwd=cwd, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL
+        )
         killer = threading.Timer(timeout, proc.kill)  # a hung command must not hang us
         killer.start()
         try:
@@ -96,10 +97,14 @@ def measure(cmd: list[str], cwd: str, timeout: float, env: dict[str, str] | None
         proc.returncode = os.waitstatus_to_exitcode(status)  # already reaped: tell Popen
         out.seek(0)
         err.seek(0)
-        return Run(code=proc.returncode, wall=wall, cpu=usage.ru_utime + usage.ru_stime,
-                   rss=usage.ru_maxrss / 1024,  # Linux reports KiB
-                   stdout=out.read().decode("utf-8", "replace"),
-                   stderr=err.read().decode("utf-8", "replace"))
+        return Run(
+            code=proc.returncode,
+            wall=wall,
+            cpu=usage.ru_utime + usage.ru_stime,
+            rss=usage.ru_maxrss / 1024,  # Linux reports KiB
+            stdout=out.read().decode("utf-8", "replace"),
+            stderr=err.read().decode("utf-8", "replace"),
+        )
 
 
 def reason(run: Run) -> str:
@@ -111,8 +116,15 @@ def reason(run: Run) -> str:
     return lines[-1] if lines[0].startswith(("Traceback", "usage:")) else lines[0]
 
 
-def bench(tool: str, cmd: list[str], repeat: int, timeout: float, keep: list[str] | None = None,
-          env: dict[str, str] | None = None, parse: str | None = None) -> Stats:
+def bench(
+    tool: str,
+    cmd: list[str],
+    repeat: int,
+    timeout: float,
+    keep: list[str] | None = None,
+    env: dict[str, str] | None = None,
+    parse: str | None = None,
+) -> Stats:
     """Run cmd --repeat times, each in a fresh temporary dir (substituted for "{TMP}").
 
     Each dir is deleted after its run, except the last one if `keep` is given: its path
@@ -140,27 +152,32 @@ def bench(tool: str, cmd: list[str], repeat: int, timeout: float, keep: list[str
         finally:
             if not kept:
                 shutil.rmtree(tmp, ignore_errors=True)
-    stats = Stats(tool, statistics.median(r.wall for r in runs),
-                  statistics.median(r.cpu for r in runs), statistics.median(r.rss for r in runs),
-                  [{"wall": r.wall, "cpu": r.cpu, "rss": r.rss} for r in runs],
-                  statistics.median(extras) if extras else None)
+    stats = Stats(
+        tool,
+        statistics.median(r.wall for r in runs),
+        statistics.median(r.cpu for r in runs),
+        statistics.median(r.rss for r in runs),
+        [{"wall": r.wall, "cpu": r.cpu, "rss": r.rss} for r in runs],
+        statistics.median(extras) if extras else None,
+    )
     RAW.setdefault("tools", {})[tool] = asdict(stats)
     line = f"{tool:<13} cpu {stats.cpu:.2f} s  wall {stats.wall:.2f} s  rss {stats.rss:.1f} MiB"
     say(line + (f"  ({parse} {stats.extra:.2f} s)" if parse and stats.extra is not None else ""))
     return stats
 
 
-def check(label: str, value: float, target: float, fmt: str = "{:.2f}",
-          tfmt: str = "{:.2f}") -> None:
+def check(
+    label: str, value: float, target: float, fmt: str = "{:.2f}", tfmt: str = "{:.2f}"
+) -> None:
     """Print `label value (target <= target) PASS|FAIL` and record it."""
     ok = value <= target
-    say(f"{label} {fmt.format(value)} (target <= {tfmt.format(target)}) "
-        f"{'PASS' if ok else 'FAIL'}")
+    say(f"{label} {fmt.format(value)} (target <= {tfmt.format(target)}) {'PASS' if ok else 'FAIL'}")
     RAW.setdefault("checks", {})[label] = {"value": value, "target": target, "pass": ok}
 
 
-def ratio(a: Stats | None, b: Stats | None, metric: str, target: float,
-          b_value: float | None = None) -> None:
+def ratio(
+    a: Stats | None, b: Stats | None, metric: str, target: float, b_value: float | None = None
+) -> None:
     """RATIO a/b metric: only when both sides were measured."""
     if a is None or b is None:
         return
@@ -171,15 +188,20 @@ def ratio(a: Stats | None, b: Stats | None, metric: str, target: float,
 def load(uri: str, db: str, n: int) -> None:
     """Load a data set with the shared generator (not measured)."""
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, str(SHARED / "gen_data.py"), uri, db, str(n)], check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, str(SHARED / "gen_data.py"), uri, db, str(n)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     with MongoClient(uri) as client:
         dbh = client[db]
         docs = sum(dbh[c].estimated_document_count() for c in dbh.list_collection_names())
         size = int(dbh.command("dbStats")["dataSize"])
     RAW.setdefault("data", {})[db] = {"n": n, "documents": docs, "data_size": size}
-    say(f"data {db}: N={n}, {docs} documents, {size} bytes ({size / 2**20:.1f} MiB dataSize), "
-        f"loaded in {time.perf_counter() - t0:.1f} s")
+    say(
+        f"data {db}: N={n}, {docs} documents, {size} bytes ({size / 2**20:.1f} MiB dataSize), "
+        f"loaded in {time.perf_counter() - t0:.1f} s"
+    )
 
 
 def cli_command() -> tuple[list[str], dict[str, str] | None]:
@@ -187,8 +209,10 @@ def cli_command() -> tuple[list[str], dict[str, str] | None]:
     script = Path(sys.executable).with_name("mongo-backup")
     if script.exists():
         return [str(script)], None
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")])))
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")])),
+    )
     return [sys.executable, "-m", "mongo_backup"], env
 
 
@@ -205,15 +229,29 @@ class Ctx:
     archive: str | None = None  # our backup archive (last backup run's stdout)
     seed_archive: str | None = None  # seed_reference's .tar
 
-    def run(self, section: str, tool: str, cmd: list[str], *, repeat: int | None = None,
-            ours: bool = False, keep: bool = False, parse: str | None = None
-            ) -> tuple[Stats | None, str | None]:
+    def run(
+        self,
+        section: str,
+        tool: str,
+        cmd: list[str],
+        *,
+        repeat: int | None = None,
+        ours: bool = False,
+        keep: bool = False,
+        parse: str | None = None,
+    ) -> tuple[Stats | None, str | None]:
         """bench() with this run's options; returns (stats, last stdout line if kept)."""
         kept: list[str] = []
         try:
             stats: Stats | None = bench(
-                tool, cmd, self.args.repeat if repeat is None else repeat, self.args.timeout,
-                keep=kept if keep else None, env=self.mb_env if ours else None, parse=parse)
+                tool,
+                cmd,
+                self.args.repeat if repeat is None else repeat,
+                self.args.timeout,
+                keep=kept if keep else None,
+                env=self.mb_env if ours else None,
+                parse=parse,
+            )
         except Failed as exc:  # print `SKIP section: reason`, and the run goes on
             say(f"SKIP {section}: {exc}")
             RAW.setdefault("skipped", {})[tool] = str(exc)
@@ -224,25 +262,54 @@ class Ctx:
         return stats, (os.path.join(kept[0], lines[-1]) if lines else None)
 
     def backup(self, tool: str, db: str) -> Stats | None:
-        stats, out = self.run("backup", tool, [*self.mb, "backup", "--uri", self.uri, "--db", db,
-                              "--out-dir", "{TMP}", "--compress", "zstd", "-q"],
-                              ours=True, keep=self.archive is None)
+        stats, out = self.run(
+            "backup",
+            tool,
+            [
+                *self.mb,
+                "backup",
+                "--uri",
+                self.uri,
+                "--db",
+                db,
+                "--out-dir",
+                "{TMP}",
+                "--compress",
+                "zstd",
+                "-q",
+            ],
+            ours=True,
+            keep=self.archive is None,
+        )
         self.archive = self.archive or out
         return stats
 
     def seed(self, repeat: int | None = None) -> Stats | None:
         stats, self.seed_archive = self.run(
-            "seed", "seed", [sys.executable, str(SHARED / "seed_reference.py"), "--mongo-uri",
-                             self.uri, "--mongo-db", self.db, "--out-dir", "{TMP}"],
-            repeat=repeat, keep=True)
+            "seed",
+            "seed",
+            [
+                sys.executable,
+                str(SHARED / "seed_reference.py"),
+                "--mongo-uri",
+                self.uri,
+                "--mongo-db",
+                self.db,
+                "--out-dir",
+                "{TMP}",
+            ],
+            repeat=repeat,
+            keep=True,
+        )
         return stats
 
 
 def section_backup(c: Ctx, backup: Stats | None) -> None:
     """Backup vs the seed exporter (CPU) and the raw read floor (wall); then flat memory."""
     seed = c.seed()
-    drain, _ = c.run("raw_drain", "raw_drain",
-                     [sys.executable, str(SHARED / "raw_drain.py"), c.uri, c.db])
+    drain, _ = c.run(
+        "raw_drain", "raw_drain", [sys.executable, str(SHARED / "raw_drain.py"), c.uri, c.db]
+    )
     ratio(backup, seed, "cpu", 0.30)
     ratio(backup, drain, "wall", 1.10)
     if backup is None:
@@ -256,8 +323,10 @@ def section_backup(c: Ctx, backup: Stats | None) -> None:
     if big:
         growth = (big.rss - backup.rss) / backup.rss * 100
         ok = growth < 15
-        say(f"RSS growth N={c.args.big_n} vs N={c.args.n}: {growth:+.1f}% (target < 15%) "
-            f"{'PASS' if ok else 'FAIL'}")
+        say(
+            f"RSS growth N={c.args.big_n} vs N={c.args.n}: {growth:+.1f}% (target < 15%) "
+            f"{'PASS' if ok else 'FAIL'}"
+        )
         RAW.setdefault("checks", {})["RSS growth"] = {"value": growth, "target": 15, "pass": ok}
     with MongoClient(c.uri) as client:  # keep the server lean for the sections after this
         client.drop_database("bench_big")
@@ -268,18 +337,35 @@ def section_restore(c: Ctx) -> None:
     if c.archive is None:
         say("SKIP restore: no backup archive (backup skipped)")
         return
-    restore, _ = c.run("restore", "restore", [*c.mb, "restore", c.archive, "--uri", c.uri,
-                       "--db", f"{c.db}_restored", "--drop", "-q"], ours=True)
+    restore, _ = c.run(
+        "restore",
+        "restore",
+        [*c.mb, "restore", c.archive, "--uri", c.uri, "--db", f"{c.db}_restored", "--drop", "-q"],
+        ours=True,
+    )
     if restore is None:  # nothing to compare the (slow) restore baselines with
         return
     if c.seed_archive is None:  # --only without backup: make the seed archive once
         c.seed(repeat=1)
     naive = None
     if c.seed_archive:
-        naive, _ = c.run("naive_restore", "naive_restore", [sys.executable, str(SHARED /
-                         "naive_restore.py"), c.seed_archive, c.uri, f"{c.db}_naive"])
-    raw_load, _ = c.run("raw_load", "raw_load", [sys.executable, str(SHARED / "raw_load.py"),
-                        c.uri, c.db, c.uri, f"{c.db}_rawload"], parse="total_wall_s")
+        naive, _ = c.run(
+            "naive_restore",
+            "naive_restore",
+            [
+                sys.executable,
+                str(SHARED / "naive_restore.py"),
+                c.seed_archive,
+                c.uri,
+                f"{c.db}_naive",
+            ],
+        )
+    raw_load, _ = c.run(
+        "raw_load",
+        "raw_load",
+        [sys.executable, str(SHARED / "raw_load.py"), c.uri, c.db, c.uri, f"{c.db}_rawload"],
+        parse="total_wall_s",
+    )
     ratio(restore, naive, "cpu", 0.30)
     if raw_load:  # vs raw_load's own timed phase (inserts + index builds), not its process
         ratio(restore, raw_load, "wall", 1.25, b_value=raw_load.extra)
@@ -306,8 +392,11 @@ def main() -> int:
     only = {s.strip() for s in a.only.split(",") if s.strip()}
     if unknown := only - set(SECTIONS):
         p.error(f"unknown section(s) in --only: {', '.join(sorted(unknown))}")
-    missing = [s for s in ("gen_data", "seed_reference", "raw_drain", "naive_restore", "raw_load")
-               if not (SHARED / f"{s}.py").is_file()]
+    missing = [
+        s
+        for s in ("gen_data", "seed_reference", "raw_drain", "naive_restore", "raw_load")
+        if not (SHARED / f"{s}.py").is_file()
+    ]
     if missing:
         sys.exit(f"bench: baseline scripts missing in {SHARED}: {', '.join(missing)}")
     RAW["args"], (mb, mb_env) = vars(a), cli_command()
@@ -315,9 +404,11 @@ def main() -> int:
     try:
         with EmbeddedServer() as srv:  # one server for every measurement
             c = Ctx(srv.uri, "bench", a, mb, mb_env, keep)
-            say(f"mongo-backup bench  {time.strftime('%Y-%m-%d %H:%M:%S')}  "
+            say(
+                f"mongo-backup bench  {time.strftime('%Y-%m-%d %H:%M:%S')}  "
                 f"python {platform.python_version()}  cores {os.cpu_count()}  "
-                f"repeat {a.repeat}  sections {','.join(s for s in SECTIONS if s in only)}")
+                f"repeat {a.repeat}  sections {','.join(s for s in SECTIONS if s in only)}"
+            )
             say(f"server {srv.uri}  cli {' '.join(mb)}")
             load(c.uri, c.db, a.n)
             say("")

@@ -79,7 +79,8 @@ def test_keep_folder_keeps_the_working_folder(
 
 @pytest.mark.parametrize(
     ("compress", "suffix", "magic"),
-    [("none", ".tar", None), ("gzip", ".tar.gz", b"\x1f\x8b"), ("zstd", ".tar.zst", b"\x28\xb5\x2f\xfd")],
+    [("none", ".tar", None), ("gzip", ".tar.gz", b"\x1f\x8b"),
+     ("zstd", ".tar.zst", b"\x28\xb5\x2f\xfd")],
 )
 def test_compressions(cli: CliRunner, mongo_uri: str, shop: str, tmp_path: Path,
                       compress: str, suffix: str, magic: bytes | None) -> None:
@@ -130,7 +131,8 @@ def test_view_capped_and_validated_collections(
     db.command("create", "by_x", viewOn="base", pipeline=[{"$match": {"x": 1}}])
     db.create_collection("ring", capped=True, size=4096, max=10)
     db.ring.insert_one({"_id": 1})
-    db.create_collection("checked", validator={"$jsonSchema": {"bsonType": "object", "required": ["x"]}})
+    schema = {"bsonType": "object", "required": ["x"]}
+    db.create_collection("checked", validator={"$jsonSchema": schema})
     archive = run_backup(cli, mongo_uri, db_name, tmp_path)
     manifest = read_manifest(archive)
     view = manifest_entry(manifest, "by_x")
@@ -171,7 +173,8 @@ def test_collection_filters(cli: CliRunner, mongo_uri: str, shop: str, tmp_path:
     only = read_manifest(run_backup(cli, mongo_uri, shop, tmp_path / "1",
                                     "--collection", "alpha", "--collection", "empty"))
     assert [c["name"] for c in only["collections"]] == ["alpha", "empty"]
-    without = read_manifest(run_backup(cli, mongo_uri, shop, tmp_path / "2", "--exclude-collection", "beta"))
+    without = read_manifest(run_backup(cli, mongo_uri, shop, tmp_path / "2",
+                                       "--exclude-collection", "beta"))
     assert [c["name"] for c in without["collections"]] == ["alpha", "empty"]
     missing = cli("backup", "--uri", mongo_uri, "--db", shop, "--out-dir", tmp_path / "3",
                   "--collection", "nope")
@@ -190,10 +193,13 @@ def test_json_output(cli: CliRunner, mongo_uri: str, shop: str, tmp_path: Path) 
                      "bytes": alpha["bytes"], "status": "ok", "error": None}
 
 
-def test_relaxed_and_pretty_formats(cli: CliRunner, mongo_uri: str, shop: str, tmp_path: Path) -> None:
+def test_relaxed_and_pretty_formats(
+    cli: CliRunner, mongo_uri: str, shop: str, tmp_path: Path
+) -> None:
     relaxed = run_backup(cli, mongo_uri, shop, tmp_path / "r", "--json-format", "relaxed")
     assert read_manifest(relaxed)["json_format"] == "relaxed"
-    assert read_archive_member(relaxed, "alpha.jsonl").splitlines()[0] == b'{ "_id" : 0, "v" : "a0" }'
+    first_line = read_archive_member(relaxed, "alpha.jsonl").splitlines()[0]
+    assert first_line == b'{ "_id" : 0, "v" : "a0" }'
     pretty = run_backup(cli, mongo_uri, shop, tmp_path / "p", "--pretty")
     assert read_manifest(pretty)["pretty"] is True
     text = read_archive_member(pretty, "alpha.jsonl")
@@ -263,7 +269,8 @@ def test_failed_connect_closes_its_client() -> None:
         with contextlib.suppress(ConnectionFailed):
             connect("mongodb://127.0.0.1:1/", timeout=0.5)
         gc.collect()
-    leaks = [w for w in caught if issubclass(w.category, ResourceWarning) and "MongoClient" in str(w.message)]
+    leaks = [w for w in caught
+             if issubclass(w.category, ResourceWarning) and "MongoClient" in str(w.message)]
     assert leaks == []
 
 
@@ -273,12 +280,15 @@ PASSWORD = "s3cr3tPW"
 
 
 @LEAKED_CLIENT
-@pytest.mark.parametrize("flags", [(), ("-v",), ("-vv", "--log-format", "json")], ids=["plain", "v", "vv-json"])
+@pytest.mark.parametrize(
+    "flags", [(), ("-v",), ("-vv", "--log-format", "json")], ids=["plain", "v", "vv-json"]
+)
 def test_credentials_never_printed_for_unreachable_server(
     cli: CliRunner, tmp_path: Path, flags: tuple[str, ...]
 ) -> None:
     uri = f"mongodb://alice:{PASSWORD}@127.0.0.1:1/?serverSelectionTimeoutMS=1000"
-    result = cli("backup", "--uri", uri, "--db", "x", "--out-dir", tmp_path, "--timeout", "1", *flags)
+    result = cli("backup", "--uri", uri, "--db", "x", "--out-dir", tmp_path,
+                 "--timeout", "1", *flags)
     assert result.code == 1
     assert "127.0.0.1:1" in result.err
     for secret in (PASSWORD, "alice"):
@@ -322,7 +332,8 @@ def test_failing_collection_is_recorded_and_exit_code_is_3(
     # Collections are read in name order, and nothing else the backup sends is a
     # "find", so one failure hits a_first even where the namespace filter is ignored.
     failpoint = {"configureFailPoint": "failCommand", "mode": {"times": 1},
-                 "data": {"failCommands": ["find"], "errorCode": 2, "namespace": f"{db_name}.a_first"}}
+                 "data": {"failCommands": ["find"], "errorCode": 2,
+                          "namespace": f"{db_name}.a_first"}}
     try:
         client.admin.command(failpoint)
     except Exception as error:

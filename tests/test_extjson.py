@@ -33,7 +33,8 @@ def corpus_cases() -> list[object]:
     cases = []
     for path in sorted(BSON_CORPUS.glob("*.json")):
         for index, case in enumerate(json.loads(path.read_text()).get("valid", [])):
-            cases.append(pytest.param(bytes.fromhex(case["canonical_bson"]), id=f"{path.stem}-{index}"))
+            raw = bytes.fromhex(case["canonical_bson"])
+            cases.append(pytest.param(raw, id=f"{path.stem}-{index}"))
     return cases
 
 
@@ -79,7 +80,8 @@ SPECIAL = {
     "dollar-top-level": bson.encode({"$numberInt": "1"}),
     "escape-key-binary": bson.encode({"$mongoBackupBSON": bson.Binary(b"\x05\x00\x00\x00\x00")}),
     "escape-key-string": bson.encode({"$mongoBackupBSON": "x", "y": 1}),
-    "escape-key-doc": bson.encode({"$mongoBackupBSON": {"$binary": {"base64": "", "subType": "00"}}}),
+    "escape-key-doc": bson.encode(
+        {"$mongoBackupBSON": {"$binary": {"base64": "", "subType": "00"}}}),
     "invalid-utf8-value": raw_document(b"\x02s\x00" + (3).to_bytes(4, "little") + b"\xff\xfe\x00"),
     "invalid-utf8-key": raw_document(b"\x10\xff\xfe\x00" + (1).to_bytes(4, "little")),
     "nan-payload": raw_document(b"\x01d\x00" + NAN_WITH_PAYLOAD),
@@ -113,7 +115,8 @@ def test_regex_with_unsorted_options_round_trips() -> None:
 
 def test_lossy_documents_are_escaped_and_counted() -> None:
     encoder = BatchEncoder()
-    text, _ = encoder.encode(SPECIAL["numberLong-lookalike"] + SPECIAL["nan-payload"] + bson.encode({"a": 1}))
+    batch = SPECIAL["numberLong-lookalike"] + SPECIAL["nan-payload"] + bson.encode({"a": 1})
+    text, _ = encoder.encode(batch)
     lines = text.decode().splitlines()
     assert [extjson.ESCAPE_KEY in line for line in lines] == [True, True, False]
     assert encoder.escaped == 2
@@ -196,7 +199,8 @@ def test_blank_lines_and_crlf_are_skipped() -> None:
 
 
 def test_pretty_multi_line_documents_are_read() -> None:
-    raws = [bson.encode({"_id": 1, "n": {"a": [1, {"b": 2}]}}), bson.encode({}), bson.encode({"s": "}"})]
+    raws = [bson.encode({"_id": 1, "n": {"a": [1, {"b": 2}]}}), bson.encode({}),
+            bson.encode({"s": "}"})]
     text, _ = BatchEncoder(pretty=True).encode(b"".join(raws))
     assert text.count(b"\n") > len(raws)  # really multi-line
     assert read_back(text) == raws
@@ -270,7 +274,9 @@ DOCUMENTS = st.dictionaries(KEYS, VALUES, max_size=6)
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(DOCUMENTS, min_size=1, max_size=5), st.booleans())
-def test_random_documents_round_trip_byte_exact(documents: list[dict[str, object]], pretty: bool) -> None:
+def test_random_documents_round_trip_byte_exact(
+    documents: list[dict[str, object]], pretty: bool
+) -> None:
     raws = [bson.encode(document) for document in documents]
     text, count = BatchEncoder(pretty=pretty).encode(b"".join(raws))
     assert count == len(raws)

@@ -10,7 +10,9 @@ import pytest
 
 from mongo_backup.names import FILE_SUFFIX, MAX_STEM, encode_stem, file_names, is_safe_member_name
 
-WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL"} | {f"{p}{i}" for p in ("COM", "LPT") for i in range(10)}
+WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL"} | {
+    f"{prefix}{digit}" for prefix in ("COM", "LPT") for digit in range(10)
+}
 
 HOSTILE = [
     "orders",

@@ -27,7 +27,9 @@ SCRIPT = REPO_ROOT / "backup_dtb" / "backup_data.py"
 UNREACHABLE = "mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=300"
 
 
-def run_seed(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_seed(
+    cwd: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     environment = {k: v for k, v in os.environ.items() if k not in ("MONGO_URI", "MONGO_DB")}
     environment.update(env or {})
     return subprocess.run(
@@ -52,7 +54,8 @@ def seeded(client: Any, db_name: str) -> str:
 
 
 def test_flags_default_out_dir_and_plain_tar(mongo_uri: str, seeded: str, tmp_path: Path) -> None:
-    archive = archive_of(run_seed(tmp_path, "--mongo-uri", mongo_uri, "--mongo-db", seeded), tmp_path)
+    result = run_seed(tmp_path, "--mongo-uri", mongo_uri, "--mongo-db", seeded)
+    archive = archive_of(result, tmp_path)
     assert archive.parent == tmp_path / "backup_dtb" / "backup_data"
     assert archive.name.startswith("backup_") and archive.suffixes == [".tar"]
     with tarfile.open(archive, "r:") as tar:  # plain, uncompressed tar

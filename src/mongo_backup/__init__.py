@@ -14,8 +14,8 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .backup import BackupOptions, BackupResult, backup, backup_database  # noqa: E402
-from .errors import (  # noqa: E402
+from .backup import BackupOptions, BackupResult, backup, backup_database
+from .errors import (
     ArchiveError,
     ConfigError,
     ConnectionFailed,

@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import contextlib
 import gzip
-import io
 import os
 import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import zstandard
 
@@ -57,7 +56,7 @@ def _compressed_writer(raw: IO[bytes], compression: str) -> Iterator[IO[bytes]]:
         # threads=-1: one compression worker per core, outside the GIL.
         compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=-1)
         with compressor.stream_writer(raw, closefd=False) as out:
-            yield out  # type: ignore[misc]
+            yield out
     else:
         raise ValueError(f"unknown compression {compression!r}")
 
@@ -67,9 +66,10 @@ def write_archive(folder: Path, members: list[str], destination: Path, compressi
     temporary = destination.with_name(f".{destination.name}.{os.getpid()}.partial")
     try:
         with private_file(temporary) as raw:
-            with _compressed_writer(raw, compression) as out, tarfile.open(
-                fileobj=out, mode="w|", format=tarfile.PAX_FORMAT
-            ) as tar:
+            with (
+                _compressed_writer(raw, compression) as out,
+                tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar,
+            ):
                 now = int(time.time())
                 for name in members:
                     path = folder / name
@@ -150,13 +150,17 @@ class TarReader(BackupReader):
             if compression == "gzip":
                 stream = gzip.GzipFile(fileobj=self._file, mode="rb")
             elif compression == "zstd":
-                stream = zstandard.ZstdDecompressor().stream_reader(self._file, read_across_frames=True)
+                stream = zstandard.ZstdDecompressor().stream_reader(
+                    self._file, read_across_frames=True
+                )
             self._stream = stream
-            self._tar = tarfile.open(fileobj=stream, mode="r|")
+            self._tar = tarfile.open(fileobj=stream, mode="r|")  # noqa: SIM115 - closed in close()
             self._iter = iter(self._tar)
             first = self._next_member()
             if first is None or first.name != MANIFEST_NAME:
-                raise ArchiveError(f"{path}: first member is not {MANIFEST_NAME} (foreign archive?)")
+                raise ArchiveError(
+                    f"{path}: first member is not {MANIFEST_NAME} (foreign archive?)"
+                )
             if first.size > MAX_MANIFEST_BYTES:
                 raise ArchiveError(f"{path}: {MANIFEST_NAME} is implausibly large")
             handle = self._tar.extractfile(first)
@@ -188,7 +192,9 @@ class TarReader(BackupReader):
         for entry in self.manifest.data_entries:
             member = self._next_member()
             if member is None:
-                raise ArchiveError(f"{self.location}: member {entry.file} is missing (truncated archive?)")
+                raise ArchiveError(
+                    f"{self.location}: member {entry.file} is missing (truncated archive?)"
+                )
             if member.name != entry.file:
                 raise ArchiveError(
                     f"{self.location}: unexpected member {member.name!r} where {entry.file!r} "
@@ -196,7 +202,7 @@ class TarReader(BackupReader):
                 )
             handle = self._tar.extractfile(member)
             assert handle is not None
-            yield entry, _GuardedStream(handle, self.location, member.name)
+            yield entry, cast(IO[bytes], _GuardedStream(handle, self.location, member.name))
         extra = self._next_member()
         if extra is not None:
             raise ArchiveError(f"{self.location}: unexpected extra member {extra.name!r}")
@@ -208,15 +214,12 @@ class TarReader(BackupReader):
                     closer.close()
 
 
-class _GuardedStream(io.RawIOBase):
-    """A member stream whose read errors become :class:`ArchiveError`."""
+class _GuardedStream:
+    """A member stream whose read errors become :class:`ArchiveError` (only read())."""
 
     def __init__(self, inner: IO[bytes], location: str, member: str) -> None:
         self._inner = inner
         self._where = f"{location}: member {member}"
-
-    def readable(self) -> bool:
-        return True
 
     def read(self, size: int = -1) -> bytes:
         try:

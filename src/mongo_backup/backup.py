@@ -75,8 +75,15 @@ class BackupResult:
             "archive": str(self.archive) if self.archive else None,
             "database": self.manifest.database,
             "collections": [
-                {"name": c.name, "type": c.type, "file": c.file, "count": c.count,
-                 "bytes": c.bytes, "status": c.status, "error": c.error}
+                {
+                    "name": c.name,
+                    "type": c.type,
+                    "file": c.file,
+                    "count": c.count,
+                    "bytes": c.bytes,
+                    "status": c.status,
+                    "error": c.error,
+                }
                 for c in self.manifest.collections
             ],
             "duration_s": round(self.duration, 3),
@@ -132,8 +139,12 @@ def claim_folder(out_dir: Path, compress: str, stamp: str) -> Path:
 
 
 def export_collection(
-    source: MongoSource, intent: Intent, path: Path, encoder: BatchEncoder,
-    batch_size: int, progress: Progress,
+    source: MongoSource,
+    intent: Intent,
+    path: Path,
+    encoder: BatchEncoder,
+    batch_size: int,
+    progress: Progress,
 ) -> CollectionEntry:
     """Write one collection to ``path``; returns its manifest entry with checksum."""
     digest = hashlib.sha256()
@@ -152,9 +163,16 @@ def export_collection(
     finally:
         progress.finish(intent.name)
     return CollectionEntry(
-        name=intent.name, type=intent.type, file=path.name, options=intent.options,
-        indexes=intent.indexes, uuid=intent.uuid, count=count, bytes=size,
-        sha256=digest.hexdigest(), escaped=encoder.escaped - escaped_before,
+        name=intent.name,
+        type=intent.type,
+        file=path.name,
+        options=intent.options,
+        indexes=intent.indexes,
+        uuid=intent.uuid,
+        count=count,
+        bytes=size,
+        sha256=digest.hexdigest(),
+        escaped=encoder.escaped - escaped_before,
     )
 
 
@@ -183,14 +201,18 @@ def run_backup(opts: BackupOptions, progress: Progress | None = None) -> BackupR
         intents = source.intents(opts.collections, opts.exclude)
         missing = sorted(set(opts.collections) - {intent.name for intent in intents})
         if missing:
-            raise ConfigError(f"database {opts.db!r} has no collection named {', '.join(map(repr, missing))}")
+            raise ConfigError(
+                f"database {opts.db!r} has no collection named {', '.join(map(repr, missing))}"
+            )
         if not intents and not opts.allow_empty:
             raise MongoBackupError(
                 f"database {opts.db!r} has no collections to back up "
                 "(wrong database name? pass --allow-empty to write an empty backup)"
             )
         if server["topology"] == "standalone":
-            logger.warning("standalone server: collections are read one after another, not at one moment")
+            logger.warning(
+                "standalone server: collections are read one after another, not at one moment"
+            )
         folder = claim_folder(Path(opts.out_dir), opts.compress, utc_stamp(started_at))
         logger.info("backing up database %r (%d namespaces) into %s", opts.db, len(intents), folder)
         entries = _export_all(source, intents, folder, opts, progress)
@@ -198,10 +220,16 @@ def run_backup(opts: BackupOptions, progress: Progress | None = None) -> BackupR
         client.close()
 
     manifest = Manifest(
-        database=opts.db, tool_version=__version__, json_format=opts.json_format,
-        pretty=opts.pretty, compression=opts.compress,
-        started_at=started_at.isoformat(), finished_at=dt.datetime.now(dt.UTC).isoformat(),
-        server=server, hosts=hosts_of(opts.uri), collections=entries,
+        database=opts.db,
+        tool_version=__version__,
+        json_format=opts.json_format,
+        pretty=opts.pretty,
+        compression=opts.compress,
+        started_at=started_at.isoformat(),
+        finished_at=dt.datetime.now(dt.UTC).isoformat(),
+        server=server,
+        hosts=hosts_of(opts.uri),
+        collections=entries,
     )
     with private_file(folder / MANIFEST_NAME) as handle:
         handle.write(manifest_bytes(manifest))
@@ -211,28 +239,45 @@ def run_backup(opts: BackupOptions, progress: Progress | None = None) -> BackupR
 
 
 def _export_all(
-    source: MongoSource, intents: list[Intent], folder: Path, opts: BackupOptions, progress: Progress
+    source: MongoSource,
+    intents: list[Intent],
+    folder: Path,
+    opts: BackupOptions,
+    progress: Progress,
 ) -> list[CollectionEntry]:
     encoder = BatchEncoder(opts.json_format, opts.pretty)
     files = file_names(intent.name for intent in intents if intent.has_data)
     entries: list[CollectionEntry] = []
     for intent in intents:
         if not intent.has_data:
-            entries.append(CollectionEntry(name=intent.name, type=intent.type, file=None,
-                                           options=intent.options, uuid=intent.uuid))
+            entries.append(
+                CollectionEntry(
+                    name=intent.name,
+                    type=intent.type,
+                    file=None,
+                    options=intent.options,
+                    uuid=intent.uuid,
+                )
+            )
             continue
         try:
-            entry = export_collection(source, intent, folder / files[intent.name], encoder,
-                                      opts.batch_size, progress)
+            entry = export_collection(
+                source, intent, folder / files[intent.name], encoder, opts.batch_size, progress
+            )
         except (MongoBackupError, OSError, ValueError) as error:
             message = scrub_text(str(error), source.secrets)
             logger.error("collection %r failed: %s", intent.name, message, exc_info=True)
             # No file for a failed collection: the manifest says it failed and why;
             # half a collection in the archive would only invite a partial restore.
             entry = CollectionEntry(
-                name=intent.name, type=intent.type, file=None,
-                options=intent.options, indexes=intent.indexes, uuid=intent.uuid,
-                status="failed", error=message,
+                name=intent.name,
+                type=intent.type,
+                file=None,
+                options=intent.options,
+                indexes=intent.indexes,
+                uuid=intent.uuid,
+                status="failed",
+                error=message,
             )
             with contextlib.suppress(OSError):
                 (folder / files[intent.name]).unlink()

@@ -80,10 +80,14 @@ class EmbeddedServer:
     def start(self) -> EmbeddedServer:
         command = [
             _server_executable(),
-            "--host", "127.0.0.1",
-            "--port", str(self.port),
-            "--storage-path", self.storage_path,
-            "--log-level", "WARNING",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--storage-path",
+            self.storage_path,
+            "--log-level",
+            "WARNING",
             *self.extra_args,
         ]
         log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
@@ -110,7 +114,8 @@ class EmbeddedServer:
                 time.sleep(0.1)
         self.stop()
         raise EmbeddedServerError(
-            f"{SERVER_COMMAND} did not listen on port {self.port} within {self.startup_timeout:.0f} s"
+            f"{SERVER_COMMAND} did not listen on port {self.port} "
+            f"within {self.startup_timeout:.0f} s"
         )
 
     def _log_tail(self) -> str:

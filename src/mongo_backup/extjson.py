@@ -211,7 +211,9 @@ class StreamStats:
 READ_CHUNK = 1 << 20
 
 
-def iter_lines(stream: IO[bytes], member: str, stats: StreamStats | None = None) -> Iterator[tuple[int, bytes]]:
+def iter_lines(
+    stream: IO[bytes], member: str, stats: StreamStats | None = None
+) -> Iterator[tuple[int, bytes]]:
     """Yield (line number, line without ``\\n``), splitting on ``\\n`` only.
 
     Reads big chunks (hashing them on the way) rather than line by line: per-line
@@ -231,7 +233,9 @@ def iter_lines(stream: IO[bytes], member: str, stats: StreamStats | None = None)
         lines = chunk.split(b"\n")
         tail = lines.pop()
         if len(tail) > MAX_LINE_BYTES:
-            raise LineFormatError(member, number + len(lines) + 1, f"line longer than {MAX_LINE_BYTES} bytes")
+            raise LineFormatError(
+                member, number + len(lines) + 1, f"line longer than {MAX_LINE_BYTES} bytes"
+            )
         for line in lines:
             number += 1
             yield number, line
@@ -239,7 +243,9 @@ def iter_lines(stream: IO[bytes], member: str, stats: StreamStats | None = None)
         yield number + 1, tail
 
 
-def iter_document_texts(lines: Iterator[tuple[int, bytes]], member: str) -> Iterator[tuple[int, bytes]]:
+def iter_document_texts(
+    lines: Iterator[tuple[int, bytes]], member: str
+) -> Iterator[tuple[int, bytes]]:
     """Group lines into documents: yield (first line number, document text).
 
     Accepts compact lines (ours, mongoexport's) and the multi-line ``--pretty`` form,
@@ -260,7 +266,9 @@ def iter_document_texts(lines: Iterator[tuple[int, bytes]], member: str) -> Iter
             parts.append(more)
             total += len(more)
             if total > MAX_LINE_BYTES:
-                raise LineFormatError(member, number, f"document longer than {MAX_LINE_BYTES} bytes")
+                raise LineFormatError(
+                    member, number, f"document longer than {MAX_LINE_BYTES} bytes"
+                )
             if more.rstrip(b"\r") == b"}":
                 break
         else:

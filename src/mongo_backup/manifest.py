@@ -77,7 +77,9 @@ class Manifest:
 
 
 def _canonical_bytes(data: dict[str, Any]) -> bytes:
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode(
+        "utf-8"
+    )
 
 
 def manifest_bytes(manifest: Manifest) -> bytes:
@@ -92,37 +94,56 @@ def _require(condition: bool, problem: str) -> None:
         raise ArchiveError(f"{MANIFEST_NAME}: {problem}")
 
 
-def _typed(data: dict[str, Any], key: str, kind: type | tuple[type, ...], optional: bool = False) -> Any:
+def _typed(
+    data: dict[str, Any], key: str, kind: type | tuple[type, ...], optional: bool = False
+) -> Any:
     value = data.get(key)
     if value is None and optional:
         return None
-    _require(isinstance(value, kind) and not (kind is int and isinstance(value, bool)),
-             f"field {key!r} is missing or not a {getattr(kind, '__name__', kind)}")
+    _require(
+        isinstance(value, kind) and not (kind is int and isinstance(value, bool)),
+        f"field {key!r} is missing or not a {getattr(kind, '__name__', kind)}",
+    )
     return value
 
 
 def _parse_entry(data: Any, index: int) -> CollectionEntry:
     _require(isinstance(data, dict), f"collection #{index} is not an object")
     name = _typed(data, "name", str)
-    _require(0 < len(name.encode("utf-8", "surrogatepass")) <= 1024, f"collection #{index} has a bad name")
+    _require(
+        0 < len(name.encode("utf-8", "surrogatepass")) <= 1024,
+        f"collection #{index} has a bad name",
+    )
     kind = _typed(data, "type", str)
     _require(kind in COLLECTION_TYPES, f"collection {name!r} has unknown type {kind!r}")
     file = _typed(data, "file", str, optional=True)
-    _require(file is None or is_safe_member_name(file), f"collection {name!r} has an unsafe file name {file!r}")
+    _require(
+        file is None or is_safe_member_name(file),
+        f"collection {name!r} has an unsafe file name {file!r}",
+    )
     count = _typed(data, "count", int)
     size = _typed(data, "bytes", int)
-    _require(0 <= count <= 2**53 and 0 <= size <= 2**53, f"collection {name!r} has impossible counts")
+    _require(
+        0 <= count <= 2**53 and 0 <= size <= 2**53, f"collection {name!r} has impossible counts"
+    )
     sha = _typed(data, "sha256", str, optional=True)
-    _require(sha is None or (len(sha) == 64 and all(c in "0123456789abcdef" for c in sha)),
-             f"collection {name!r} has a malformed sha256")
+    _require(
+        sha is None or (len(sha) == 64 and all(c in "0123456789abcdef" for c in sha)),
+        f"collection {name!r} has a malformed sha256",
+    )
     status = _typed(data, "status", str)
     _require(status in ("ok", "failed"), f"collection {name!r} has unknown status {status!r}")
     return CollectionEntry(
-        name=name, type=kind, file=file,
+        name=name,
+        type=kind,
+        file=file,
         options=_typed(data, "options", dict),
         indexes=_typed(data, "indexes", list),
         uuid=_typed(data, "uuid", str, optional=True),
-        count=count, bytes=size, sha256=sha, status=status,
+        count=count,
+        bytes=size,
+        sha256=sha,
+        status=status,
         error=_typed(data, "error", str, optional=True),
         escaped=_typed(data, "escaped", int, optional=True) or 0,
     )
@@ -138,11 +159,17 @@ def parse_manifest(raw: bytes) -> Manifest:
     _require(isinstance(data, dict), "not a JSON object")
     _require(data.get("format") == FORMAT_NAME, "not a mongo-backup manifest (foreign archive?)")
     version = data.get("format_version")
-    _require(version == FORMAT_VERSION, f"format version {version!r} is not supported (expected {FORMAT_VERSION})")
+    _require(
+        version == FORMAT_VERSION,
+        f"format version {version!r} is not supported (expected {FORMAT_VERSION})",
+    )
     stated = data.pop("manifest_sha256", None)
     _require(isinstance(stated, str), "has no checksum")
     actual = hashlib.sha256(_canonical_bytes(data)).hexdigest()
-    _require(stated == actual, f"checksum mismatch (expected {stated}, got {actual}): the manifest is damaged")
+    _require(
+        stated == actual,
+        f"checksum mismatch (expected {stated}, got {actual}): the manifest is damaged",
+    )
     entries = _typed(data, "collections", list)
     _require(len(entries) <= MAX_COLLECTIONS, "lists too many collections")
     collections = [_parse_entry(entry, index) for index, entry in enumerate(entries)]

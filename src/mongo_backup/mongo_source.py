@@ -90,7 +90,9 @@ def connect(uri: str, *, timeout: float = 30.0, **client_options: Any) -> MongoC
         )
         client.admin.command("ping")
     except pymongo.errors.ConfigurationError as error:
-        raise ConnectionFailed(f"invalid connection string: {driver_error_text(error, secrets)}") from None
+        raise ConnectionFailed(
+            f"invalid connection string: {driver_error_text(error, secrets)}"
+        ) from None
     except pymongo.errors.OperationFailure as error:
         raise ConnectionFailed(
             f"the server refused the connection: {driver_error_text(error, secrets)}"
@@ -133,7 +135,9 @@ class MongoSource:
             "set_name": hello.get("setName"),
         }
 
-    def intents(self, include: list[str] | None = None, exclude: list[str] | None = None) -> list[Intent]:
+    def intents(
+        self, include: list[str] | None = None, exclude: list[str] | None = None
+    ) -> list[Intent]:
         """The namespaces to back up, sorted by name, filtered by include/exclude lists."""
         listed = self._call("listCollections", lambda: list(self.db.list_collections()))
         wanted = set(include or [])
@@ -149,9 +153,7 @@ class MongoSource:
             uuid = info.get("info", {}).get("uuid")
             indexes: list[dict[str, Any]] = []
             if kind != "view":
-                indexes = self._call(
-                    f"listIndexes on {name!r}", lambda n=name: list(self.db[n].list_indexes())
-                )
+                indexes = self._call(f"listIndexes on {name!r}", self._index_lister(name))
             result.append(
                 Intent(
                     name=name,
@@ -162,6 +164,10 @@ class MongoSource:
                 )
             )
         return sorted(result, key=lambda intent: intent.name)
+
+    def _index_lister(self, name: str) -> Callable[[], list[dict[str, Any]]]:
+        collection = self.db[name]
+        return lambda: [dict(index) for index in collection.list_indexes()]
 
     def estimated_count(self, name: str) -> int:
         try:
@@ -185,7 +191,9 @@ class MongoSource:
 _DONE = object()
 
 
-def _prefetched(open_cursor: Callable[[], Iterator[bytes]], what: str, secrets: list[str]) -> Iterator[bytes]:
+def _prefetched(
+    open_cursor: Callable[[], Iterator[bytes]], what: str, secrets: list[str]
+) -> Iterator[bytes]:
     """Run a cursor in a thread and hand its batches over through a bounded queue.
 
     The bound gives back-pressure: at most PREFETCH_BATCHES batches wait in memory.

@@ -24,7 +24,9 @@ from collections.abc import Iterable
 FILE_SUFFIX = ".jsonl"
 MAX_STEM = 120
 _SAFE = re.compile(rb"[A-Za-z0-9_.\-]")
-_WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL"} | {f"{p}{i}" for p in ("COM", "LPT") for i in range(10)}
+_WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL"} | {
+    f"{p}{i}" for p in ("COM", "LPT") for i in range(10)
+}
 
 
 def _digest(name: str) -> str:

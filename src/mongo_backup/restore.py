@@ -94,9 +94,12 @@ class RestoreResult:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "source": self.source, "database": self.database, "dry_run": self.dry_run,
+            "source": self.source,
+            "database": self.database,
+            "dry_run": self.dry_run,
             "collections": [vars(c) | {"ok": c.ok} for c in self.collections],
-            "duration_s": round(self.duration, 3), "exit_code": self.exit_code,
+            "duration_s": round(self.duration, 3),
+            "exit_code": self.exit_code,
         }
 
 
@@ -108,7 +111,9 @@ def restore(source: str, uri: str, db: str | None = None, **options: Any) -> Res
 def _open(opts: RestoreOptions) -> BackupReader:
     if is_single_file(Path(opts.source)):
         if len(opts.collections) != 1 or not opts.db:
-            raise ConfigError("restoring a single JSON file needs --db and exactly one --collection")
+            raise ConfigError(
+                "restoring a single JSON file needs --db and exactly one --collection"
+            )
         return SingleFileReader(Path(opts.source), opts.db, opts.collections[0])
     return open_backup(opts.source)
 
@@ -142,7 +147,10 @@ def _verify_first(opts: RestoreOptions) -> None:
         return
     report = verify(opts.source)
     if not report.ok:
-        raise ArchiveError(f"{opts.source}: {report.problems[0]} (nothing was restored; --no-verify skips this check)")
+        raise ArchiveError(
+            f"{opts.source}: {report.problems[0]} "
+            "(nothing was restored; --no-verify skips this check)"
+        )
 
 
 def _select(manifest: Manifest, opts: RestoreOptions) -> list[CollectionEntry]:
@@ -151,8 +159,10 @@ def _select(manifest: Manifest, opts: RestoreOptions) -> list[CollectionEntry]:
     if unknown:
         raise ConfigError(f"the backup has no collection named {', '.join(map(repr, unknown))}")
     return [
-        entry for entry in manifest.collections
-        if (not opts.collections or entry.name in opts.collections) and entry.name not in opts.exclude
+        entry
+        for entry in manifest.collections
+        if (not opts.collections or entry.name in opts.collections)
+        and entry.name not in opts.exclude
     ]
 
 
@@ -173,7 +183,9 @@ class _Restorer:
             outcome = CollectionOutcome(entry.name, entry.type, entry.count)
             outcomes[entry.name] = outcome
             if entry.status != "ok":
-                outcome.problems.append(f"not in the backup: the backup failed for it ({entry.error})")
+                outcome.problems.append(
+                    f"not in the backup: the backup failed for it ({entry.error})"
+                )
             if entry.type != "view":
                 self._prepare(entry, outcome, entry.name in existing)
         # Members stream in archive order; the unselected ones are read past, not held.
@@ -204,7 +216,9 @@ class _Restorer:
         if not self.opts.options:
             options = {k: v for k, v in options.items() if k in ("timeseries", "clusteredIndex")}
         if "clusteredIndex" in options and isinstance(options["clusteredIndex"], dict):
-            options["clusteredIndex"] = {k: v for k, v in options["clusteredIndex"].items() if k != "v"}
+            options["clusteredIndex"] = {
+                k: v for k, v in options["clusteredIndex"].items() if k != "v"
+            }
         try:
             self.db.command("create", entry.name, **from_extjson(options))
         except pymongo.errors.OperationFailure as error:
@@ -218,7 +232,9 @@ class _Restorer:
         assert entry.file is not None
         collection = self.db.get_collection(entry.name)
         counts = InsertCounts()
-        with RawInserter(collection, self.opts.jobs, self.opts.bypass_validation, counts, self._error) as inserter:
+        with RawInserter(
+            collection, self.opts.jobs, self.opts.bypass_validation, counts, self._error
+        ) as inserter:
             batch: list[bytes] = []
             for _number, raw in iter_documents(iter_lines(stream, entry.file), entry.file):
                 batch.append(raw)
@@ -232,14 +248,24 @@ class _Restorer:
         outcome.problems.extend(counts.problems)
         logger.info("%s: %d of %d documents inserted", entry.name, counts.inserted, entry.count)
         if counts.duplicates:
-            logger.warning("%s: %d documents not inserted: their _id already exists (use --drop)",
-                           entry.name, counts.duplicates)
+            logger.warning(
+                "%s: %d documents not inserted: their _id already exists (use --drop)",
+                entry.name,
+                counts.duplicates,
+            )
         if counts.rejected:
-            logger.warning("%s: %d documents refused by the validator (--bypass-document-validation)",
-                           entry.name, counts.rejected)
+            logger.warning(
+                "%s: %d documents refused by the validator (--bypass-document-validation)",
+                entry.name,
+                counts.rejected,
+            )
 
     def _build_indexes(self, entry: CollectionEntry, outcome: CollectionOutcome) -> None:
-        specs = [{k: v for k, v in ix.items() if k != "ns"} for ix in entry.indexes if ix.get("name") != "_id_"]
+        specs = [
+            {k: v for k, v in ix.items() if k != "ns"}
+            for ix in entry.indexes
+            if ix.get("name") != "_id_"
+        ]
         if not specs or self.opts.dry_run:
             outcome.indexes_built = 0 if self.opts.dry_run else outcome.indexes_built
             return
@@ -258,7 +284,9 @@ class _Restorer:
                 outcome.problems.append(message)
                 logger.warning("%s: %s", entry.name, message)
 
-    def _create_view(self, entry: CollectionEntry, outcome: CollectionOutcome, exists: bool) -> None:
+    def _create_view(
+        self, entry: CollectionEntry, outcome: CollectionOutcome, exists: bool
+    ) -> None:
         if exists and not self.opts.drop:
             outcome.action = "view exists, kept"
             return
@@ -267,7 +295,9 @@ class _Restorer:
             return
         if exists:
             self.db.drop_collection(entry.name)
-        options = from_extjson({k: v for k, v in entry.options.items() if k not in _NOT_CREATE_OPTIONS})
+        options = from_extjson(
+            {k: v for k, v in entry.options.items() if k not in _NOT_CREATE_OPTIONS}
+        )
         try:
             self.db.command("create", entry.name, **options)
             outcome.action = "create view"

@@ -51,7 +51,9 @@ class InsertCounts:
                 else:
                     self.failed += 1
                     if len(self.problems) < MAX_PROBLEMS:
-                        self.problems.append(f"document refused (code {code}): {error.get('errmsg', '')[:200]}")
+                        self.problems.append(
+                            f"document refused (code {code}): {error.get('errmsg', '')[:200]}"
+                        )
 
 
 _STOP = None
@@ -73,7 +75,8 @@ class RawInserter:
         self.fatal: BaseException | None = None
         self.pending: queue.Queue[list[bytes] | None] = queue.Queue(maxsize=2 * jobs)
         self.workers = [
-            threading.Thread(target=self._work, name=f"insert-{i}", daemon=True) for i in range(jobs)
+            threading.Thread(target=self._work, name=f"insert-{i}", daemon=True)
+            for i in range(jobs)
         ]
 
     def __enter__(self) -> RawInserter:
@@ -95,7 +98,9 @@ class RawInserter:
 
     def _raise_fatal(self) -> None:
         if self.fatal is not None:
-            raise MongoBackupError(f"{self.collection.name}: insert failed: {self.describe(self.fatal)}") from self.fatal
+            raise MongoBackupError(
+                f"{self.collection.name}: insert failed: {self.describe(self.fatal)}"
+            ) from self.fatal
 
     def _work(self) -> None:
         while True:
@@ -110,7 +115,7 @@ class RawInserter:
                     documents, ordered=False, bypass_document_validation=self.bypass
                 )
             except pymongo.errors.BulkWriteError as error:
-                self.counts.add_bulk_error(error.details)
+                self.counts.add_bulk_error(dict(error.details))
             except BaseException as error:  # connection lost, auth, ...: stop everything
                 self.fatal = error
             else:

@@ -23,11 +23,24 @@ class SingleFileReader(BackupReader):
         self.path = path
         self.location = str(path)
         now = dt.datetime.now(dt.UTC).isoformat()
-        entry = CollectionEntry(name=collection, type="collection", file=path.name,
-                                count=0, bytes=path.stat().st_size, sha256=None)
+        entry = CollectionEntry(
+            name=collection,
+            type="collection",
+            file=path.name,
+            count=0,
+            bytes=path.stat().st_size,
+            sha256=None,
+        )
         self.manifest = Manifest(
-            database=database, tool_version="", json_format="unknown", pretty=False,
-            compression="none", started_at=now, finished_at=now, server={}, hosts=[],
+            database=database,
+            tool_version="",
+            json_format="unknown",
+            pretty=False,
+            compression="none",
+            started_at=now,
+            finished_at=now,
+            server={},
+            hosts=[],
             collections=[entry],
         )
 

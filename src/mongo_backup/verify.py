@@ -88,14 +88,21 @@ class VerifyResult:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "location": self.location, "database": self.manifest.database, "ok": self.ok,
+            "location": self.location,
+            "database": self.manifest.database,
+            "ok": self.ok,
             "members": [vars(m) | {"ok": m.ok} for m in self.members],
-            "against": [vars(a) | {"ok": a.ok} for a in self.against] if self.against is not None else None,
-            "problems": self.problems, "duration_s": round(self.duration, 3),
+            "against": [vars(a) | {"ok": a.ok} for a in self.against]
+            if self.against is not None
+            else None,
+            "problems": self.problems,
+            "duration_s": round(self.duration, 3),
         }
 
 
-def check_member(entry: CollectionEntry, stream: IO[bytes], keep: dict[bytes, bytes] | None = None) -> MemberReport:
+def check_member(
+    entry: CollectionEntry, stream: IO[bytes], keep: dict[bytes, bytes] | None = None
+) -> MemberReport:
     """Read one member to its end, comparing it with its manifest entry."""
     assert entry.file is not None
     report = MemberReport(entry.name, entry.file, entry.count, entry.bytes)
@@ -136,8 +143,13 @@ def id_key(raw: bytes) -> bytes:
     return bson.encode({"": value})
 
 
-def verify(location: str, *, against_uri: str | None = None, against_db: str | None = None,
-           timeout: float = 30.0) -> VerifyResult:
+def verify(
+    location: str,
+    *,
+    against_uri: str | None = None,
+    against_db: str | None = None,
+    timeout: float = 30.0,
+) -> VerifyResult:
     started = time.perf_counter()
     with open_backup(location) as reader:
         kept: dict[str, dict[bytes, bytes]] = {}
@@ -145,11 +157,15 @@ def verify(location: str, *, against_uri: str | None = None, against_db: str | N
         manifest = reader.manifest
     against = None
     if against_uri:
-        against = compare_with_database(manifest, kept, against_uri, against_db or manifest.database, timeout)
+        against = compare_with_database(
+            manifest, kept, against_uri, against_db or manifest.database, timeout
+        )
     return VerifyResult(location, manifest, members, against, time.perf_counter() - started)
 
 
-def _check_all(reader: BackupReader, kept: dict[str, dict[bytes, bytes]] | None) -> Iterator[MemberReport]:
+def _check_all(
+    reader: BackupReader, kept: dict[str, dict[bytes, bytes]] | None
+) -> Iterator[MemberReport]:
     for entry, stream in reader.members():
         keep: dict[bytes, bytes] | None = None
         if kept is not None:
@@ -157,8 +173,9 @@ def _check_all(reader: BackupReader, kept: dict[str, dict[bytes, bytes]] | None)
         yield check_member(entry, stream, keep)
 
 
-def compare_with_database(manifest: Manifest, kept: dict[str, dict[bytes, bytes]], uri: str, db: str,
-                          timeout: float) -> list[AgainstReport]:
+def compare_with_database(
+    manifest: Manifest, kept: dict[str, dict[bytes, bytes]], uri: str, db: str, timeout: float
+) -> list[AgainstReport]:
     client = connect(uri, timeout=timeout, document_class=RawBSONDocument)
     try:
         source = MongoSource(client, db, uri_secrets(uri))
@@ -184,11 +201,13 @@ def compare_with_database(manifest: Manifest, kept: dict[str, dict[bytes, bytes]
         client.close()
 
 
-def _compare_documents(source: MongoSource, name: str, expected: dict[bytes, bytes], report: AgainstReport) -> None:
+def _compare_documents(
+    source: MongoSource, name: str, expected: dict[bytes, bytes], report: AgainstReport
+) -> None:
     remaining = dict(expected)
     for batch in source.raw_batches(name):
         for raw in bson.decode_iter(batch, codec_options=_RAW):
-            data = raw.raw
+            data = bytes(raw.raw)
             key = id_key(data)
             digest = remaining.pop(key, None)
             if digest is None:
@@ -222,4 +241,7 @@ def _comparable_options(options: dict[str, Any]) -> Any:
 def _index_set(indexes: list[dict[str, Any]]) -> set[str]:
     import json
 
-    return {json.dumps({k: v for k, v in ix.items() if k not in ("ns", "v")}, sort_keys=True) for ix in indexes}
+    return {
+        json.dumps({k: v for k, v in ix.items() if k not in ("ns", "v")}, sort_keys=True)
+        for ix in indexes
+    }

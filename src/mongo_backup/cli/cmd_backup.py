@@ -16,7 +16,9 @@ from .progress import progress_for
 
 def add_parser(commands: Any, parent: argparse.ArgumentParser, epilog: str) -> None:
     parser = commands.add_parser(
-        "backup", parents=[parent], epilog=epilog,
+        "backup",
+        parents=[parent],
+        epilog=epilog,
         help="back up a database to an archive",
         description="Back up every collection of a database as Extended JSON Lines into "
         "OUT_DIR/backup_data/backup_YYYYmmdd_HHMMSS.tar[.gz|.zst]. Prints the archive path.",
@@ -24,19 +26,35 @@ def add_parser(commands: Any, parent: argparse.ArgumentParser, epilog: str) -> N
     add_connection_options(parser, "database to back up (default: $MONGO_DB, then .env)")
     add_collection_filters(parser)
     group = parser.add_argument_group("output")
-    group.add_argument("--out-dir", type=Path, default=Path("backups"),
-                       help="where the backup goes (default: backups)")
-    group.add_argument("--json-format", choices=JSON_FORMATS, default="canonical",
-                       help="canonical keeps every BSON type (default); relaxed is easier to "
-                       "read but loses some types (see README)")
+    group.add_argument(
+        "--out-dir",
+        type=Path,
+        default=Path("backups"),
+        help="where the backup goes (default: backups)",
+    )
+    group.add_argument(
+        "--json-format",
+        choices=JSON_FORMATS,
+        default="canonical",
+        help="canonical keeps every BSON type (default); relaxed is easier to "
+        "read but loses some types (see README)",
+    )
     group.add_argument("--pretty", action="store_true", help="indented, multi-line documents")
-    group.add_argument("--compress", choices=COMPRESSIONS, default="zstd",
-                       help="archive compression (default: zstd)")
+    group.add_argument(
+        "--compress",
+        choices=COMPRESSIONS,
+        default="zstd",
+        help="archive compression (default: zstd)",
+    )
     group.add_argument("--batch-size", type=int, default=1000, help="documents per server batch")
-    group.add_argument("--keep-folder", action="store_true",
-                       help="keep the working folder next to the archive")
-    group.add_argument("--allow-empty", action="store_true",
-                       help="write a backup even when the database has no collections")
+    group.add_argument(
+        "--keep-folder", action="store_true", help="keep the working folder next to the archive"
+    )
+    group.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="write a backup even when the database has no collections",
+    )
     group.add_argument("--json", action="store_true", help="print a JSON result object on stdout")
     parser.set_defaults(handler=run)
 
@@ -44,11 +62,18 @@ def add_parser(commands: Any, parent: argparse.ArgumentParser, epilog: str) -> N
 def run(args: argparse.Namespace) -> int:
     settings = connection_from(args)
     options = BackupOptions(
-        uri=settings.uri, db=settings.db, out_dir=args.out_dir,
-        collections=args.collection, exclude=args.exclude_collection,
-        json_format=args.json_format, pretty=args.pretty, compress=args.compress,
-        batch_size=args.batch_size, keep_folder=args.keep_folder,
-        allow_empty=args.allow_empty, timeout=args.timeout,
+        uri=settings.uri,
+        db=settings.db,
+        out_dir=args.out_dir,
+        collections=args.collection,
+        exclude=args.exclude_collection,
+        json_format=args.json_format,
+        pretty=args.pretty,
+        compress=args.compress,
+        batch_size=args.batch_size,
+        keep_folder=args.keep_folder,
+        allow_empty=args.allow_empty,
+        timeout=args.timeout,
     )
     with progress_for(args.quiet or args.json) as progress:
         result = run_backup(options, progress)

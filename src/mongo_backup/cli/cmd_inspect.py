@@ -14,7 +14,9 @@ from .tables import print_table
 
 def add_parser(commands: Any, parent: argparse.ArgumentParser, epilog: str) -> None:
     parser = commands.add_parser(
-        "inspect", parents=[parent], epilog=epilog,
+        "inspect",
+        parents=[parent],
+        epilog=epilog,
         help="show what a backup holds",
         description="Show a backup's manifest: server, times, and per collection its type, "
         "document count, size and status.",
@@ -31,13 +33,28 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(dataclasses.asdict(manifest), ensure_ascii=False, indent=2))
         return EXIT_OK
     server = manifest.server
-    print(f"backup of database {manifest.database!r} from {', '.join(manifest.hosts) or '?'} "
-          f"(server {server.get('version', '?')}, {server.get('topology', '?')})")
-    print(f"started {manifest.started_at}, finished {manifest.finished_at}; "
-          f"format {manifest.json_format}{' pretty' if manifest.pretty else ''}, "
-          f"compression {manifest.compression}, consistency {manifest.consistency}, "
-          f"tool {manifest.tool_version}")
-    rows = [[c.name, c.type, str(c.count), str(c.bytes), str(len(c.indexes)),
-             c.status if c.status == "ok" else f"failed: {c.error}"] for c in manifest.collections]
-    print_table("collections", ["collection", "type", "documents", "bytes", "indexes", "status"], rows)
+    print(
+        f"backup of database {manifest.database!r} from {', '.join(manifest.hosts) or '?'} "
+        f"(server {server.get('version', '?')}, {server.get('topology', '?')})"
+    )
+    print(
+        f"started {manifest.started_at}, finished {manifest.finished_at}; "
+        f"format {manifest.json_format}{' pretty' if manifest.pretty else ''}, "
+        f"compression {manifest.compression}, consistency {manifest.consistency}, "
+        f"tool {manifest.tool_version}"
+    )
+    rows = [
+        [
+            c.name,
+            c.type,
+            str(c.count),
+            str(c.bytes),
+            str(len(c.indexes)),
+            c.status if c.status == "ok" else f"failed: {c.error}",
+        ]
+        for c in manifest.collections
+    ]
+    print_table(
+        "collections", ["collection", "type", "documents", "bytes", "indexes", "status"], rows
+    )
     return EXIT_OK

@@ -13,39 +13,68 @@ from .tables import print_table
 
 def add_parser(commands: Any, parent: argparse.ArgumentParser, epilog: str) -> None:
     parser = commands.add_parser(
-        "restore", parents=[parent], epilog=epilog,
+        "restore",
+        parents=[parent],
+        epilog=epilog,
         help="restore a backup into a database",
         description="Restore an archive (.tar, .tar.gz, .tar.zst), a backup folder, or a "
         "JSON Lines file (mongoexport; needs --db and one --collection). The backup is "
         "verified first and nothing is written if it is damaged.",
     )
-    parser.add_argument("source", metavar="SOURCE", help="archive, backup folder or .json/.jsonl file")
+    parser.add_argument(
+        "source", metavar="SOURCE", help="archive, backup folder or .json/.jsonl file"
+    )
     add_connection_options(parser, "target database (default: the backup's database)")
     add_collection_filters(parser)
     group = parser.add_argument_group("restore")
     group.add_argument("--drop", action="store_true", help="drop each target collection first")
     group.add_argument("--no-indexes", action="store_true", help="do not build indexes")
-    group.add_argument("--no-options", action="store_true",
-                       help="create collections without their options (validator, collation, ...)")
-    group.add_argument("--dry-run", action="store_true", help="report what would happen, write nothing")
-    group.add_argument("--bypass-document-validation", action="store_true",
-                       help="insert documents even where the target's validator refuses them")
-    group.add_argument("-j", "--jobs", type=int, default=2, help="parallel insert workers (default 2)")
-    group.add_argument("--batch-size", type=int, default=1000, help="documents per insert (default 1000)")
-    group.add_argument("--no-verify", action="store_true", help="skip the checksum pass before restoring")
+    group.add_argument(
+        "--no-options",
+        action="store_true",
+        help="create collections without their options (validator, collation, ...)",
+    )
+    group.add_argument(
+        "--dry-run", action="store_true", help="report what would happen, write nothing"
+    )
+    group.add_argument(
+        "--bypass-document-validation",
+        action="store_true",
+        help="insert documents even where the target's validator refuses them",
+    )
+    group.add_argument(
+        "-j", "--jobs", type=int, default=2, help="parallel insert workers (default 2)"
+    )
+    group.add_argument(
+        "--batch-size", type=int, default=1000, help="documents per insert (default 1000)"
+    )
+    group.add_argument(
+        "--no-verify", action="store_true", help="skip the checksum pass before restoring"
+    )
     group.add_argument("--json", action="store_true", help="print a JSON result object on stdout")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     settings = connection_from(args, require_db=False)
-    result = run_restore(RestoreOptions(
-        source=args.source, uri=settings.uri, db=args.db or None,
-        collections=args.collection, exclude=args.exclude_collection, drop=args.drop,
-        indexes=not args.no_indexes, options=not args.no_options, dry_run=args.dry_run,
-        bypass_validation=args.bypass_document_validation, jobs=args.jobs,
-        batch_size=args.batch_size, verify_first=not args.no_verify, timeout=args.timeout,
-    ))
+    result = run_restore(
+        RestoreOptions(
+            source=args.source,
+            uri=settings.uri,
+            db=args.db or None,
+            collections=args.collection,
+            exclude=args.exclude_collection,
+            drop=args.drop,
+            indexes=not args.no_indexes,
+            options=not args.no_options,
+            dry_run=args.dry_run,
+            bypass_validation=args.bypass_document_validation,
+            jobs=args.jobs,
+            batch_size=args.batch_size,
+            verify_first=not args.no_verify,
+            timeout=args.timeout,
+        )
+    )
     if args.json:
         print(json.dumps(result.to_json(), ensure_ascii=False))
     elif not args.quiet or args.dry_run:
@@ -56,9 +85,31 @@ def run(args: argparse.Namespace) -> int:
 def report(result: RestoreResult) -> None:
     title = f"{'dry run: ' if result.dry_run else ''}restore into {result.database!r}"
     rows = [
-        [c.name, c.type, c.action, str(c.expected), str(c.inserted), str(c.duplicates),
-         str(c.rejected), str(c.indexes_built), "ok" if c.ok else "; ".join(c.problems) or "incomplete"]
+        [
+            c.name,
+            c.type,
+            c.action,
+            str(c.expected),
+            str(c.inserted),
+            str(c.duplicates),
+            str(c.rejected),
+            str(c.indexes_built),
+            "ok" if c.ok else "; ".join(c.problems) or "incomplete",
+        ]
         for c in result.collections
     ]
-    print_table(title, ["collection", "type", "action", "in backup", "inserted", "dup _id",
-                        "refused", "indexes", "status"], rows)
+    print_table(
+        title,
+        [
+            "collection",
+            "type",
+            "action",
+            "in backup",
+            "inserted",
+            "dup _id",
+            "refused",
+            "indexes",
+            "status",
+        ],
+        rows,
+    )

@@ -14,15 +14,22 @@ from .tables import print_table
 
 def add_parser(commands: Any, parent: argparse.ArgumentParser, epilog: str) -> None:
     parser = commands.add_parser(
-        "verify", parents=[parent], epilog=epilog,
+        "verify",
+        parents=[parent],
+        epilog=epilog,
         help="check that a backup is intact (and matches a database)",
         description="Check the manifest, every member's SHA-256, size and document count, and "
         "that every line parses. Exit 0 when all is well, 1 on any mismatch.",
     )
     parser.add_argument("source", metavar="SOURCE", help="archive or backup folder")
-    parser.add_argument("--against-uri", metavar="URI",
-                        help="also compare with this live database (documents, options, indexes)")
-    parser.add_argument("--against-db", metavar="NAME", help="database to compare with (default: the backup's)")
+    parser.add_argument(
+        "--against-uri",
+        metavar="URI",
+        help="also compare with this live database (documents, options, indexes)",
+    )
+    parser.add_argument(
+        "--against-db", metavar="NAME", help="database to compare with (default: the backup's)"
+    )
     parser.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS")
     parser.add_argument("--json", action="store_true", help="print a JSON report on stdout")
     parser.set_defaults(handler=run)
@@ -32,7 +39,9 @@ def run(args: argparse.Namespace) -> int:
     against = None
     if args.against_uri:
         against = resolve_connection(args.against_uri, args.against_db, require_db=False).uri
-    result = verify(args.source, against_uri=against, against_db=args.against_db, timeout=args.timeout)
+    result = verify(
+        args.source, against_uri=against, against_db=args.against_db, timeout=args.timeout
+    )
     if args.json:
         print(json.dumps(result.to_json(), ensure_ascii=False))
     elif not args.quiet or not result.ok:
@@ -41,11 +50,33 @@ def run(args: argparse.Namespace) -> int:
 
 
 def report(result: VerifyResult) -> None:
-    rows = [[m.name, m.file, f"{m.count}/{m.expected_count}", f"{m.bytes}",
-             "ok" if m.ok else "; ".join(m.problems)] for m in result.members]
-    print_table(f"verify {result.location}", ["collection", "file", "documents", "bytes", "status"], rows)
+    rows = [
+        [
+            m.name,
+            m.file,
+            f"{m.count}/{m.expected_count}",
+            f"{m.bytes}",
+            "ok" if m.ok else "; ".join(m.problems),
+        ]
+        for m in result.members
+    ]
+    print_table(
+        f"verify {result.location}", ["collection", "file", "documents", "bytes", "status"], rows
+    )
     if result.against is not None:
-        rows = [[a.name, str(a.missing), str(a.extra), str(a.different),
-                 "ok" if a.ok else "; ".join(a.metadata + a.examples)] for a in result.against]
-        print_table("compared with the database", ["collection", "missing", "extra", "different", "status"], rows)
+        rows = [
+            [
+                a.name,
+                str(a.missing),
+                str(a.extra),
+                str(a.different),
+                "ok" if a.ok else "; ".join(a.metadata + a.examples),
+            ]
+            for a in result.against
+        ]
+        print_table(
+            "compared with the database",
+            ["collection", "missing", "extra", "different", "status"],
+            rows,
+        )
     print("OK" if result.ok else f"FAILED: {len(result.problems)} problem(s)")

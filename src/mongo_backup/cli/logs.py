@@ -27,8 +27,12 @@ class ScrubbingFormatter(logging.Formatter):
         if record.exc_info and self.show_tracebacks:
             trace = scrub_text(self.formatException(record.exc_info), self.secrets)
         if self.as_json:
-            data = {"time": self.formatTime(record), "level": record.levelname.lower(),
-                    "logger": record.name, "message": message}
+            data = {
+                "time": self.formatTime(record),
+                "level": record.levelname.lower(),
+                "logger": record.name,
+                "message": message,
+            }
             if trace:
                 data["traceback"] = trace
             return json.dumps(data, ensure_ascii=False)

@@ -33,11 +33,18 @@ COMMANDS = [cmd_backup, cmd_restore, cmd_verify, cmd_inspect, cmd_demo]
 def common_options() -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
     group = parent.add_argument_group("output")
-    group.add_argument("-v", "--verbose", action="count", default=0,
-                       help="more detail; shows tracebacks of errors")
-    group.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only, no progress")
-    group.add_argument("--log-format", choices=("text", "json"), default="text",
-                       help="format of log lines on stderr (default: text)")
+    group.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more detail; shows tracebacks of errors"
+    )
+    group.add_argument(
+        "-q", "--quiet", action="store_true", help="warnings and errors only, no progress"
+    )
+    group.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="format of log lines on stderr (default: text)",
+    )
     return parent
 
 
@@ -85,11 +92,16 @@ def run_cli(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILURE
 
 
-def _report(error: BaseException, args: argparse.Namespace, secrets: list[str], unexpected: bool = False) -> None:
+def _report(
+    error: BaseException, args: argparse.Namespace, secrets: list[str], unexpected: bool = False
+) -> None:
     # Secrets learnt while running (a password read from a file, say) are added by the
     # commands to args.secrets.
     all_secrets = secrets + list(getattr(args, "secrets", []))
-    text = scrub_text(str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__, all_secrets)
+    text = scrub_text(
+        str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__,
+        all_secrets,
+    )
     if unexpected:
         text = f"unexpected {type(error).__name__}: {text}"
     if args.verbose:

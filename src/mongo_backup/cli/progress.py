@@ -23,10 +23,14 @@ class RichProgress:
         from rich.progress import Progress as RichBar
 
         self._bar = RichBar(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
             TextColumn("{task.fields[rate]}"),
-            TaskProgressColumn(), TimeRemainingColumn(),
-            console=Console(stderr=True), transient=False,
+            TaskProgressColumn(),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            transient=False,
         )
         self._tasks: dict[str, Any] = {}
 
