@@ -57,6 +57,14 @@ def db_name(client: MongoClient[Any]) -> Iterator[str]:
     client.drop_database(name)
 
 
+@pytest.fixture
+def target_db(client: MongoClient[Any]) -> Iterator[str]:
+    """A second fresh database name (restore target), dropped after the test."""
+    name = f"r_{uuid4().hex[:10]}"
+    yield name
+    client.drop_database(name)
+
+
 @dataclass
 class CliResult:
     code: int

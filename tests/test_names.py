@@ -109,11 +109,6 @@ def test_windows_device_names_are_renamed(name: str) -> None:
     assert file.split(".")[0].upper() not in WINDOWS_RESERVED
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src bug: names.file_names appends the ~hash after the whole stem, so 'aux.logs' "
-    "becomes 'aux.logs~<hash>.jsonl', which Windows still treats as the device AUX",
-)
 @pytest.mark.parametrize("name", ["aux.logs", "con.x", "NUL.tar"])
 def test_windows_device_names_with_a_dot_are_renamed(name: str) -> None:
     # Windows reserves a device name followed by any extension too ("NUL.txt" is NUL).

@@ -80,28 +80,33 @@ def driver_error_text(error: BaseException, secrets: list[str]) -> str:
 def connect(uri: str, *, timeout: float = 30.0, **client_options: Any) -> MongoClient[Any]:
     """A connected client; :class:`ConnectionFailed` if no server answers in time."""
     secrets = uri_secrets(uri)
+    # Timeouts written in the URI win over the defaults; keyword arguments would
+    # override them.
+    lowered = uri.lower()
+    if "serverselectiontimeoutms=" not in lowered:
+        client_options.setdefault("serverSelectionTimeoutMS", int(timeout * 1000))
+    if "connecttimeoutms=" not in lowered:
+        client_options.setdefault("connectTimeoutMS", int(min(timeout, 20) * 1000))
     try:
-        client: MongoClient[Any] = MongoClient(
-            uri,
-            appname=APP_NAME,
-            serverSelectionTimeoutMS=int(timeout * 1000),
-            connectTimeoutMS=int(min(timeout, 20) * 1000),
-            **client_options,
-        )
-        client.admin.command("ping")
+        client: MongoClient[Any] = MongoClient(uri, appname=APP_NAME, **client_options)
     except pymongo.errors.ConfigurationError as error:
-        raise ConnectionFailed(
-            f"invalid connection string: {driver_error_text(error, secrets)}"
-        ) from None
+        raise ConnectionFailed(f"invalid connection string: {driver_error_text(error, secrets)}") from None
+    try:
+        client.admin.command("ping")
     except pymongo.errors.OperationFailure as error:
+        client.close()  # its monitor threads and sockets would outlive the failure
         raise ConnectionFailed(
             f"the server refused the connection: {driver_error_text(error, secrets)}"
         ) from None
     except pymongo.errors.PyMongoError as error:
+        client.close()
         hosts = ", ".join(hosts_of(uri)) or "the server"
         raise ConnectionFailed(
             f"cannot reach {hosts} within {timeout:g} s: {driver_error_text(error, secrets)}"
         ) from None
+    except BaseException:
+        client.close()
+        raise
     return client
 
 

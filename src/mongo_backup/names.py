@@ -56,7 +56,10 @@ def file_names(collection_names: Iterable[str]) -> dict[str, str]:
         stem = encode_stem(name)
         folded = stem.casefold()
         if folded in taken or stem.split(".")[0].upper() in _WINDOWS_RESERVED:
-            stem = f"{stem[: MAX_STEM - 17]}~{_digest(name)}"
+            # The suffix goes before the first dot: Windows reserves "AUX.anything" too.
+            head, dot, tail = stem.partition(".")
+            suffix = f"~{_digest(name)}"
+            stem = (head[: MAX_STEM - len(suffix)] + suffix + dot + tail)[:MAX_STEM]
             folded = stem.casefold()
         taken.add(folded)
         mapping[name] = stem + FILE_SUFFIX
