@@ -206,6 +206,17 @@ class TarReader(BackupReader):
         extra = self._next_member()
         if extra is not None:
             raise ArchiveError(f"{self.location}: unexpected extra member {extra.name!r}")
+        self._drain_to_end()
+
+    def _drain_to_end(self) -> None:
+        """Read the rest of the decompressed stream: only tar padding may follow, and
+        reading to the end makes gzip check its trailer (CRC-32 and length)."""
+        try:
+            while chunk := self._stream.read(_COPY_CHUNK):
+                if chunk.strip(b"\0"):
+                    raise ArchiveError(f"{self.location}: data after the end of the archive")
+        except (tarfile.TarError, OSError, EOFError, zstandard.ZstdError) as error:
+            raise ArchiveError(f"{self.location}: archive is damaged ({error})") from None
 
     def close(self) -> None:
         for closer in (getattr(self, "_tar", None), getattr(self, "_stream", None), self._file):

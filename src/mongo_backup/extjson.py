@@ -176,7 +176,9 @@ def document_from_line(line: bytes | str, member: str = "<line>", number: int = 
     """
     text = (line.encode("utf-8", "surrogatepass") if isinstance(line, str) else line).strip()
     if text[:1] != b"{":
-        raise LineFormatError(member, number, "not an Extended JSON document (expected a JSON object)")
+        raise LineFormatError(
+            member, number, "not an Extended JSON document (expected a JSON object)"
+        )
     try:
         raw: bytes = bsonjs.loads(text)
     except (ValueError, TypeError) as error:

@@ -90,7 +90,9 @@ def connect(uri: str, *, timeout: float = 30.0, **client_options: Any) -> MongoC
     try:
         client: MongoClient[Any] = MongoClient(uri, appname=APP_NAME, **client_options)
     except pymongo.errors.ConfigurationError as error:
-        raise ConnectionFailed(f"invalid connection string: {driver_error_text(error, secrets)}") from None
+        raise ConnectionFailed(
+            f"invalid connection string: {driver_error_text(error, secrets)}"
+        ) from None
     try:
         client.admin.command("ping")
     except pymongo.errors.OperationFailure as error:
