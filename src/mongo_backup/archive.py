@@ -1,9 +1,4 @@
-"""The archive edge: writing a backup folder into a tar, and reading backups back.
-
-Writing (:func:`write_archive`): ``manifest.json`` first, then every data file in
-manifest order, as a PAX tar, optionally compressed as a whole (gzip or zstd). The
-archive is written under a hidden temporary name in the same folder, flushed to disk,
-then renamed: a file under the final name is always complete.
+"""The archive edge, reading side (writing is in :mod:`archive_writer`).
 
 Reading (:func:`open_backup`): one interface over a backup folder and a tar archive in
 any of the three compressions (recognised by magic bytes, not by name). Members are
@@ -19,7 +14,6 @@ import contextlib
 import gzip
 import os
 import tarfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any, cast
@@ -29,64 +23,9 @@ import zstandard
 from .errors import ArchiveError
 from .manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, CollectionEntry, Manifest, parse_manifest
 
-COMPRESSIONS = ("none", "gzip", "zstd")
-SUFFIXES = {"none": ".tar", "gzip": ".tar.gz", "zstd": ".tar.zst"}
-ZSTD_LEVEL = 3
-GZIP_LEVEL = 6
 _COPY_CHUNK = 1 << 20
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-
-
-def private_file(path: Path) -> IO[bytes]:
-    """Open a new file for writing with mode 0600, whatever the umask."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.fchmod(fd, 0o600)
-    return os.fdopen(fd, "wb")
-
-
-@contextlib.contextmanager
-def _compressed_writer(raw: IO[bytes], compression: str) -> Iterator[IO[bytes]]:
-    if compression == "none":
-        yield raw
-    elif compression == "gzip":
-        with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=GZIP_LEVEL, mtime=0) as out:
-            yield out  # type: ignore[misc]
-    elif compression == "zstd":
-        # threads=-1: one compression worker per core, outside the GIL.
-        compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=-1)
-        with compressor.stream_writer(raw, closefd=False) as out:
-            yield out
-    else:
-        raise ValueError(f"unknown compression {compression!r}")
-
-
-def write_archive(folder: Path, members: list[str], destination: Path, compression: str) -> Path:
-    """Write ``folder``'s files ``members`` (in that order) into ``destination``."""
-    temporary = destination.with_name(f".{destination.name}.{os.getpid()}.partial")
-    try:
-        with private_file(temporary) as raw:
-            with (
-                _compressed_writer(raw, compression) as out,
-                tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar,
-            ):
-                now = int(time.time())
-                for name in members:
-                    path = folder / name
-                    info = tarfile.TarInfo(name)
-                    info.size = path.stat().st_size
-                    info.mode = 0o600
-                    info.mtime = now
-                    with open(path, "rb") as source:
-                        tar.addfile(info, source)
-            raw.flush()
-            os.fsync(raw.fileno())
-        os.replace(temporary, destination)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            temporary.unlink()
-        raise
-    return destination
 
 
 def _detect(head: bytes) -> str:

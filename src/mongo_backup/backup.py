@@ -13,9 +13,7 @@ traceback, and the run goes on (exit code 3).
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import hashlib
 import logging
 import os
 import shutil
@@ -25,7 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from . import __version__
-from .archive import COMPRESSIONS, SUFFIXES, private_file, write_archive
+from .archive_writer import COMPRESSIONS, SUFFIXES, MemberWriter, private_file, write_archive
 from .errors import EXIT_OK, EXIT_PARTIAL, ArchiveError, ConfigError, MongoBackupError
 from .extjson import JSON_FORMATS, BatchEncoder, JsonFormat
 from .manifest import MANIFEST_NAME, CollectionEntry, Manifest, manifest_bytes
@@ -141,37 +139,41 @@ def claim_folder(out_dir: Path, compress: str, stamp: str) -> Path:
 def export_collection(
     source: MongoSource,
     intent: Intent,
-    path: Path,
+    folder: Path,
+    file_name: str,
     encoder: BatchEncoder,
-    batch_size: int,
+    opts: BackupOptions,
     progress: Progress,
 ) -> CollectionEntry:
-    """Write one collection to ``path``; returns its manifest entry with checksum."""
-    digest = hashlib.sha256()
-    count = size = 0
+    """Write one collection into ``folder``; returns its manifest entry with checksum."""
+    count = 0
     escaped_before = encoder.escaped
     progress.start(intent.name, source.estimated_count(intent.name))
+    writer = MemberWriter(folder, file_name, opts.compress)
     try:
-        with private_file(path) as out:
-            for batch in source.raw_batches(intent.name, batch_size):
-                text, documents = encoder.encode(batch)
-                out.write(text)
-                digest.update(text)
-                count += documents
-                size += len(text)
-                progress.advance(intent.name, documents)
+        for batch in source.raw_batches(intent.name, opts.batch_size):
+            text, documents = encoder.encode(batch)
+            writer.write(text)
+            count += documents
+            progress.advance(intent.name, documents)
+        writer.close()
+    except BaseException:
+        # No file for a failed collection: the manifest says it failed and why;
+        # half a collection in the archive would only invite a partial restore.
+        writer.discard()
+        raise
     finally:
         progress.finish(intent.name)
     return CollectionEntry(
         name=intent.name,
         type=intent.type,
-        file=path.name,
+        file=file_name,
         options=intent.options,
         indexes=intent.indexes,
         uuid=intent.uuid,
         count=count,
-        bytes=size,
-        sha256=digest.hexdigest(),
+        bytes=writer.bytes,
+        sha256=writer.sha256,
         escaped=encoder.escaped - escaped_before,
     )
 
@@ -262,13 +264,11 @@ def _export_all(
             continue
         try:
             entry = export_collection(
-                source, intent, folder / files[intent.name], encoder, opts.batch_size, progress
+                source, intent, folder, files[intent.name], encoder, opts, progress
             )
         except (MongoBackupError, OSError, ValueError) as error:
             message = scrub_text(str(error), source.secrets)
             logger.error("collection %r failed: %s", intent.name, message, exc_info=True)
-            # No file for a failed collection: the manifest says it failed and why;
-            # half a collection in the archive would only invite a partial restore.
             entry = CollectionEntry(
                 name=intent.name,
                 type=intent.type,
@@ -279,8 +279,6 @@ def _export_all(
                 status="failed",
                 error=message,
             )
-            with contextlib.suppress(OSError):
-                (folder / files[intent.name]).unlink()
         else:
             logger.info("%s: %d documents, %d bytes", intent.name, entry.count, entry.bytes)
         entries.append(entry)
@@ -290,7 +288,7 @@ def _export_all(
 def _archive(folder: Path, manifest: Manifest, opts: BackupOptions) -> Path | None:
     archive_dir = Path(opts.out_dir) / ARCHIVE_FOLDER
     destination = archive_dir / f"{folder.name}{SUFFIXES[opts.compress]}"
-    members = [MANIFEST_NAME] + [entry.file for entry in manifest.data_entries if entry.file]
+    members = [entry.file for entry in manifest.data_entries if entry.file]
     try:
         archive_dir.mkdir(parents=True, exist_ok=True)
         write_archive(folder, members, destination, opts.compress)

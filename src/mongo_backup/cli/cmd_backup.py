@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..archive import COMPRESSIONS
+from ..archive_writer import COMPRESSIONS
 from ..backup import BackupOptions, run_backup
 from ..extjson import JSON_FORMATS
 from .options import add_collection_filters, add_connection_options, connection_from
