@@ -28,6 +28,58 @@ _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
+class ZstdFramesReader:
+    """Decompresses a sequence of zstd frames, and notices when the last one is cut.
+
+    (The ``zstandard`` stream reader returns end-of-file quietly when the input stops in
+    the middle of a frame; a truncated archive must fail instead.)
+    """
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self._raw = raw
+        self._decompressor = zstandard.ZstdDecompressor()
+        self._frame: Any = None  # the decompression object of the frame in progress
+        self._buffer = b""
+        self._position = 0  # callers read small pieces: move an index, do not re-slice
+        self._decoded: list[bytes] = []
+
+    def _feed(self, data: bytes) -> None:
+        while data:
+            if self._frame is None:
+                self._frame = self._decompressor.decompressobj()
+            self._decoded.append(self._frame.decompress(data))
+            if not self._frame.eof:
+                return
+            data = self._frame.unused_data
+            self._frame = None
+
+    def read(self, size: int = -1) -> bytes:
+        available = len(self._buffer) - self._position
+        if size < 0 or available < size:
+            while size < 0 or available < size:
+                chunk = self._raw.read(_COPY_CHUNK)
+                if not chunk:
+                    if self._frame is not None:
+                        raise ArchiveError(
+                            "archive is truncated (the last zstd frame is incomplete)"
+                        )
+                    break
+                waiting = len(self._decoded)
+                self._feed(chunk)
+                available += sum(len(part) for part in self._decoded[waiting:])
+            self._buffer = self._buffer[self._position :] + b"".join(self._decoded)
+            self._decoded.clear()
+            self._position = 0
+            available = len(self._buffer)
+        end = self._position + (available if size < 0 else min(size, available))
+        data = self._buffer[self._position : end]
+        self._position = end
+        return data
+
+    def close(self) -> None:
+        self._buffer = b""
+
+
 def _detect(head: bytes) -> str:
     if head.startswith(_GZIP_MAGIC):
         return "gzip"
@@ -89,9 +141,7 @@ class TarReader(BackupReader):
             if compression == "gzip":
                 stream = gzip.GzipFile(fileobj=self._file, mode="rb")
             elif compression == "zstd":
-                stream = zstandard.ZstdDecompressor().stream_reader(
-                    self._file, read_across_frames=True
-                )
+                stream = ZstdFramesReader(self._file)
             self._stream = stream
             self._tar = tarfile.open(fileobj=stream, mode="r|")  # noqa: SIM115 - closed in close()
             self._iter = iter(self._tar)

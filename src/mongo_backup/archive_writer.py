@@ -1,13 +1,15 @@
-"""Writing archives: each member is compressed while it is exported, then joined.
+"""Writing archives: zstd members are compressed while they are exported, then joined.
 
-A ``.tar.zst`` (or ``.tar.gz``) is one compressed stream of a tar. Both zstd and gzip
-allow a stream to be a sequence of independent frames (members, in gzip's words), and
-every reader decompresses the sequence as one. So instead of compressing the whole tar
-again after the export (a second pass over every byte, all of it added to the wall time),
-:class:`MemberWriter` compresses each collection's file while it is written, into a
-hidden part file beside it; :func:`write_archive` then only frames the tar headers and
-copies the parts. The result is an ordinary archive that ``tar``, ``zstd -d`` and
-Python's ``tarfile`` read as usual.
+A ``.tar.zst`` is one zstd stream of a tar. The zstd format defines a stream as a
+sequence of independent frames, decompressed as one (RFC 8878, section 3). So instead of
+compressing the whole tar again after the export (a second pass over every byte, all of
+it added to the wall time), :class:`MemberWriter` compresses each collection's file while
+it is written, into a hidden part file beside it; :func:`write_archive` then only frames
+the tar headers and copies the parts. ``tar``, ``zstd -d`` and the ``zstandard`` module
+read the result as usual.
+
+gzip could be joined the same way, but Python's streaming ``tarfile`` mode (``r|gz``)
+stops after the first gzip member, so a ``.tar.gz`` is compressed as one member at the end.
 
 Contracts:
 - ``MemberWriter.write`` writes the same bytes to the plain ``.jsonl`` file (kept when
@@ -27,8 +29,9 @@ import os
 import shutil
 import tarfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import zstandard
 
@@ -53,13 +56,33 @@ def private_file(path: Path) -> IO[bytes]:
     return os.fdopen(fd, "wb")
 
 
+def _zstd_compressor(threads: int) -> zstandard.ZstdCompressor:
+    # Every frame carries its content checksum: a flipped bit anywhere, even in the
+    # small frames of tar headers and padding, fails decompression instead of passing.
+    return zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=threads, write_checksum=True)
+
+
 def _compress_block(data: bytes, compression: str) -> bytes:
-    """``data`` as one complete, independent frame (or the bytes themselves)."""
+    """``data`` as one complete, independent zstd frame (or the bytes themselves)."""
     if compression == "zstd":
-        return bytes(zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(data))
-    if compression == "gzip":
-        return gzip.compress(data, compresslevel=GZIP_LEVEL, mtime=0)
+        return bytes(_zstd_compressor(threads=0).compress(data))
     return data
+
+
+@contextlib.contextmanager
+def _archive_stream(path: Path, compression: str) -> Iterator[tuple[IO[bytes], str]]:
+    """The file to write the tar into, and how blocks must be framed for it."""
+    with private_file(path) as raw:
+        if compression == "gzip":
+            with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=GZIP_LEVEL, mtime=0) as out:
+                yield (
+                    cast(IO[bytes], out),
+                    "none",
+                )  # one gzip member: GzipFile compresses everything
+        else:
+            yield raw, compression
+        raw.flush()
+        os.fsync(raw.fileno())
 
 
 def _part_path(folder: Path, file_name: str) -> Path:
@@ -77,17 +100,12 @@ class MemberWriter:
         self._plain = private_file(self.path)
         self._part: IO[bytes] | None = None
         self._compressor: Any = None
-        if compression != "none":
+        if compression == "zstd":
             parts = folder / PARTS_FOLDER
             parts.mkdir(mode=0o700, exist_ok=True)
             self._part = private_file(_part_path(folder, file_name))
-            if compression == "zstd":
-                compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=ZSTD_THREADS)
-                self._compressor = compressor.stream_writer(self._part, closefd=False)
-            else:
-                self._compressor = gzip.GzipFile(
-                    fileobj=self._part, mode="wb", compresslevel=GZIP_LEVEL, mtime=0
-                )
+            compressor = _zstd_compressor(threads=ZSTD_THREADS)
+            self._compressor = compressor.stream_writer(self._part, closefd=False)
 
     @property
     def sha256(self) -> str:
@@ -137,7 +155,7 @@ def write_archive(folder: Path, members: list[str], destination: Path, compressi
     temporary = destination.with_name(f".{destination.name}.{os.getpid()}.partial")
     now = int(time.time())
     try:
-        with private_file(temporary) as out:
+        with _archive_stream(temporary, compression) as (out, framing):
             manifest = (folder / MANIFEST_NAME).read_bytes()
             pending = (
                 _header(MANIFEST_NAME, len(manifest), now) + manifest + _padding(len(manifest))
@@ -146,8 +164,8 @@ def write_archive(folder: Path, members: list[str], destination: Path, compressi
             for name in members:
                 size = (folder / name).stat().st_size
                 header = _header(name, size, now)
-                out.write(_compress_block(pending + header, compression))
-                source = folder / name if compression == "none" else _part_path(folder, name)
+                out.write(_compress_block(pending + header, framing))
+                source = _part_path(folder, name) if framing == "zstd" else folder / name
                 with open(source, "rb") as part:
                     shutil.copyfileobj(part, out, _COPY_CHUNK)
                 pending = _padding(size)
@@ -156,14 +174,17 @@ def write_archive(folder: Path, members: list[str], destination: Path, compressi
             pending += b"\0" * (2 * _BLOCK)
             offset += 2 * _BLOCK
             pending += b"\0" * (-offset % _RECORD)
-            out.write(_compress_block(pending, compression))
-            out.flush()
-            os.fsync(out.fileno())
+            out.write(_compress_block(pending, framing))
         os.replace(temporary, destination)
     except BaseException:
         with contextlib.suppress(OSError):
             temporary.unlink()
         raise
     finally:
-        shutil.rmtree(folder / PARTS_FOLDER, ignore_errors=True)
+        remove_parts(folder)
     return destination
+
+
+def remove_parts(folder: Path) -> None:
+    """Remove the compressed parts (they only exist to build the archive)."""
+    shutil.rmtree(folder / PARTS_FOLDER, ignore_errors=True)

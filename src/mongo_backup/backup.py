@@ -23,7 +23,14 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from . import __version__
-from .archive_writer import COMPRESSIONS, SUFFIXES, MemberWriter, private_file, write_archive
+from .archive_writer import (
+    COMPRESSIONS,
+    SUFFIXES,
+    MemberWriter,
+    private_file,
+    remove_parts,
+    write_archive,
+)
 from .errors import EXIT_OK, EXIT_PARTIAL, ArchiveError, ConfigError, MongoBackupError
 from .extjson import JSON_FORMATS, BatchEncoder, JsonFormat
 from .manifest import MANIFEST_NAME, CollectionEntry, Manifest, manifest_bytes
@@ -293,6 +300,7 @@ def _archive(folder: Path, manifest: Manifest, opts: BackupOptions) -> Path | No
         archive_dir.mkdir(parents=True, exist_ok=True)
         write_archive(folder, members, destination, opts.compress)
     except OSError as error:
+        remove_parts(folder)
         raise ArchiveError(
             f"archiving failed ({error.strerror or error}); the exported files are kept in {folder}"
         ) from error
