@@ -252,8 +252,11 @@ def test_archiving_failure_keeps_the_folder(
     assert result.code == 1 and result.out == ""
     (folder,) = [p for p in tmp_path.iterdir() if p.is_dir()]
     assert str(folder) in result.err
+    # zstd (the default) keeps each member compressed while it is written.
     assert sorted(p.name for p in folder.iterdir()) == [
-        "alpha.jsonl", "beta.jsonl", "empty.jsonl", "manifest.json"]
+        "alpha.jsonl.zst", "beta.jsonl.zst", "empty.jsonl.zst", "manifest.json"]
+    # ... and such a folder is still a backup that verify (and restore) can read.
+    assert cli("verify", folder).code == 0
 
 
 def test_failed_connect_closes_its_client() -> None:

@@ -109,6 +109,10 @@ class BackupReader:
         self.close()
 
 
+def _regular(path: Path) -> bool:
+    return path.is_file() and not path.is_symlink()
+
+
 class FolderReader(BackupReader):
     def __init__(self, folder: Path) -> None:
         self.folder = folder
@@ -123,7 +127,13 @@ class FolderReader(BackupReader):
         for entry in self.manifest.data_entries:
             assert entry.file is not None
             path = self.folder / entry.file
-            if path.is_symlink() or not path.is_file():
+            compressed = self.folder / f"{entry.file}.zst"
+            # A folder kept because archiving failed holds zstd-compressed members.
+            if not _regular(path) and _regular(compressed):
+                with open(compressed, "rb") as handle:
+                    yield entry, cast(IO[bytes], ZstdFramesReader(handle))
+                continue
+            if not _regular(path):
                 raise ArchiveError(f"{self.folder}: member {entry.file} is missing")
             with open(path, "rb") as handle:
                 yield entry, handle

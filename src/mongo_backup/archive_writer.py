@@ -4,20 +4,22 @@ A ``.tar.zst`` is one zstd stream of a tar. The zstd format defines a stream as 
 sequence of independent frames, decompressed as one (RFC 8878, section 3). So instead of
 compressing the whole tar again after the export (a second pass over every byte, all of
 it added to the wall time), :class:`MemberWriter` compresses each collection's file while
-it is written, into a hidden part file beside it; :func:`write_archive` then only frames
-the tar headers and copies the parts. ``tar``, ``zstd -d`` and the ``zstandard`` module
-read the result as usual.
+it is written, as ``{file}.zst`` in the working folder; :func:`write_archive` then only
+frames the tar headers and copies those files. ``tar``, ``zstd -d`` and the ``zstandard``
+module read the result as usual. Each frame carries its content checksum.
 
 gzip could be joined the same way, but Python's streaming ``tarfile`` mode (``r|gz``)
-stops after the first gzip member, so a ``.tar.gz`` is compressed as one member at the end.
+stops after the first gzip member, so a ``.tar.gz`` is compressed as one member at the
+end, from plain files, as is a plain ``.tar``.
 
 Contracts:
-- ``MemberWriter.write`` writes the same bytes to the plain ``.jsonl`` file (kept when
-  archiving fails, and for ``--keep-folder``) and to the compressed part, and keeps the
-  SHA-256 and the byte count. ``close`` completes both files; ``discard`` removes both.
+- ``MemberWriter.write`` writes the bytes to the member's working file (plain
+  ``{file}``, or ``{file}.zst`` for zstd, or both with ``keep_plain``) and keeps the
+  SHA-256 and byte count of the plain bytes. ``close`` completes the files; ``discard``
+  removes them.
 - ``write_archive`` writes ``manifest.json`` first, then the members in the given order,
   under a hidden temporary name, flushes it to disk, then renames it: a file under the
-  final name is always complete. It removes the parts folder when it is done.
+  final name is always complete.
 """
 
 from __future__ import annotations
@@ -39,7 +41,6 @@ from .manifest import MANIFEST_NAME
 
 COMPRESSIONS = ("none", "gzip", "zstd")
 SUFFIXES = {"none": ".tar", "gzip": ".tar.gz", "zstd": ".tar.zst"}
-PARTS_FOLDER = ".parts"
 ZSTD_LEVEL = 3
 GZIP_LEVEL = 6
 # Compression workers run outside the GIL, so they overlap with the conversion work.
@@ -75,60 +76,62 @@ def _archive_stream(path: Path, compression: str) -> Iterator[tuple[IO[bytes], s
     with private_file(path) as raw:
         if compression == "gzip":
             with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=GZIP_LEVEL, mtime=0) as out:
-                yield (
-                    cast(IO[bytes], out),
-                    "none",
-                )  # one gzip member: GzipFile compresses everything
+                # One gzip member: GzipFile compresses everything written to it.
+                yield cast(IO[bytes], out), "none"
         else:
             yield raw, compression
         raw.flush()
         os.fsync(raw.fileno())
 
 
-def _part_path(folder: Path, file_name: str) -> Path:
-    return folder / PARTS_FOLDER / file_name
+def compressed_name(file_name: str) -> str:
+    """The working file of a zstd-compressed member."""
+    return file_name + ".zst"
 
 
 class MemberWriter:
-    """One data member, written plain and (for a compressed archive) compressed."""
+    """One data member's working file(s), with checksum and size of the plain bytes."""
 
-    def __init__(self, folder: Path, file_name: str, compression: str) -> None:
-        self.path = folder / file_name
-        self.compression = compression
+    def __init__(self, folder: Path, file_name: str, compression: str, keep_plain: bool) -> None:
+        self.paths: list[Path] = []
         self.bytes = 0
         self._hash = hashlib.sha256()
-        self._plain = private_file(self.path)
-        self._part: IO[bytes] | None = None
+        self._plain: IO[bytes] | None = None
+        self._zst_file: IO[bytes] | None = None
         self._compressor: Any = None
+        if compression != "zstd" or keep_plain:
+            self.paths.append(folder / file_name)
+            self._plain = private_file(folder / file_name)
         if compression == "zstd":
-            parts = folder / PARTS_FOLDER
-            parts.mkdir(mode=0o700, exist_ok=True)
-            self._part = private_file(_part_path(folder, file_name))
+            self.paths.append(folder / compressed_name(file_name))
+            self._zst_file = private_file(self.paths[-1])
             compressor = _zstd_compressor(threads=ZSTD_THREADS)
-            self._compressor = compressor.stream_writer(self._part, closefd=False)
+            self._compressor = compressor.stream_writer(self._zst_file, closefd=False)
 
     @property
     def sha256(self) -> str:
         return self._hash.hexdigest()
 
     def write(self, data: bytes) -> None:
-        self._plain.write(data)
         self._hash.update(data)
         self.bytes += len(data)
+        if self._plain is not None:
+            self._plain.write(data)
         if self._compressor is not None:
             self._compressor.write(data)
 
     def close(self) -> None:
-        self._plain.close()
+        if self._plain is not None:
+            self._plain.close()
         if self._compressor is not None:
-            self._compressor.close()  # ends the frame (zstd) or member (gzip)
-        if self._part is not None:
-            self._part.close()
+            self._compressor.close()  # ends the zstd frame
+        if self._zst_file is not None:
+            self._zst_file.close()
 
     def discard(self) -> None:
         with contextlib.suppress(Exception):
             self.close()
-        for path in (self.path, _part_path(self.path.parent, self.path.name)):
+        for path in self.paths:
             with contextlib.suppress(OSError):
                 path.unlink()
 
@@ -145,11 +148,12 @@ def _padding(size: int) -> bytes:
     return b"\0" * (-size % _BLOCK)
 
 
-def write_archive(folder: Path, members: list[str], destination: Path, compression: str) -> Path:
-    """Write ``folder``'s ``manifest.json`` and ``members`` (in order) into ``destination``.
-
-    Members must have been written with :class:`MemberWriter` using the same compression.
-    """
+def write_archive(
+    folder: Path, members: list[tuple[str, int]], destination: Path, compression: str
+) -> Path:
+    """Write ``folder``'s ``manifest.json`` and ``members`` ((name, plain size), in
+    order) into ``destination``. Members must come from :class:`MemberWriter` with the
+    same compression."""
     if compression not in COMPRESSIONS:
         raise ValueError(f"unknown compression {compression!r}")
     temporary = destination.with_name(f".{destination.name}.{os.getpid()}.partial")
@@ -157,15 +161,13 @@ def write_archive(folder: Path, members: list[str], destination: Path, compressi
     try:
         with _archive_stream(temporary, compression) as (out, framing):
             manifest = (folder / MANIFEST_NAME).read_bytes()
-            pending = (
-                _header(MANIFEST_NAME, len(manifest), now) + manifest + _padding(len(manifest))
-            )
+            pending = _header(MANIFEST_NAME, len(manifest), now)
+            pending += manifest + _padding(len(manifest))
             offset = len(pending)
-            for name in members:
-                size = (folder / name).stat().st_size
+            for name, size in members:
                 header = _header(name, size, now)
                 out.write(_compress_block(pending + header, framing))
-                source = _part_path(folder, name) if framing == "zstd" else folder / name
+                source = folder / (compressed_name(name) if framing == "zstd" else name)
                 with open(source, "rb") as part:
                     shutil.copyfileobj(part, out, _COPY_CHUNK)
                 pending = _padding(size)
@@ -180,11 +182,11 @@ def write_archive(folder: Path, members: list[str], destination: Path, compressi
         with contextlib.suppress(OSError):
             temporary.unlink()
         raise
-    finally:
-        remove_parts(folder)
     return destination
 
 
-def remove_parts(folder: Path) -> None:
-    """Remove the compressed parts (they only exist to build the archive)."""
-    shutil.rmtree(folder / PARTS_FOLDER, ignore_errors=True)
+def remove_compressed(folder: Path, members: list[tuple[str, int]]) -> None:
+    """Remove the ``.zst`` working files (``--keep-folder`` keeps the plain ones)."""
+    for name, _ in members:
+        with contextlib.suppress(OSError):
+            (folder / compressed_name(name)).unlink()

@@ -28,7 +28,7 @@ from .archive_writer import (
     SUFFIXES,
     MemberWriter,
     private_file,
-    remove_parts,
+    remove_compressed,
     write_archive,
 )
 from .errors import EXIT_OK, EXIT_PARTIAL, ArchiveError, ConfigError, MongoBackupError
@@ -156,7 +156,7 @@ def export_collection(
     count = 0
     escaped_before = encoder.escaped
     progress.start(intent.name, source.estimated_count(intent.name))
-    writer = MemberWriter(folder, file_name, opts.compress)
+    writer = MemberWriter(folder, file_name, opts.compress, keep_plain=opts.keep_folder)
     try:
         for batch in source.raw_batches(intent.name, opts.batch_size):
             text, documents = encoder.encode(batch)
@@ -295,16 +295,17 @@ def _export_all(
 def _archive(folder: Path, manifest: Manifest, opts: BackupOptions) -> Path | None:
     archive_dir = Path(opts.out_dir) / ARCHIVE_FOLDER
     destination = archive_dir / f"{folder.name}{SUFFIXES[opts.compress]}"
-    members = [entry.file for entry in manifest.data_entries if entry.file]
+    members = [(entry.file, entry.bytes) for entry in manifest.data_entries if entry.file]
     try:
         archive_dir.mkdir(parents=True, exist_ok=True)
         write_archive(folder, members, destination, opts.compress)
     except OSError as error:
-        remove_parts(folder)
         raise ArchiveError(
             f"archiving failed ({error.strerror or error}); the exported files are kept in {folder}"
         ) from error
-    if not opts.keep_folder:
+    if opts.keep_folder:
+        remove_compressed(folder, members)
+    else:
         shutil.rmtree(folder, ignore_errors=True)
     logger.info("archive written: %s", destination)
     return destination
