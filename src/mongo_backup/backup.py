@@ -29,15 +29,15 @@ from . import __version__
 from .archive_writer import (
     COMPRESSIONS,
     SUFFIXES,
-    MemberWriter,
     private_file,
     remove_compressed,
     write_archive,
 )
+from .convert_worker import ConverterProcess
 from .errors import EXIT_OK, EXIT_PARTIAL, ArchiveError, ConfigError, MongoBackupError
-from .extjson import JSON_FORMATS, BatchEncoder, JsonFormat
+from .extjson import JSON_FORMATS, JsonFormat
 from .manifest import MANIFEST_NAME, CollectionEntry, Manifest, manifest_bytes
-from .mongo_source import Intent, MongoSource, connect, driver_error_text
+from .mongo_source import Intent, MongoSource, connect
 from .names import file_names
 from .redact import hosts_of, scrub_text, uri_secrets
 
@@ -151,40 +151,57 @@ def export_collection(
     intent: Intent,
     folder: Path,
     file_name: str,
-    encoder: BatchEncoder,
+    converter: ConverterProcess,
     opts: BackupOptions,
     progress: Progress,
 ) -> CollectionEntry:
     """Write one collection into ``folder``; returns its manifest entry with checksum."""
-    count = 0
-    escaped_before = encoder.escaped
     progress.start(intent.name, source.estimated_count(intent.name))
-    writer = MemberWriter(folder, file_name, opts.compress, keep_plain=opts.keep_folder)
+    converter.open(
+        folder, file_name, opts.compress, opts.keep_folder, opts.json_format, opts.pretty
+    )
     try:
         for batch in source.raw_batches(intent.name, opts.batch_size):
-            text, documents = encoder.encode(batch)
-            writer.write(text)
-            count += documents
-            progress.advance(intent.name, documents)
-        writer.close()
+            converter.write(batch)
+            if not isinstance(progress, NoProgress):
+                progress.advance(intent.name, _count_documents(batch))
+        stats = converter.close()
     except BaseException:
         # No file for a failed collection: the manifest says it failed and why;
         # half a collection in the archive would only invite a partial restore.
-        writer.discard()
+        converter.discard()
         raise
     finally:
         progress.finish(intent.name)
+    return _entry(
+        intent,
+        file=file_name,
+        count=stats["count"],
+        bytes=stats["bytes"],
+        sha256=stats["sha256"],
+        escaped=stats["escaped"],
+    )
+
+
+def _count_documents(batch: bytes) -> int:
+    """Documents in a raw batch, for progress only: walks the length prefixes."""
+    count = position = 0
+    end = len(batch)
+    while position < end:
+        position += int.from_bytes(batch[position : position + 4], "little")
+        count += 1
+    return count
+
+
+def _entry(intent: Intent, **fields: Any) -> CollectionEntry:
+    """The manifest entry of a namespace: what the server said of it, plus ``fields``."""
     return CollectionEntry(
         name=intent.name,
         type=intent.type,
-        file=file_name,
         options=intent.options,
         indexes=intent.indexes,
         uuid=intent.uuid,
-        count=count,
-        bytes=writer.bytes,
-        sha256=writer.sha256,
-        escaped=encoder.escaped - escaped_before,
+        **{"file": None, **fields},
     )
 
 
@@ -276,42 +293,38 @@ def _export_all(
     opts: BackupOptions,
     progress: Progress,
 ) -> list[CollectionEntry]:
-    encoder = BatchEncoder(opts.json_format, opts.pretty)
     files = file_names(intent.name for intent in intents if intent.has_data)
-    entries: list[CollectionEntry] = []
-    for intent in intents:
-        if not intent.has_data:
-            entries.append(
-                CollectionEntry(
-                    name=intent.name,
-                    type=intent.type,
-                    file=None,
-                    options=intent.options,
-                    uuid=intent.uuid,
-                )
-            )
-            continue
-        try:
-            entry = export_collection(
-                source, intent, folder, files[intent.name], encoder, opts, progress
-            )
-        except (MongoBackupError, OSError, ValueError) as error:
-            message = scrub_text(str(error), source.secrets)
-            logger.error("collection %r failed: %s", intent.name, message, exc_info=True)
-            entry = CollectionEntry(
-                name=intent.name,
-                type=intent.type,
-                file=None,
-                options=intent.options,
-                indexes=intent.indexes,
-                uuid=intent.uuid,
-                status="failed",
-                error=message,
-            )
-        else:
-            logger.info("%s: %d documents, %d bytes", intent.name, entry.count, entry.bytes)
-        entries.append(entry)
-    return entries
+    converter = ConverterProcess()
+    try:
+        return [
+            _export_one(source, intent, folder, files, converter, opts, progress)
+            for intent in intents
+        ]
+    finally:
+        converter.shutdown()
+
+
+def _export_one(
+    source: MongoSource,
+    intent: Intent,
+    folder: Path,
+    files: dict[str, str],
+    converter: ConverterProcess,
+    opts: BackupOptions,
+    progress: Progress,
+) -> CollectionEntry:
+    if not intent.has_data:
+        return _entry(intent)
+    try:
+        entry = export_collection(
+            source, intent, folder, files[intent.name], converter, opts, progress
+        )
+    except (MongoBackupError, OSError, ValueError) as error:
+        message = scrub_text(str(error), source.secrets)
+        logger.error("collection %r failed: %s", intent.name, message, exc_info=True)
+        return _entry(intent, status="failed", error=message)
+    logger.info("%s: %d documents, %d bytes", intent.name, entry.count, entry.bytes)
+    return entry
 
 
 def _archive(folder: Path, manifest: Manifest, opts: BackupOptions) -> Path | None:
@@ -340,4 +353,4 @@ def backup_database(mongo_uri: str, db_name: str, out_root: str, pretty: bool = 
     return str(result.archive)
 
 
-__all__ = ["BackupOptions", "BackupResult", "backup", "backup_database", "driver_error_text"]
+__all__ = ["BackupOptions", "BackupResult", "backup", "backup_database"]

@@ -28,7 +28,6 @@ libbson already escapes every control character below U+0020.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import re
@@ -308,8 +307,3 @@ def iter_documents(lines: Iterator[tuple[int, bytes]], member: str) -> Iterator[
     """Yield (line number, raw BSON) for every document in a stream of lines."""
     for number, text in iter_document_texts(lines, member):
         yield number, document_from_line(text, member, number)
-
-
-def b64_of(raw: bytes) -> str:
-    """Base64 text of bytes (used in reports that quote a document's bytes)."""
-    return base64.b64encode(raw).decode("ascii")

@@ -250,10 +250,3 @@ def _prefetched(
     finally:
         stop.set()
         thread.join(timeout=5)
-
-
-def is_replica_set(client: MongoClient[Any]) -> bool:
-    return client.topology_description.topology_type_name.startswith("ReplicaSet")
-
-
-__all__ = ["Intent", "MongoSource", "connect", "from_extjson", "pymongo", "to_extjson"]

@@ -14,6 +14,7 @@ differ. That comparison keeps one 20-byte digest per backed-up document in memor
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -239,8 +240,6 @@ def _comparable_options(options: dict[str, Any]) -> Any:
 
 
 def _index_set(indexes: list[dict[str, Any]]) -> set[str]:
-    import json
-
     return {
         json.dumps({k: v for k, v in ix.items() if k not in ("ns", "v")}, sort_keys=True)
         for ix in indexes
