@@ -13,14 +13,11 @@ traceback, and the run goes on (exit code 3).
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import logging
 import os
 import shutil
-import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -217,24 +214,6 @@ def backup(
     return run_backup(BackupOptions(uri=uri, db=db, out_dir=Path(out_dir), **options), progress)
 
 
-# The prefetch thread spends its life waiting on the socket; each time data arrives it
-# must win the GIL back from the converting thread, which by default takes up to 5 ms,
-# and every such wait leaves the server idle before the next getMore. Measured on the
-# benchmark data, 5 ms made the backup 25 s where 0.2 ms made it 16-18 s.
-SWITCH_INTERVAL_S = 0.0002
-
-
-@contextlib.contextmanager
-def responsive_threads() -> Iterator[None]:
-    """Shorten the GIL switch interval while exporting, and restore it afterwards."""
-    previous = sys.getswitchinterval()
-    sys.setswitchinterval(min(previous, SWITCH_INTERVAL_S))
-    try:
-        yield
-    finally:
-        sys.setswitchinterval(previous)
-
-
 def run_backup(opts: BackupOptions, progress: Progress | None = None) -> BackupResult:
     opts.check()
     progress = progress or NoProgress()
@@ -262,8 +241,7 @@ def run_backup(opts: BackupOptions, progress: Progress | None = None) -> BackupR
             )
         folder = claim_folder(Path(opts.out_dir), opts.compress, utc_stamp(started_at))
         logger.info("backing up database %r (%d namespaces) into %s", opts.db, len(intents), folder)
-        with responsive_threads():
-            entries = _export_all(source, intents, folder, opts, progress)
+        entries = _export_all(source, intents, folder, opts, progress)
     finally:
         client.close()
 
