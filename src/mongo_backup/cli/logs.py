@@ -40,10 +40,27 @@ class ScrubbingFormatter(logging.Formatter):
         return f"{line}\n{trace}" if trace else line
 
 
+class CurrentStderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at the time of the record.
+
+    While progress bars are drawn, rich replaces ``sys.stderr`` so that log lines appear
+    above the bars instead of tearing through them; a handler that kept the stream it
+    was created with would bypass that.
+    """
+
+    @property
+    def stream(self) -> object:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: object) -> None:
+        pass
+
+
 def configure_logging(verbosity: int, log_format: str, secrets: list[str]) -> ScrubbingFormatter:
     """verbosity: -1 quiet (warnings), 0 INFO, 1+ DEBUG with tracebacks."""
     level = logging.WARNING if verbosity < 0 else logging.DEBUG if verbosity > 0 else logging.INFO
-    handler = logging.StreamHandler(sys.stderr)
+    handler = CurrentStderrHandler()
     # Collection failures are logged with their traceback, as the seed script does;
     # tracebacks of fatal errors show only with -v.
     formatter = ScrubbingFormatter(secrets, log_format == "json", show_tracebacks=True)
