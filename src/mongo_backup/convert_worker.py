@@ -27,6 +27,7 @@ raised as :class:`MongoBackupError`.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import signal
 import subprocess
@@ -37,6 +38,7 @@ from typing import IO, Any
 from .errors import MongoBackupError
 
 _HEADER = 5
+PIPE_BYTES = 1 << 20
 
 # The child needs only the converter's few modules. Importing the package normally would
 # run its __init__, which pulls in pymongo and the whole library: 0.3 s of CPU for
@@ -66,6 +68,7 @@ class ConverterProcess:
             stdout=subprocess.PIPE,
         )
         assert self._child.stdin is not None and self._child.stdout is not None
+        _widen_pipe(self._child.stdin.fileno())
         self._in: IO[bytes] = self._child.stdin
         self._out: IO[bytes] = self._child.stdout
 
@@ -135,6 +138,13 @@ class ConverterProcess:
             self._child.kill()
             self._child.wait()
         self._out.close()
+
+
+def _widen_pipe(fd: int) -> None:
+    """Let a whole batch fit in the pipe (Linux; 64 KiB by default): far fewer wake-ups
+    and system calls on both sides. Where it cannot be done, the default works too."""
+    with contextlib.suppress(OSError, AttributeError, ValueError):
+        fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_BYTES)
 
 
 def _read_exact(stream: IO[bytes], size: int) -> bytes:
