@@ -70,8 +70,16 @@ class Intent:
 
 def driver_error_text(error: BaseException, secrets: list[str]) -> str:
     """One line of text about a driver error, credentials removed."""
-    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    # Driver messages can be long (they list every server's state); keep the gist.
+    details = getattr(error, "details", None)
+    if isinstance(error, pymongo.errors.OperationFailure) and isinstance(details, dict):
+        # The server's own message and code name, not the driver's dump of the reply.
+        text = str(details.get("errmsg") or error)
+        if details.get("codeName"):
+            text += f" ({details['codeName']})"
+    else:
+        text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        # A selection timeout lists every server's state after the reason; keep the reason.
+        text = text.split(" (configured timeouts")[0].split(", Timeout: ")[0]
     if len(text) > 300:
         text = text[:297] + "..."
     return scrub_text(text, secrets)
