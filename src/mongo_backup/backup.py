@@ -110,6 +110,7 @@ class BackupOptions:
     keep_folder: bool = False
     allow_empty: bool = False
     timeout: float = 30.0
+    nice: int = 10  # the converter's niceness: see convert_worker
 
     def check(self) -> None:
         if self.json_format not in JSON_FORMATS:
@@ -120,6 +121,8 @@ class BackupOptions:
             raise ConfigError("--batch-size must be between 1 and 100000")
         if self.timeout <= 0:
             raise ConfigError("--timeout must be positive")
+        if not 0 <= self.nice <= 19:
+            raise ConfigError("--nice must be between 0 and 19")
 
 
 def utc_stamp(now: dt.datetime | None = None) -> str:
@@ -272,7 +275,7 @@ def _export_all(
     progress: Progress,
 ) -> list[CollectionEntry]:
     files = file_names(intent.name for intent in intents if intent.has_data)
-    converter = ConverterProcess()
+    converter = ConverterProcess(opts.nice)
     try:
         return [
             _export_one(source, intent, folder, files, converter, opts, progress)

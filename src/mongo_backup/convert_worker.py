@@ -1,11 +1,18 @@
 """A converter process: raw BSON batches in, Extended JSON member files out.
 
-Why a process: the backup's reading thread must answer the server the moment a batch
-arrives, or the server sits idle until the next getMore. Converting in the same process
-holds the GIL for most of the run, and each time data arrives the reader waits for it
-(up to the 5 ms switch interval; on the benchmark data a 0.2 ms interval alone took a
-backup from 25 s to 16-18 s). A child process has its own GIL, so reading and
-converting overlap without touching interpreter-wide settings.
+Why a process, and why a lower priority: the backup's reading thread must answer the
+server the moment a batch arrives, or the server sits idle until the next getMore.
+Converting in the same process holds the GIL for most of the run, and each time data
+arrives the reader waits for it (up to the 5 ms switch interval; on the benchmark data a
+0.2 ms interval alone took a backup from 25 s to 16-18 s). A child process has its own
+GIL, so reading and converting overlap without touching interpreter-wide settings.
+
+And when the backup runs on the database's own machine (common, and always so in our
+benchmark), every CPU second of conversion is taken from the server: on the 2-core
+benchmark machine a busy process beside it made the server's scan of ``orders`` 1.5-2.5x
+as slow; the same process at niceness 19 cost it 10-20%. So the converter runs at
+``niceness`` (default 10, option ``--nice``): it takes what the server leaves, and the
+server sets the pace.
 
 Protocol on the child's stdin (all integers little-endian): frames of one type byte,
 a 4-byte length, and a payload.
@@ -29,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -60,10 +68,10 @@ def _frame(kind: bytes, payload: bytes) -> bytes:
 class ConverterProcess:
     """The parent's handle on one converter child."""
 
-    def __init__(self) -> None:
+    def __init__(self, niceness: int = 0) -> None:
         package_dir = str(Path(__file__).resolve().parent)
         self._child = subprocess.Popen(
-            [sys.executable, "-c", _BOOTSTRAP, package_dir],
+            [sys.executable, "-c", _BOOTSTRAP, package_dir, str(niceness)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
         )
@@ -214,4 +222,8 @@ def main() -> None:
     # Ctrl-C reaches the whole process group; the parent decides what happens, and
     # closing our stdin is how it tells us to stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    niceness = int(sys.argv[2]) if len(sys.argv) > 2 else 0
+    if niceness > 0:
+        with contextlib.suppress(OSError):
+            os.nice(niceness)
     serve(sys.stdin.buffer, sys.stdout.buffer)

@@ -55,6 +55,14 @@ def add_parser(commands: Any, parent: argparse.ArgumentParser, epilog: str) -> N
         action="store_true",
         help="write a backup even when the database has no collections",
     )
+    group.add_argument(
+        "--nice",
+        type=int,
+        default=10,
+        metavar="N",
+        help="priority of the conversion work, 0-19 (default 10: a database server on the "
+        "same machine comes first)",
+    )
     group.add_argument("--json", action="store_true", help="print a JSON result object on stdout")
     parser.set_defaults(handler=run)
 
@@ -74,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
         keep_folder=args.keep_folder,
         allow_empty=args.allow_empty,
         timeout=args.timeout,
+        nice=args.nice,
     )
     with progress_for(args.quiet or args.json) as progress:
         result = run_backup(options, progress)
