@@ -236,7 +236,8 @@ class _Restorer:
             collection, self.opts.jobs, self.opts.bypass_validation, counts, self._error
         ) as inserter:
             batch: list[bytes] = []
-            for _number, raw in iter_documents(iter_lines(stream, entry.file), entry.file):
+            lines = iter_lines(stream, entry.file)
+            for _number, raw in iter_documents(lines, entry.file, checked=self.opts.verify_first):
                 batch.append(raw)
                 if len(batch) >= self.opts.batch_size:
                     inserter.submit(batch)
