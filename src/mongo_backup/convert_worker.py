@@ -222,9 +222,6 @@ def main() -> None:
     # Ctrl-C reaches the whole process group; the parent decides what happens, and
     # closing our stdin is how it tells us to stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    from .memory import keep_large_buffers_off_the_heap
-
-    keep_large_buffers_off_the_heap()
     niceness = int(sys.argv[2]) if len(sys.argv) > 2 else 0
     if niceness > 0:
         with contextlib.suppress(OSError):

@@ -268,7 +268,6 @@ class _Restorer:
             if ix.get("name") != "_id_"
         ]
         if not specs or self.opts.dry_run:
-            outcome.indexes_built = 0 if self.opts.dry_run else outcome.indexes_built
             return
         try:
             self.db.command("createIndexes", entry.name, indexes=from_extjson(specs))

@@ -16,7 +16,6 @@ from collections.abc import Callable, Sequence
 
 from .. import __version__
 from ..errors import EXIT_FAILURE, EXIT_INTERRUPTED, MongoBackupError
-from ..memory import keep_large_buffers_off_the_heap
 from ..redact import scrub_text, uri_secrets
 from . import cmd_backup, cmd_demo, cmd_inspect, cmd_restore, cmd_verify
 from .logs import configure_logging
@@ -77,7 +76,6 @@ def run_cli(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     secrets = _secrets_of(args)
-    keep_large_buffers_off_the_heap()
     verbosity = -1 if args.quiet else args.verbose
     configure_logging(verbosity, args.log_format, secrets)
     handler: Callable[[argparse.Namespace], int] = args.handler
