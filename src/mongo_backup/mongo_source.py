@@ -15,9 +15,9 @@ Contracts:
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
-import queue
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -38,7 +38,8 @@ APP_NAME = "mongo-backup"
 # System collections hold server state, not user data, and the server refuses writes
 # to most of them on restore. system.js holds the user's stored functions: keep it.
 KEPT_SYSTEM_COLLECTIONS = {"system.js"}
-PREFETCH_BATCHES = 3
+# Batches fetched ahead of the converter: about three of 1,000 ordinary documents.
+PREFETCH_BYTES = 4 * 1024 * 1024
 
 T = TypeVar("T")
 
@@ -206,26 +207,53 @@ class MongoSource:
 _DONE = object()
 
 
+class _ByteBoundedHandoff:
+    """A queue bounded by bytes, not items: documents of 16 KiB make 16 MiB batches,
+    and a count bound would let memory grow with document size. At least one item is
+    always accepted, so no batch is too big to pass."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.items: collections.deque[object] = collections.deque()
+        self.bytes = 0
+        self.changed = threading.Condition()
+
+    def put(self, item: object, stop: threading.Event) -> bool:
+        size = len(item) if isinstance(item, bytes) else 0
+        with self.changed:
+            while self.items and self.bytes + size > self.limit:
+                if stop.is_set():
+                    return False
+                self.changed.wait(0.2)
+            self.items.append(item)
+            self.bytes += size
+            self.changed.notify_all()
+        return True
+
+    def get(self) -> object:
+        with self.changed:
+            while not self.items:
+                self.changed.wait()
+            item = self.items.popleft()
+            self.bytes -= len(item) if isinstance(item, bytes) else 0
+            self.changed.notify_all()
+        return item
+
+
 def _prefetched(
     open_cursor: Callable[[], Iterator[bytes]], what: str, secrets: list[str]
 ) -> Iterator[bytes]:
     """Run a cursor in a thread and hand its batches over through a bounded queue.
 
-    The bound gives back-pressure: at most PREFETCH_BATCHES batches wait in memory.
+    The bound gives back-pressure: at most PREFETCH_BYTES of batches wait in memory.
     The driver releases the GIL while it waits on the socket, so fetching overlaps the
-    caller's conversion work. Closing the generator stops the thread.
+    caller's work. Closing the generator stops the thread.
     """
-    handoff: queue.Queue[object] = queue.Queue(maxsize=PREFETCH_BATCHES)
+    handoff = _ByteBoundedHandoff(PREFETCH_BYTES)
     stop = threading.Event()
 
     def put(item: object) -> bool:
-        while not stop.is_set():
-            try:
-                handoff.put(item, timeout=0.2)
-                return True
-            except queue.Full:
-                continue
-        return False
+        return handoff.put(item, stop)
 
     def produce() -> None:
         cursor: Any = None
