@@ -129,7 +129,7 @@ def utc_stamp(now: dt.datetime | None = None) -> str:
     return (now or dt.datetime.now(dt.UTC)).strftime("%Y%m%d_%H%M%S")
 
 
-def claim_folder(out_dir: Path, compress: str, stamp: str) -> Path:
+def claim_folder(out_dir: Path, stamp: str) -> Path:
     """Create a fresh working folder; a second run in the same second gets ``_1``, ..."""
     out_dir.mkdir(parents=True, exist_ok=True)
     archive_dir = out_dir / ARCHIVE_FOLDER
@@ -242,7 +242,7 @@ def run_backup(opts: BackupOptions, progress: Progress | None = None) -> BackupR
             logger.warning(
                 "standalone server: collections are read one after another, not at one moment"
             )
-        folder = claim_folder(Path(opts.out_dir), opts.compress, utc_stamp(started_at))
+        folder = claim_folder(Path(opts.out_dir), utc_stamp(started_at))
         logger.info("backing up database %r (%d namespaces) into %s", opts.db, len(intents), folder)
         entries = _export_all(source, intents, folder, opts, progress)
     finally:

@@ -61,10 +61,6 @@ main()
 """
 
 
-def _frame(kind: bytes, payload: bytes) -> bytes:
-    return kind + len(payload).to_bytes(4, "little")
-
-
 class ConverterProcess:
     """The parent's handle on one converter child."""
 
@@ -82,7 +78,7 @@ class ConverterProcess:
 
     def _send(self, kind: bytes, payload: bytes) -> None:
         try:
-            self._in.write(_frame(kind, payload))
+            self._in.write(kind + len(payload).to_bytes(4, "little"))
             self._in.write(payload)
         except BrokenPipeError:
             raise MongoBackupError(f"the converter process stopped: {self._answer()}") from None

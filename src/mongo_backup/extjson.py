@@ -187,9 +187,7 @@ def document_from_line(line: bytes | str, member: str = "<line>", number: int = 
     # strings it is rare, so the exact (slow) check runs almost never.
     if _OBJECT_THEN_OBJECT.search(text):
         _require_single_object(text, member, number)
-    if raw[4 : 4 + len(_ESCAPE_ELEMENT)] == _ESCAPE_ELEMENT:
-        return _unescape(raw, member, number)
-    return raw
+    return _unescape_if_escaped(raw, member, number)
 
 
 _OBJECT_THEN_OBJECT = re.compile(rb"\}\s*\{")
@@ -202,6 +200,13 @@ def _require_single_object(text: bytes, member: str, number: int) -> None:
         raise LineFormatError(
             member, number, f"not exactly one JSON document on this line ({error.args[0][:80]})"
         ) from None
+
+
+def _unescape_if_escaped(raw: bytes, member: str, number: int) -> bytes:
+    """The document itself, or for an escape line the exact BSON it carries."""
+    if raw[4 : 4 + len(_ESCAPE_ELEMENT)] == _ESCAPE_ELEMENT:
+        return _unescape(raw, member, number)
+    return raw
 
 
 def _unescape(wrapper: bytes, member: str, number: int) -> bytes:
@@ -323,6 +328,4 @@ def _parse_checked(text: bytes, member: str, number: int) -> bytes:
         raw: bytes = bsonjs.loads(text)
     except ValueError as error:  # the file changed since it was checked
         raise LineFormatError(member, number, f"not an Extended JSON document ({error})") from None
-    if raw[4 : 4 + len(_ESCAPE_ELEMENT)] == _ESCAPE_ELEMENT:
-        return _unescape(raw, member, number)
-    return raw
+    return _unescape_if_escaped(raw, member, number)

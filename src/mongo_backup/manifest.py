@@ -60,12 +60,6 @@ class Manifest:
     format: str = FORMAT_NAME
     format_version: int = FORMAT_VERSION
 
-    def entry(self, name: str) -> CollectionEntry | None:
-        for entry in self.collections:
-            if entry.name == name:
-                return entry
-        return None
-
     @property
     def data_entries(self) -> list[CollectionEntry]:
         """Entries with a data file, in archive order."""
