@@ -26,7 +26,7 @@ from mongo_backup.names import is_safe_member_name
 from mongo_backup.redact import hosts_of
 
 # The module, not the function that mongo_backup/__init__ re-exports under the same name.
-backup_module = importlib.import_module("mongo_backup.backup")
+planning_module = importlib.import_module("mongo_backup.planning")
 # Tests that reach no server would otherwise fail on a src bug tested on its own below
 # (test_failed_connect_closes_its_client): connect() leaks its MongoClient.
 
@@ -236,7 +236,7 @@ def test_empty_database_fails_unless_allowed(
 def test_backups_in_the_same_second_never_collide(
     cli: CliRunner, mongo_uri: str, shop: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(backup_module, "utc_stamp", lambda now=None: "20240101_000000")
+    monkeypatch.setattr(planning_module, "utc_stamp", lambda now=None: "20240101_000000")
     archives = [run_backup(cli, mongo_uri, shop, tmp_path) for _ in range(3)]
     assert [a.name for a in archives] == [
         "backup_20240101_000000.tar.zst", "backup_20240101_000000_1.tar.zst",
@@ -253,10 +253,18 @@ def test_archiving_failure_keeps_the_folder(
     (folder,) = [p for p in tmp_path.iterdir() if p.is_dir()]
     assert str(folder) in result.err
     # zstd (the default) keeps each member compressed while it is written.
+    # The checkpoint stays too, so that --resume can finish the job.
     assert sorted(p.name for p in folder.iterdir()) == [
-        "alpha.jsonl.zst", "beta.jsonl.zst", "empty.jsonl.zst", "manifest.json"]
+        "alpha.jsonl.zst", "beta.jsonl.zst", "checkpoint.json", "empty.jsonl.zst",
+        "manifest.json"]
     # ... and such a folder is still a backup that verify (and restore) can read.
     assert cli("verify", folder).code == 0
+    # Once the obstacle is gone, --resume archives what was exported, reading nothing again.
+    (tmp_path / "backup_data").unlink()
+    resumed = cli("backup", "--uri", mongo_uri, "--db", shop, "--out-dir", tmp_path, "--resume")
+    assert resumed.code == 0, resumed.err
+    assert Path(resumed.out.strip()).name == folder.name + ".tar.zst"
+    assert not folder.exists()
 
 
 def test_failed_connect_closes_its_client() -> None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import hashlib
+import io
 import os
 import shutil
 import tarfile
@@ -92,24 +93,115 @@ def compressed_name(file_name: str) -> str:
     return file_name + ".zst"
 
 
-class MemberWriter:
-    """One data member's working file(s), with checksum and size of the plain bytes."""
+def member_paths(folder: Path, file_name: str, compression: str, keep_plain: bool) -> list[Path]:
+    """The working files that :class:`MemberWriter` writes for ``file_name``."""
+    paths = []
+    if compression != "zstd" or keep_plain:
+        paths.append(folder / file_name)
+    if compression == "zstd":
+        paths.append(folder / compressed_name(file_name))
+    return paths
 
-    def __init__(self, folder: Path, file_name: str, compression: str, keep_plain: bool) -> None:
-        self.paths: list[Path] = []
+
+def _open_for_append(path: Path, size: int) -> IO[bytes]:
+    """``path`` cut back to ``size`` bytes and opened to write after them."""
+    fd = os.open(path, os.O_WRONLY, 0o600)
+    try:
+        if os.fstat(fd).st_size < size:
+            raise ValueError(f"{path.name} is shorter than its checkpoint says")
+        os.ftruncate(fd, size)
+        os.lseek(fd, size, os.SEEK_SET)
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "wb")
+
+
+def _plain_prefix(path: Path, size: int, compressed: bool) -> Iterator[bytes]:
+    """The plain bytes of the first ``size`` bytes of a working file."""
+    with open(path, "rb") as raw:
+        if not compressed:
+            remaining = size
+            while remaining:
+                chunk = raw.read(min(_COPY_CHUNK, remaining))
+                if not chunk:
+                    return
+                remaining -= len(chunk)
+                yield chunk
+            return
+        limited = cast(
+            IO[bytes], io.BytesIO(raw.read(size)) if size <= _COPY_CHUNK else _Limited(raw, size)
+        )
+        reader = zstandard.ZstdDecompressor().stream_reader(limited, read_across_frames=True)
+        while chunk := reader.read(_COPY_CHUNK):
+            yield chunk
+
+
+class _Limited(io.RawIOBase):
+    """The first ``size`` bytes of a file, as a readable stream."""
+
+    def __init__(self, raw: IO[bytes], size: int) -> None:
+        self._raw = raw
+        self._left = size
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._raw.read(min(len(buffer), self._left))
+        self._left -= len(data)
+        buffer[: len(data)] = data
+        return len(data)
+
+
+class MemberWriter:
+    """One data member's working file(s), with checksum and size of the plain bytes.
+
+    ``resume`` (a unit checkpoint's ``sizes``, ``bytes`` and ``sha256``) continues files
+    a previous run left: each is cut back to its recorded size (dropping a torn tail),
+    the plain bytes are read again to rebuild the running SHA-256 (hashlib cannot save
+    its state), and both size and hash must match the checkpoint, or ``ValueError``.
+    A zstd file is always cut at the end of a frame (see :meth:`checkpoint`), and new
+    data starts a new frame: concatenated frames are one valid stream.
+    """
+
+    def __init__(
+        self,
+        folder: Path,
+        file_name: str,
+        compression: str,
+        keep_plain: bool,
+        resume: dict[str, Any] | None = None,
+    ) -> None:
+        self.paths = member_paths(folder, file_name, compression, keep_plain)
         self.bytes = 0
         self._hash = hashlib.sha256()
         self._plain: IO[bytes] | None = None
         self._zst_file: IO[bytes] | None = None
         self._compressor: Any = None
+        if resume is not None:
+            self._rehash(resume)
+        opened: list[IO[bytes]] = []
+        for path in self.paths:
+            if resume is not None:
+                opened.append(_open_for_append(path, int(resume["sizes"][path.name])))
+            else:
+                opened.append(private_file(path))
         if compression != "zstd" or keep_plain:
-            self.paths.append(folder / file_name)
-            self._plain = private_file(folder / file_name)
+            self._plain = opened.pop(0)
         if compression == "zstd":
-            self.paths.append(folder / compressed_name(file_name))
-            self._zst_file = private_file(self.paths[-1])
+            self._zst_file = opened.pop(0)
             compressor = _zstd_compressor(threads=ZSTD_THREADS)
             self._compressor = compressor.stream_writer(self._zst_file, closefd=False)
+
+    def _rehash(self, resume: dict[str, Any]) -> None:
+        source = self.paths[0]  # the plain file when there is one: no decompression
+        size = int(resume["sizes"][source.name])
+        for chunk in _plain_prefix(source, size, source.suffix == ".zst"):
+            self._hash.update(chunk)
+            self.bytes += len(chunk)
+        if self.bytes != resume["bytes"] or self.sha256 != resume["sha256"]:
+            raise ValueError(f"{source.name} does not match its checkpoint")
 
     @property
     def sha256(self) -> str:
@@ -123,13 +215,29 @@ class MemberWriter:
         if self._compressor is not None:
             self._compressor.write(data)
 
+    def checkpoint(self) -> dict[str, Any]:
+        """End the zstd frame, put everything written so far on disk, and return the
+        durable state: plain bytes, their SHA-256, and each working file's size."""
+        if self._compressor is not None:
+            self._compressor.flush(zstandard.FLUSH_FRAME)
+        sizes: dict[str, int] = {}
+        for path, handle in zip(self.paths, self._handles(), strict=True):
+            handle.flush()
+            os.fsync(handle.fileno())
+            sizes[path.name] = handle.tell()
+        return {"bytes": self.bytes, "sha256": self.sha256, "sizes": sizes}
+
+    def _handles(self) -> list[IO[bytes]]:
+        return [handle for handle in (self._plain, self._zst_file) if handle is not None]
+
     def close(self) -> None:
-        if self._plain is not None:
-            self._plain.close()
         if self._compressor is not None:
             self._compressor.close()  # ends the zstd frame
-        if self._zst_file is not None:
-            self._zst_file.close()
+        for handle in self._handles():
+            if not handle.closed:
+                handle.flush()
+                os.fsync(handle.fileno())  # a unit marked done must be on disk
+                handle.close()
 
     def discard(self) -> None:
         with contextlib.suppress(Exception):
@@ -137,6 +245,41 @@ class MemberWriter:
         for path in self.paths:
             with contextlib.suppress(OSError):
                 path.unlink()
+
+
+def join_parts(
+    folder: Path, file_name: str, parts: list[str], compression: str, keep_plain: bool
+) -> tuple[int, str]:
+    """Join the working files of a split collection's ranges, in order, into the
+    member's working files; returns the plain size and SHA-256 of the joined member.
+    zstd files are joined frame by frame (no recompression); the hash needs the plain
+    bytes, so they are decompressed once, on the way."""
+    size = 0
+    digest = hashlib.sha256()
+    targets = member_paths(folder, file_name, compression, keep_plain)
+    outputs = [private_file(path) for path in targets]
+    try:
+        for part in parts:
+            sources = member_paths(folder, part, compression, keep_plain)
+            for source, output in zip(sources, outputs, strict=True):
+                with open(source, "rb") as handle:
+                    shutil.copyfileobj(handle, output, _COPY_CHUNK)
+            for chunk in _plain_prefix(
+                sources[0], sources[0].stat().st_size, sources[0].suffix == ".zst"
+            ):
+                digest.update(chunk)
+                size += len(chunk)
+        for output in outputs:
+            output.flush()
+            os.fsync(output.fileno())
+    finally:
+        for output in outputs:
+            output.close()
+    for part in parts:
+        for source in member_paths(folder, part, compression, keep_plain):
+            with contextlib.suppress(OSError):
+                source.unlink()
+    return size, digest.hexdigest()
 
 
 def _header(name: str, size: int, mtime: int) -> bytes:

@@ -9,10 +9,19 @@ Layout (the seed script's, kept exactly)::
 no archive (configuration, connection, an empty database, archiving itself). A
 collection that fails is recorded in the manifest as failed, logged with its
 traceback, and the run goes on (exit code 3).
+
+A backup is planned first (:mod:`.checkpoint`): namespaces, then *units* of work, a
+collection each or, above ``split_threshold``, one per ``_id`` range. The plan is saved
+in the working folder before any data is read, and the units are exported by
+:class:`~mongo_backup.exporter.UnitRunner`. ``resume=True`` (or a folder) loads the plan
+of an unfinished backup instead and exports only what is missing; the result is the
+same archive an uninterrupted run would have written (same bytes in every member,
+because every collection with an ``_id`` index is read in ``_id`` order).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import os
@@ -20,47 +29,40 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from . import __version__
 from .archive_writer import (
     COMPRESSIONS,
     SUFFIXES,
+    join_parts,
+    member_paths,
     private_file,
     remove_compressed,
     write_archive,
 )
-from .convert_worker import ConverterProcess
-from .errors import EXIT_OK, EXIT_PARTIAL, ArchiveError, ConfigError, MongoBackupError
+from .checkpoint import (
+    Plan,
+    Unit,
+    remove_checkpoints,
+    save_plan,
+)
+from .errors import (
+    EXIT_OK,
+    EXIT_PARTIAL,
+    ArchiveError,
+    ConfigError,
+    OutputError,
+)
+from .exporter import NoProgress, Progress, UnitRunner
 from .extjson import JSON_FORMATS, JsonFormat
 from .manifest import MANIFEST_NAME, CollectionEntry, Manifest, manifest_bytes
 from .mongo_source import Intent, MongoSource, connect
-from .names import file_names
-from .redact import hosts_of, scrub_text, uri_secrets
+from .planning import ARCHIVE_FOLDER, DEFAULT_SPLIT_THRESHOLD, new_plan, resumable_plan
+from .redact import uri_secrets
+from .retry import RetryPolicy
 
 logger = logging.getLogger(__name__)
-
-ARCHIVE_FOLDER = "backup_data"
-FOLDER_PREFIX = "backup_"
-
-
-class Progress(Protocol):
-    """What the core reports while it works; the CLI draws it, tests may record it."""
-
-    def start(self, name: str, total: int) -> None: ...
-    def advance(self, name: str, documents: int) -> None: ...
-    def finish(self, name: str) -> None: ...
-
-
-class NoProgress:
-    def start(self, name: str, total: int) -> None:
-        pass
-
-    def advance(self, name: str, documents: int) -> None:
-        pass
-
-    def finish(self, name: str) -> None:
-        pass
 
 
 @dataclass
@@ -111,6 +113,12 @@ class BackupOptions:
     allow_empty: bool = False
     timeout: float = 30.0
     nice: int = 10  # the converter's niceness: see convert_worker
+    jobs: int = field(default_factory=lambda: default_jobs())
+    split_threshold: int = DEFAULT_SPLIT_THRESHOLD
+    retries: int = 5
+    retry_delay: float = 0.5
+    checkpoint_interval: float = 1.0
+    resume: bool | Path = False  # True: the newest unfinished backup in out_dir
 
     def check(self) -> None:
         if self.json_format not in JSON_FORMATS:
@@ -123,74 +131,22 @@ class BackupOptions:
             raise ConfigError("--timeout must be positive")
         if not 0 <= self.nice <= 19:
             raise ConfigError("--nice must be between 0 and 19")
+        if not 1 <= self.jobs <= 64:
+            raise ConfigError("--jobs must be between 1 and 64")
+        if self.split_threshold < 1:
+            raise ConfigError("--split-threshold must be positive")
+        if not 0 <= self.retries <= 100:
+            raise ConfigError("--retries must be between 0 and 100")
+        if self.retry_delay < 0:
+            raise ConfigError("--retry-delay must not be negative")
+        if self.checkpoint_interval <= 0:
+            raise ConfigError("--checkpoint-interval must be positive")
 
 
-def utc_stamp(now: dt.datetime | None = None) -> str:
-    return (now or dt.datetime.now(dt.UTC)).strftime("%Y%m%d_%H%M%S")
-
-
-def claim_folder(out_dir: Path, stamp: str) -> Path:
-    """Create a fresh working folder; a second run in the same second gets ``_1``, ..."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    archive_dir = out_dir / ARCHIVE_FOLDER
-    for attempt in range(1000):
-        name = f"{FOLDER_PREFIX}{stamp}" + (f"_{attempt}" if attempt else "")
-        if any((archive_dir / f"{name}{suffix}").exists() for suffix in SUFFIXES.values()):
-            continue
-        try:
-            os.mkdir(out_dir / name, 0o700)  # atomic: only one run can create it
-        except FileExistsError:
-            continue
-        os.chmod(out_dir / name, 0o700)  # the umask may have narrowed or widened it
-        return out_dir / name
-    raise MongoBackupError(f"cannot create a working folder in {out_dir}")
-
-
-def export_collection(
-    source: MongoSource,
-    intent: Intent,
-    folder: Path,
-    file_name: str,
-    converter: ConverterProcess,
-    opts: BackupOptions,
-    progress: Progress,
-) -> CollectionEntry:
-    """Write one collection into ``folder``; returns its manifest entry with checksum."""
-    progress.start(intent.name, source.estimated_count(intent.name))
-    converter.open(
-        folder, file_name, opts.compress, opts.keep_folder, opts.json_format, opts.pretty
-    )
-    try:
-        for batch in source.raw_batches(intent.name, opts.batch_size):
-            converter.write(batch)
-            if not isinstance(progress, NoProgress):
-                progress.advance(intent.name, _count_documents(batch))
-        stats = converter.close()
-    except BaseException:
-        # No file for a failed collection: the manifest says it failed and why;
-        # half a collection in the archive would only invite a partial restore.
-        converter.discard()
-        raise
-    finally:
-        progress.finish(intent.name)
-    return _entry(
-        intent,
-        file=file_name,
-        count=stats["count"],
-        bytes=stats["bytes"],
-        sha256=stats["sha256"],
-        escaped=stats["escaped"],
-    )
-
-
-def _count_documents(batch: bytes) -> int:
-    """Documents in a raw batch, for progress only: walks the length prefixes."""
-    count = position = 0
-    end = len(batch)
-    while position < end:
-        position += int.from_bytes(batch[position : position + 4], "little")
-        count += 1
-    return count
+def default_jobs() -> int:
+    """Collections exported at once: 2 on a 2-core machine, half the cores up to 8
+    beyond (a database server on the same machine needs its share)."""
+    return max(2, min(8, (os.cpu_count() or 2) // 2))
 
 
 def _entry(intent: Intent, **fields: Any) -> CollectionEntry:
@@ -220,46 +176,28 @@ def backup(
 def run_backup(opts: BackupOptions, progress: Progress | None = None) -> BackupResult:
     opts.check()
     progress = progress or NoProgress()
-    secrets = uri_secrets(opts.uri)
     started = time.perf_counter()
-    started_at = dt.datetime.now(dt.UTC)
+    plan, folder = resumable_plan(opts)
     client = connect(opts.uri, timeout=opts.timeout)
     try:
-        source = MongoSource(client, opts.db, secrets)
-        server = source.server_info()
-        intents = source.intents(opts.collections, opts.exclude)
-        missing = sorted(set(opts.collections) - {intent.name for intent in intents})
-        if missing:
-            raise ConfigError(
-                f"database {opts.db!r} has no collection named {', '.join(map(repr, missing))}"
-            )
-        if not intents and not opts.allow_empty:
-            raise MongoBackupError(
-                f"database {opts.db!r} has no collections to back up "
-                "(wrong database name? pass --allow-empty to write an empty backup)"
-            )
-        if server["topology"] == "standalone":
-            logger.warning(
-                "standalone server: collections are read one after another, not at one moment"
-            )
-        folder = claim_folder(Path(opts.out_dir), utc_stamp(started_at))
-        logger.info("backing up database %r (%d namespaces) into %s", opts.db, len(intents), folder)
-        entries = _export_all(source, intents, folder, opts, progress)
+        source = MongoSource(client, opts.db, uri_secrets(opts.uri))
+        if plan is None:
+            plan, folder = new_plan(source, opts)
+        assert folder is not None
+        runner = UnitRunner(
+            source,
+            folder,
+            plan,
+            jobs=opts.jobs,
+            nice=opts.nice,
+            policy=RetryPolicy(opts.retries, opts.retry_delay),
+            checkpoint_interval=opts.checkpoint_interval,
+            progress=progress,
+        )
+        runner.run([unit for unit in plan.units if unit.file not in plan.done])
     finally:
         client.close()
-
-    manifest = Manifest(
-        database=opts.db,
-        tool_version=__version__,
-        json_format=opts.json_format,
-        pretty=opts.pretty,
-        compression=opts.compress,
-        started_at=started_at.isoformat(),
-        finished_at=dt.datetime.now(dt.UTC).isoformat(),
-        server=server,
-        hosts=hosts_of(opts.uri),
-        collections=entries,
-    )
+    manifest = _manifest(folder, plan, runner, opts)
     with private_file(folder / MANIFEST_NAME) as handle:
         handle.write(manifest_bytes(manifest))
     archive = _archive(folder, manifest, opts)
@@ -267,45 +205,70 @@ def run_backup(opts: BackupOptions, progress: Progress | None = None) -> BackupR
     return BackupResult(archive, folder, manifest, time.perf_counter() - started, exit_code)
 
 
-def _export_all(
-    source: MongoSource,
-    intents: list[Intent],
-    folder: Path,
-    opts: BackupOptions,
-    progress: Progress,
-) -> list[CollectionEntry]:
-    files = file_names(intent.name for intent in intents if intent.has_data)
-    converter = ConverterProcess(opts.nice)
-    try:
-        return [
-            _export_one(source, intent, folder, files, converter, opts, progress)
-            for intent in intents
-        ]
-    finally:
-        converter.shutdown()
+def _manifest(folder: Path, plan: Plan, runner: UnitRunner, opts: BackupOptions) -> Manifest:
+    """Join split collections' ranges, then describe every namespace."""
+    entries: list[CollectionEntry] = []
+    for data in plan.intents:
+        intent = Intent(**data)
+        units = [unit for unit in plan.units if unit.collection == intent.name]
+        if not intent.has_data:
+            entries.append(_entry(intent))
+        elif intent.name in runner.failed or not all(u.file in plan.done for u in units):
+            for unit in units:
+                runner.discard(unit)
+            error = runner.failed.get(intent.name, "not exported")
+            entries.append(_entry(intent, status="failed", error=error))
+        else:
+            stats = _joined(folder, plan, units, opts)
+            entry = _entry(intent, file=plan.files[intent.name], **stats)
+            logger.info("%s: %d documents, %d bytes", intent.name, entry.count, entry.bytes)
+            entries.append(entry)
+    return Manifest(
+        database=plan.database,
+        tool_version=__version__,
+        json_format=opts.json_format,
+        pretty=opts.pretty,
+        compression=opts.compress,
+        started_at=plan.started_at,
+        finished_at=dt.datetime.now(dt.UTC).isoformat(),
+        server=plan.server,
+        hosts=plan.hosts,
+        collections=entries,
+    )
 
 
-def _export_one(
-    source: MongoSource,
-    intent: Intent,
-    folder: Path,
-    files: dict[str, str],
-    converter: ConverterProcess,
-    opts: BackupOptions,
-    progress: Progress,
-) -> CollectionEntry:
-    if not intent.has_data:
-        return _entry(intent)
-    try:
-        entry = export_collection(
-            source, intent, folder, files[intent.name], converter, opts, progress
-        )
-    except (MongoBackupError, OSError, ValueError) as error:
-        message = scrub_text(str(error), source.secrets)
-        logger.error("collection %r failed: %s", intent.name, message, exc_info=True)
-        return _entry(intent, status="failed", error=message)
-    logger.info("%s: %d documents, %d bytes", intent.name, entry.count, entry.bytes)
-    return entry
+def _joined(folder: Path, plan: Plan, units: list[Unit], opts: BackupOptions) -> dict[str, Any]:
+    """The manifest fields of a collection whose units are all done."""
+    if len(units) == 1:
+        return _stats(plan.done[units[0].file])
+    member = units[0].member
+    if member not in plan.done:
+        try:
+            size, sha256 = join_parts(
+                folder, member, [u.file for u in units], opts.compress, opts.keep_folder
+            )
+        except OSError as error:
+            raise OutputError(
+                f"cannot join the ranges of {units[0].collection!r} in {folder} "
+                f"({error.strerror or error}): run the same backup with --resume"
+            ) from error
+        parts = [plan.done[unit.file] for unit in units]
+        plan.done[member] = {
+            "count": sum(part["count"] for part in parts),
+            "escaped": sum(part["escaped"] for part in parts),
+            "bytes": size,
+            "sha256": sha256,
+        }
+        save_plan(folder, plan)
+    for unit in units:
+        for path in member_paths(folder, unit.file, opts.compress, opts.keep_folder):
+            with contextlib.suppress(OSError):
+                path.unlink()
+    return _stats(plan.done[member])
+
+
+def _stats(done: dict[str, Any]) -> dict[str, Any]:
+    return {key: done[key] for key in ("count", "bytes", "sha256", "escaped")}
 
 
 def _archive(folder: Path, manifest: Manifest, opts: BackupOptions) -> Path | None:
@@ -317,10 +280,12 @@ def _archive(folder: Path, manifest: Manifest, opts: BackupOptions) -> Path | No
         write_archive(folder, members, destination, opts.compress)
     except OSError as error:
         raise ArchiveError(
-            f"archiving failed ({error.strerror or error}); the exported files are kept in {folder}"
+            f"archiving failed ({error.strerror or error}); the exported files are kept in "
+            f"{folder}: run the same backup with --resume to archive them"
         ) from error
     if opts.keep_folder:
         remove_compressed(folder, members)
+        remove_checkpoints(folder)  # a kept folder is not an unfinished backup
     else:
         shutil.rmtree(folder, ignore_errors=True)
     logger.info("archive written: %s", destination)
@@ -334,4 +299,4 @@ def backup_database(mongo_uri: str, db_name: str, out_root: str, pretty: bool = 
     return str(result.archive)
 
 
-__all__ = ["BackupOptions", "BackupResult", "backup", "backup_database"]
+__all__ = ["BackupOptions", "BackupResult", "NoProgress", "Progress", "backup", "backup_database"]

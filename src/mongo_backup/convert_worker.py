@@ -17,18 +17,26 @@ server sets the pace.
 Protocol on the child's stdin (all integers little-endian): frames of one type byte,
 a 4-byte length, and a payload.
 - ``O`` open a member: payload is JSON ``{folder, file, compression, keep_plain,
-  json_format, pretty}``.
+  json_format, pretty, checkpoint, resume}``; ``checkpoint`` is where ``K`` writes the
+  unit's progress, ``resume`` a :class:`~mongo_backup.checkpoint.UnitProgress` (as a
+  dict) to continue from. With ``resume`` the child answers ``{}`` once the files are
+  cut back and their hash rebuilt; otherwise it does not answer.
 - ``B`` a batch: payload is concatenated raw BSON documents.
+- ``K`` checkpoint: payload is JSON ``{last_id}``, the ``_id`` of the last document of
+  the batches sent so far. The child ends the zstd frame, flushes the files to disk and
+  writes the unit's progress file. No answer, so the pipeline never stalls on it.
 - ``C`` close the member: the child answers one JSON line on stdout,
   ``{"count", "bytes", "sha256", "escaped"}``.
 - ``D`` discard the member (the export failed): its files are removed; answers ``{}``.
-Any failure in the child is answered as ``{"error": "..."}`` and the child exits.
+Any failure in the child is answered as ``{"error": "...", "os_error": bool}`` and the
+child exits, leaving the files (a full disk must not cost the work done so far).
 End of stdin ends the child.
 
-Contract of :class:`ConverterProcess`: ``open``/``write``/``close``/``discard`` mirror
-:class:`~mongo_backup.archive_writer.MemberWriter`; ``write`` blocks while the child is
-busy (back-pressure: at most one batch waits in the pipe); errors from the child are
-raised as :class:`MongoBackupError`.
+Contract of :class:`ConverterProcess`: ``open``/``write``/``checkpoint``/``close``/
+``discard`` mirror :class:`~mongo_backup.archive_writer.MemberWriter`; ``write`` blocks
+while the child is busy (back-pressure: at most one batch waits in the pipe); errors
+from the child are raised as :class:`MongoBackupError`, failures to write the output
+as :class:`OutputError`. After any error the process is gone: make a new one.
 """
 
 from __future__ import annotations
@@ -43,7 +51,7 @@ import sys
 from pathlib import Path
 from typing import IO, Any
 
-from .errors import MongoBackupError
+from .errors import MongoBackupError, OutputError
 
 _HEADER = 5
 PIPE_BYTES = 1 << 20
@@ -81,23 +89,24 @@ class ConverterProcess:
             self._in.write(kind + len(payload).to_bytes(4, "little"))
             self._in.write(payload)
         except BrokenPipeError:
-            raise MongoBackupError(f"the converter process stopped: {self._answer()}") from None
-
-    def _answer(self) -> str:
-        line = self._out.readline()
-        if not line:
-            return f"exit code {self._child.wait()}"
-        return line.decode("utf-8", "replace")
+            self._reply()  # raises the child's own error
+            raise MongoBackupError("the converter process stopped") from None
 
     def _reply(self) -> dict[str, Any]:
-        self._in.flush()
-        text = self._answer()
+        with contextlib.suppress(BrokenPipeError):
+            self._in.flush()
+        line = self._out.readline()
+        if not line:
+            raise MongoBackupError(
+                f"the converter process stopped (exit code {self._child.wait()})"
+            )
         try:
-            reply = json.loads(text)
+            reply = json.loads(line)
         except ValueError:
-            raise MongoBackupError(f"the converter process stopped ({text.strip()})") from None
+            raise MongoBackupError(f"the converter process stopped ({line!r:.200})") from None
         if "error" in reply:
-            raise MongoBackupError(str(reply["error"]))
+            error = OutputError if reply.get("os_error") else MongoBackupError
+            raise error(str(reply["error"]))
         return dict(reply)
 
     def open(
@@ -108,6 +117,8 @@ class ConverterProcess:
         keep_plain: bool,
         json_format: str,
         pretty: bool,
+        checkpoint: Path | None = None,
+        resume: dict[str, Any] | None = None,
     ) -> None:
         spec = {
             "folder": str(folder),
@@ -116,11 +127,18 @@ class ConverterProcess:
             "keep_plain": keep_plain,
             "json_format": json_format,
             "pretty": pretty,
+            "checkpoint": str(checkpoint) if checkpoint else None,
+            "resume": resume,
         }
         self._send(b"O", json.dumps(spec).encode())
+        if resume is not None:
+            self._reply()
 
     def write(self, batch: bytes) -> None:
         self._send(b"B", batch)
+
+    def checkpoint(self, last_id: str | None) -> None:
+        self._send(b"K", json.dumps({"last_id": last_id}).encode())
 
     def close(self) -> dict[str, Any]:
         self._send(b"C", b"")
@@ -161,11 +179,13 @@ def _read_exact(stream: IO[bytes], size: int) -> bytes:
 def serve(stdin: IO[bytes], stdout: IO[bytes]) -> None:
     """The child's loop (see the module doc for the protocol)."""
     from .archive_writer import MemberWriter
+    from .checkpoint import UnitProgress, save_unit_progress
     from .extjson import BatchEncoder
 
     writer: MemberWriter | None = None
     encoder = BatchEncoder()
     count = 0
+    progress_path: Path | None = None
 
     def answer(data: dict[str, Any]) -> None:
         stdout.write(json.dumps(data).encode() + b"\n")
@@ -180,16 +200,33 @@ def serve(stdin: IO[bytes], stdout: IO[bytes]) -> None:
         try:
             if kind == b"O":
                 spec = json.loads(payload)
+                resume = spec.get("resume")
                 encoder = BatchEncoder(spec["json_format"], spec["pretty"])
-                count = 0
+                encoder.escaped = resume["escaped"] if resume else 0
+                count = resume["count"] if resume else 0
+                progress_path = Path(spec["checkpoint"]) if spec.get("checkpoint") else None
                 writer = MemberWriter(
-                    Path(spec["folder"]), spec["file"], spec["compression"], spec["keep_plain"]
+                    Path(spec["folder"]),
+                    spec["file"],
+                    spec["compression"],
+                    spec["keep_plain"],
+                    resume=resume,
                 )
+                if resume:
+                    answer({})
             elif kind == b"B":
                 assert writer is not None
                 text, documents = encoder.encode(payload)
                 writer.write(text)
                 count += documents
+            elif kind == b"K":
+                assert writer is not None and progress_path is not None
+                state = writer.checkpoint()
+                last_id = json.loads(payload)["last_id"]
+                save_unit_progress(
+                    progress_path,
+                    UnitProgress(last_id=last_id, count=count, escaped=encoder.escaped, **state),
+                )
             elif kind == b"C":
                 assert writer is not None
                 writer.close()
@@ -208,9 +245,13 @@ def serve(stdin: IO[bytes], stdout: IO[bytes]) -> None:
                 writer = None
                 answer({})
         except Exception as error:  # reported to the parent, which raises it
-            if writer is not None:
-                writer.discard()
-            answer({"error": f"{type(error).__name__}: {error}"})
+            # The files stay: after a full disk the parent keeps them for --resume, and
+            # for any other failure it discards them itself.
+            reply: dict[str, Any] = {"error": f"{type(error).__name__}: {error}"}
+            if isinstance(error, OSError):
+                reply["error"] = f"{error.strerror or error}"
+                reply["os_error"] = True
+            answer(reply)
             return
 
 

@@ -3,6 +3,7 @@
     MongoBackupError (exit 1)            base class: everything the tool raises on purpose
     ├── ConfigError (exit 2)             missing or invalid configuration, bad usage
     ├── ConnectionFailed (exit 1)        server unreachable, authentication refused
+    ├── OutputError (exit 1)             the backup cannot be written (disk full, read-only)
     ├── ArchiveError (exit 1)            damaged, foreign or hostile archive / folder
     │   └── LineFormatError (exit 1)     a line that is not a document (names file and line)
     ├── RestoreConflict (exit 3)         (reserved) data written, but some documents refused
@@ -32,6 +33,10 @@ class ConfigError(MongoBackupError):
 
 
 class ConnectionFailed(MongoBackupError):
+    exit_code = EXIT_FAILURE
+
+
+class OutputError(MongoBackupError):
     exit_code = EXIT_FAILURE
 
 

@@ -8,29 +8,33 @@ Contracts:
   objects (mongo-tools' word): name, type, options, indexes and UUID, as the server
   reports them, converted to canonical Extended JSON values so the manifest keeps every
   type exactly.
-- :meth:`MongoSource.raw_batches` yields each server batch of a full collection scan as
-  one ``bytes`` object of concatenated BSON documents, never decoded into Python objects.
-  A background thread fetches the next batch while the caller converts the current one.
+- :meth:`MongoSource.raw_batches` yields each server batch of a collection scan as one
+  ``bytes`` object of concatenated BSON documents, never decoded into Python objects,
+  with the ``_id`` of its last document when the scan is in ``_id`` order. A background
+  thread fetches the next batch while the caller converts the current one, and rides
+  out transient faults (:mod:`.prefetch`).
 """
 
 from __future__ import annotations
 
-import collections
 import json
 import logging
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
+from re import Pattern
 from typing import Any, TypeVar
 
 import pymongo
 import pymongo.errors
 from bson import json_util
 from bson.json_util import CANONICAL_JSON_OPTIONS
+from bson.regex import Regex
 from pymongo import MongoClient
 
 from .errors import ConnectionFailed, MongoBackupError
-from .redact import hosts_of, scrub_text, uri_secrets
+from .prefetch import IdKey, id_key_of, id_key_value, prefetched
+from .redact import hosts_of, uri_secrets
+from .retry import RetryPolicy, driver_error_text
 
 logger = logging.getLogger(__name__)
 
@@ -38,8 +42,10 @@ APP_NAME = "mongo-backup"
 # System collections hold server state, not user data, and the server refuses writes
 # to most of them on restore. system.js holds the user's stored functions: keep it.
 KEPT_SYSTEM_COLLECTIONS = {"system.js"}
-# Batches fetched ahead of the converter: about three of 1,000 ordinary documents.
-PREFETCH_BYTES = 4 * 1024 * 1024
+# Sampled _id values per range when a collection is split: enough that ranges come
+# out within a few percent of each other.
+SAMPLES_PER_PART = 100
+UNKNOWN_DOCUMENT_BYTES = 1024
 
 T = TypeVar("T")
 
@@ -68,22 +74,14 @@ class Intent:
     def has_data(self) -> bool:
         return self.type != "view"
 
-
-def driver_error_text(error: BaseException, secrets: list[str]) -> str:
-    """One line of text about a driver error, credentials removed."""
-    details = getattr(error, "details", None)
-    if isinstance(error, pymongo.errors.OperationFailure) and isinstance(details, dict):
-        # The server's own message and code name, not the driver's dump of the reply.
-        text = str(details.get("errmsg") or error)
-        if details.get("codeName"):
-            text += f" ({details['codeName']})"
-    else:
-        text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        # A selection timeout lists every server's state after the reason; keep the reason.
-        text = text.split(" (configured timeouts")[0].split(", Timeout: ")[0]
-    if len(text) > 300:
-        text = text[:297] + "..."
-    return scrub_text(text, secrets)
+    @property
+    def ordered(self) -> bool:
+        """True when the collection can be read in ``_id`` order through its ``_id``
+        index, and so continued after a given ``_id`` (resume, retries, ranges).
+        Timeseries and clustered collections have no such index to hint."""
+        if self.type != "collection" or "clusteredIndex" in self.options:
+            return False
+        return any(list(index.get("key", {})) == ["_id"] for index in self.indexes)
 
 
 def connect(uri: str, *, timeout: float = 30.0, **client_options: Any) -> MongoClient[Any]:
@@ -191,98 +189,118 @@ class MongoSource:
         except pymongo.errors.PyMongoError:
             return 0  # only used for progress bars and ordering
 
-    def raw_batches(self, name: str, batch_size: int = 1000) -> Iterator[bytes]:
-        """Every document of a collection, a server batch at a time, as raw BSON bytes."""
+    def size_bytes(self, name: str) -> int:
+        """About how many bytes a collection's documents take; 0 if unknown.
 
-        def open_cursor() -> Iterator[bytes]:
-            # Hint $natural: a plain collection scan, which servers never refuse (MongoDB
-            # 9.0 refuses some unhinted full scans) and which needs no index.
+        ``$collStats`` storage statistics come from the storage engine's metadata on
+        MongoDB (no scan; the ``collStats`` command is deprecated). A server that reports
+        a count but no sizes is assumed to hold :data:`UNKNOWN_DOCUMENT_BYTES` per
+        document: the figure only orders the work and decides where to split."""
+        try:
+            stats: dict[str, Any] = next(
+                self.db[name].aggregate([{"$collStats": {"storageStats": {}}}]), {}
+            )
+        except pymongo.errors.PyMongoError:
+            return 0  # a view, or no $collStats (older servers): unknown
+        storage = stats.get("storageStats", {})
+        size, count = storage.get("size"), storage.get("count")
+        if isinstance(size, int | float) and size > 0:
+            return int(size)
+        if isinstance(count, int | float):
+            return int(count) * UNKNOWN_DOCUMENT_BYTES
+        return 0
+
+    def split_points(self, name: str, parts: int) -> list[IdKey]:
+        """Up to ``parts - 1`` ``_id`` values that cut the collection into ranges of about
+        equal document counts, from a random sample (cheap on MongoDB, unlike a
+        ``$bucketAuto`` scan of the whole collection). In the order of the ``_id``
+        index, without duplicates."""
+        if parts < 2:
+            return []
+        pipeline = [{"$sample": {"size": parts * SAMPLES_PER_PART}}, {"$project": {"_id": 1}}]
+        collection = self.db[name]
+
+        def ordered_sample() -> list[IdKey]:
+            values = [
+                id_key_value(id_key_of(document))
+                for batch in collection.aggregate_raw_batches(pipeline)
+                for document in _documents(batch)
+            ]
+            # Sorted by the server through the same index walk the ranges will use (an
+            # aggregation $sort may order some types differently from an index walk on
+            # some servers). A regex in $in would match strings by pattern: leave it out.
+            wanted = [value for value in values if not isinstance(value, Regex | Pattern)]
+            cursor = collection.find_raw_batches(
+                {"_id": {"$in": wanted}}, {"_id": 1}, hint=[("_id", 1)], sort=[("_id", 1)]
+            )
+            return [id_key_of(document) for batch in cursor for document in _documents(batch)]
+
+        sampled = self._call(f"sampling {name!r}", ordered_sample)
+        if len(sampled) < parts:
+            return []
+        cuts: list[IdKey] = []
+        for index in range(1, parts):
+            key = sampled[index * len(sampled) // parts]
+            if not cuts or key != cuts[-1]:
+                cuts.append(key)
+        return cuts
+
+    def raw_batches(
+        self,
+        name: str,
+        batch_size: int = 1000,
+        *,
+        ordered: bool = False,
+        lower: IdKey | None = None,
+        upper: IdKey | None = None,
+        inclusive: bool = True,
+        policy: RetryPolicy | None = None,
+    ) -> Generator[tuple[bytes, IdKey | None], None, None]:
+        """Every document of a collection (or of the ``_id`` range [lower, upper)), a
+        server batch at a time, as raw BSON bytes with the batch's last ``_id`` (when
+        ``ordered``). ``inclusive=False`` leaves out the document equal to ``lower``.
+        Transient faults are retried per ``policy`` (see :mod:`.prefetch`)."""
+        if (lower is not None or upper is not None) and not ordered:
+            raise ValueError("_id bounds need an ordered scan")
+        collection = self.db[name]
+
+        def open_cursor(start: IdKey | None, _inclusive: bool) -> Iterator[bytes]:
+            if not ordered:
+                # A plain collection scan, which servers never refuse and which needs
+                # no index (MongoDB 9.0 refuses some unhinted full scans).
+                return iter(
+                    collection.find_raw_batches({}, batch_size=batch_size, hint=[("$natural", 1)])
+                )
+            bounds: dict[str, Any] = {}
+            if start is not None:
+                bounds["min"] = {"_id": id_key_value(start)}
+            if upper is not None:
+                bounds["max"] = {"_id": id_key_value(upper)}
+            # On MongoDB the _id index gives _id order without a sort stage, and bounds
+            # on it work across BSON types (see prefetch). The explicit sort costs
+            # nothing there and makes servers whose index walk is not in BSON order
+            # (SecantusDB orders embedded documents by their encoding) sort properly,
+            # so a split export equals a single-cursor one.
             return iter(
-                self.db[name].find_raw_batches({}, batch_size=batch_size, hint=[("$natural", 1)])
+                collection.find_raw_batches(
+                    {}, batch_size=batch_size, hint=[("_id", 1)], sort=[("_id", 1)], **bounds
+                )
             )
 
-        yield from _prefetched(open_cursor, f"reading {name!r}", self.secrets)
+        yield from prefetched(
+            open_cursor,
+            f"reading {name!r}",
+            self.secrets,
+            ordered=ordered,
+            start=lower,
+            inclusive=inclusive,
+            policy=policy,
+        )
 
 
-_DONE = object()
-
-
-class _ByteBoundedHandoff:
-    """A queue bounded by bytes, not items: documents of 16 KiB make 16 MiB batches,
-    and a count bound would let memory grow with document size. At least one item is
-    always accepted, so no batch is too big to pass."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.items: collections.deque[object] = collections.deque()
-        self.bytes = 0
-        self.changed = threading.Condition()
-
-    def put(self, item: object, stop: threading.Event) -> bool:
-        size = len(item) if isinstance(item, bytes) else 0
-        with self.changed:
-            while self.items and self.bytes + size > self.limit:
-                if stop.is_set():
-                    return False
-                self.changed.wait(0.2)
-            self.items.append(item)
-            self.bytes += size
-            self.changed.notify_all()
-        return True
-
-    def get(self) -> object:
-        with self.changed:
-            while not self.items:
-                self.changed.wait()
-            item = self.items.popleft()
-            self.bytes -= len(item) if isinstance(item, bytes) else 0
-            self.changed.notify_all()
-        return item
-
-
-def _prefetched(
-    open_cursor: Callable[[], Iterator[bytes]], what: str, secrets: list[str]
-) -> Iterator[bytes]:
-    """Run a cursor in a thread and hand its batches over through a bounded queue.
-
-    The bound gives back-pressure: at most PREFETCH_BYTES of batches wait in memory.
-    The driver releases the GIL while it waits on the socket, so fetching overlaps the
-    caller's work. Closing the generator stops the thread.
-    """
-    handoff = _ByteBoundedHandoff(PREFETCH_BYTES)
-    stop = threading.Event()
-
-    def put(item: object) -> bool:
-        return handoff.put(item, stop)
-
-    def produce() -> None:
-        cursor: Any = None
-        try:
-            cursor = open_cursor()
-            for batch in cursor:
-                if not put(batch):
-                    return
-            put(_DONE)
-        except BaseException as error:  # handed to the consumer, raised there
-            put(error)
-        finally:
-            close = getattr(cursor, "close", None)
-            if close is not None:
-                close()
-
-    thread = threading.Thread(target=produce, name=f"prefetch {what}", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = handoff.get()
-            if item is _DONE:
-                return
-            if isinstance(item, pymongo.errors.PyMongoError):
-                raise MongoBackupError(f"{what}: {driver_error_text(item, secrets)}") from item
-            if isinstance(item, BaseException):
-                raise item
-            assert isinstance(item, bytes)
-            yield item
-    finally:
-        stop.set()
-        thread.join(timeout=5)
+def _documents(batch: bytes) -> Iterator[bytes]:
+    position = 0
+    while position < len(batch):
+        size = int.from_bytes(batch[position : position + 4], "little")
+        yield batch[position : position + size]
+        position += size

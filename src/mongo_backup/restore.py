@@ -26,9 +26,10 @@ from .archive import BackupReader, open_backup
 from .errors import EXIT_OK, EXIT_PARTIAL, ArchiveError, ConfigError
 from .extjson import iter_documents, iter_lines
 from .manifest import CollectionEntry, Manifest
-from .mongo_source import connect, driver_error_text, from_extjson
+from .mongo_source import connect, from_extjson
 from .redact import uri_secrets
 from .restore_writer import InsertCounts, RawInserter
+from .retry import driver_error_text
 from .single_file import SingleFileReader, is_single_file
 from .verify import verify
 

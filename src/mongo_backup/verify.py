@@ -206,7 +206,7 @@ def _compare_documents(
     source: MongoSource, name: str, expected: dict[bytes, bytes], report: AgainstReport
 ) -> None:
     remaining = dict(expected)
-    for batch in source.raw_batches(name):
+    for batch, _ in source.raw_batches(name):
         for raw in bson.decode_iter(batch, codec_options=_RAW):
             data = bytes(raw.raw)
             key = id_key(data)

@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from ..archive_writer import COMPRESSIONS
-from ..backup import BackupOptions, run_backup
+from ..backup import BackupOptions, default_jobs, run_backup
 from ..extjson import JSON_FORMATS
+from ..planning import DEFAULT_SPLIT_THRESHOLD
 from .options import add_collection_filters, add_connection_options, connection_from
 from .progress import progress_for
 
@@ -64,7 +65,69 @@ def add_parser(commands: Any, parent: argparse.ArgumentParser, epilog: str) -> N
         "same machine comes first)",
     )
     group.add_argument("--json", action="store_true", help="print a JSON result object on stdout")
+    scale = parser.add_argument_group("resilience and scale")
+    scale.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        default=False,
+        type=Path,
+        metavar="FOLDER",
+        help="continue the newest unfinished backup of this database in OUT_DIR (or the "
+        "working FOLDER given) instead of starting over; starts a new backup if there is none",
+    )
+    scale.add_argument(
+        "-j",
+        "--jobs",
+        type=int,
+        default=default_jobs(),
+        metavar="N",
+        help=f"collections (or ranges) exported at once, largest first (default: {default_jobs()})",
+    )
+    scale.add_argument(
+        "--split-threshold",
+        type=byte_size,
+        default=DEFAULT_SPLIT_THRESHOLD,
+        metavar="BYTES",
+        help="read collections larger than this in parallel _id ranges (default: 256MB; "
+        "suffixes KB, MB, GB)",
+    )
+    scale.add_argument(
+        "--retries",
+        type=int,
+        default=5,
+        metavar="N",
+        help="retries after a transient server or network error, with backoff (default: 5)",
+    )
+    scale.add_argument(
+        "--retry-delay",
+        type=float,
+        default=0.5,
+        metavar="SECONDS",
+        help="wait before the first retry; doubles for each next one (default: 0.5)",
+    )
+    scale.add_argument(
+        "--checkpoint-interval",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="how often the progress of a collection is made durable for --resume (default: 1)",
+    )
     parser.set_defaults(handler=run)
+
+
+def byte_size(text: str) -> int:
+    """``256MB``, ``1GiB``, ``4096``: a size in bytes (K, M, G, T are binary multiples)."""
+    cleaned = text.strip().upper().replace("IB", "B")
+    digits = cleaned.rstrip("KMGTB")
+    multiplier = {"": 1, "B": 1, "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30, "TB": 1 << 40}
+    try:
+        value = float(digits) * multiplier[cleaned[len(digits) :]]
+    except (KeyError, ValueError):
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 256MB)") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 256MB)")
+    return int(value)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -83,6 +146,12 @@ def run(args: argparse.Namespace) -> int:
         allow_empty=args.allow_empty,
         timeout=args.timeout,
         nice=args.nice,
+        jobs=args.jobs,
+        split_threshold=args.split_threshold,
+        retries=args.retries,
+        retry_delay=args.retry_delay,
+        checkpoint_interval=args.checkpoint_interval,
+        resume=args.resume,
     )
     with progress_for(args.quiet or args.json) as progress:
         result = run_backup(options, progress)

@@ -1,0 +1,172 @@
+"""Planning a backup: the working folder, the namespaces, and the units of work.
+
+A new backup claims a fresh working folder, lists the namespaces, cuts collections
+larger than ``split_threshold`` into ``_id`` ranges, and saves the plan in the folder
+(:mod:`.checkpoint`) before any data is read. ``--resume`` instead finds the newest
+unfinished folder of the same database and loads its plan.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .archive_writer import SUFFIXES
+from .checkpoint import PLAN_NAME, CheckpointError, Plan, Unit, encode_key, load_plan, save_plan
+from .errors import ConfigError, MongoBackupError
+from .mongo_source import Intent, MongoSource
+from .names import file_names
+from .redact import hosts_of
+
+if TYPE_CHECKING:
+    from .backup import BackupOptions
+
+logger = logging.getLogger(__name__)
+
+ARCHIVE_FOLDER = "backup_data"
+FOLDER_PREFIX = "backup_"
+DEFAULT_SPLIT_THRESHOLD = 256 * 1024 * 1024
+MAX_PARTS = 64
+# Options that shape the archive's bytes: a resumed backup keeps the first run's.
+PLANNED_OPTIONS = ("json_format", "pretty", "compress", "keep_folder", "batch_size")
+
+
+def utc_stamp(now: dt.datetime | None = None) -> str:
+    return (now or dt.datetime.now(dt.UTC)).strftime("%Y%m%d_%H%M%S")
+
+
+def claim_folder(out_dir: Path, stamp: str) -> Path:
+    """Create a fresh working folder; a second run in the same second gets ``_1``, ..."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    archive_dir = out_dir / ARCHIVE_FOLDER
+    for attempt in range(1000):
+        name = f"{FOLDER_PREFIX}{stamp}" + (f"_{attempt}" if attempt else "")
+        if any((archive_dir / f"{name}{suffix}").exists() for suffix in SUFFIXES.values()):
+            continue
+        try:
+            os.mkdir(out_dir / name, 0o700)  # atomic: only one run can create it
+        except FileExistsError:
+            continue
+        os.chmod(out_dir / name, 0o700)  # the umask may have narrowed or widened it
+        return out_dir / name
+    raise MongoBackupError(f"cannot create a working folder in {out_dir}")
+
+
+def resumable_plan(opts: BackupOptions) -> tuple[Plan | None, Path | None]:
+    """The plan and folder of the unfinished backup to continue, or (None, None)."""
+    if not opts.resume:
+        return None, None
+    folder: Path | None = opts.resume if isinstance(opts.resume, Path) else None
+    if folder is None:
+        folder = newest_unfinished(Path(opts.out_dir), opts.db)
+        if folder is None:
+            logger.info(
+                "no unfinished backup of %r in %s: starting a new one", opts.db, opts.out_dir
+            )
+            return None, None
+    try:
+        plan = load_plan(folder)
+    except CheckpointError as error:
+        raise ConfigError(f"cannot resume: {error}") from None
+    if plan.database != opts.db:
+        raise ConfigError(
+            f"cannot resume: {folder} is a backup of database {plan.database!r}, not {opts.db!r}"
+        )
+    done = sum(unit.file in plan.done for unit in plan.units)
+    logger.info("resuming %s: %d of %d units already done", folder, done, len(plan.units))
+    opts.out_dir = folder.parent
+    # The output must look as the first run would have written it, whatever was given now.
+    for key, value in plan.options.items():
+        if getattr(opts, key) != value:
+            logger.warning("resume: %s is %r in the unfinished backup, and stays so", key, value)
+            setattr(opts, key, value)
+    return plan, folder
+
+
+def newest_unfinished(out_dir: Path, db: str) -> Path | None:
+    """The newest working folder in ``out_dir`` with a checkpoint for database ``db``."""
+    candidates = sorted(
+        (path for path in out_dir.glob(f"{FOLDER_PREFIX}*") if (path / PLAN_NAME).is_file()),
+        key=lambda path: path.name,
+        reverse=True,
+    )
+    for folder in candidates:
+        with contextlib.suppress(CheckpointError):
+            if load_plan(folder).database == db:
+                return folder
+    return None
+
+
+def new_plan(source: MongoSource, opts: BackupOptions) -> tuple[Plan, Path]:
+    started_at = dt.datetime.now(dt.UTC)
+    server = source.server_info()
+    intents = source.intents(opts.collections, opts.exclude)
+    missing = sorted(set(opts.collections) - {intent.name for intent in intents})
+    if missing:
+        raise ConfigError(
+            f"database {opts.db!r} has no collection named {', '.join(map(repr, missing))}"
+        )
+    if not intents and not opts.allow_empty:
+        raise MongoBackupError(
+            f"database {opts.db!r} has no collections to back up "
+            "(wrong database name? pass --allow-empty to write an empty backup)"
+        )
+    if server["topology"] == "standalone":
+        logger.warning(
+            "standalone server: collections are read one after another, not at one moment"
+        )
+    files = file_names(intent.name for intent in intents if intent.has_data)
+    units = [
+        unit
+        for intent in intents
+        if intent.has_data
+        for unit in plan_units(source, intent, files[intent.name], opts.split_threshold)
+    ]
+    folder = claim_folder(Path(opts.out_dir), utc_stamp(started_at))
+    plan = Plan(
+        database=opts.db,
+        hosts=hosts_of(opts.uri),
+        started_at=started_at.isoformat(),
+        options={key: getattr(opts, key) for key in PLANNED_OPTIONS},
+        server=server,
+        intents=[asdict(intent) for intent in intents],
+        files=files,
+        units=units,
+    )
+    save_plan(folder, plan)
+    logger.info("backing up database %r (%d namespaces) into %s", opts.db, len(intents), folder)
+    return plan, folder
+
+
+def plan_units(source: MongoSource, intent: Intent, file: str, split_threshold: int) -> list[Unit]:
+    """One unit for the collection, or one per ``_id`` range when it is larger than
+    ``split_threshold`` bytes and can be read in ``_id`` order."""
+    size = source.size_bytes(intent.name)
+    whole = Unit(intent.name, file, file, ordered=intent.ordered, size=size)
+    if not intent.ordered or size <= split_threshold:
+        return [whole]
+    parts = min(MAX_PARTS, -(-size // split_threshold))
+    cuts = source.split_points(intent.name, parts)
+    if not cuts:
+        return [whole]
+    bounds = [None, *map(encode_key, cuts), None]
+    count = len(bounds) - 1
+    logger.info("%s: %d bytes, read as %d _id ranges", intent.name, size, count)
+    return [
+        Unit(
+            intent.name,
+            f"{file}.part{index}",
+            file,
+            part=index,
+            parts=count,
+            lower=bounds[index],
+            upper=bounds[index + 1],
+            size=size // count,
+        )
+        for index in range(count)
+    ]

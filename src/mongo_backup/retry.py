@@ -1,0 +1,90 @@
+"""Which driver errors are worth a retry, and how long to wait before each.
+
+A backup of tens of gigabytes must not die at 90% on one "connection reset". The reader
+re-opens its cursor after the last ``_id`` it handed on (see :mod:`.prefetch`) when the
+error is *transient*: the network, a primary stepping down, a cursor the server dropped,
+an operation interrupted by a shutdown or a state change. Errors that will not go away
+by waiting (authentication, permissions, a bad query) fail at once.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import pymongo.errors
+
+from .redact import scrub_text
+
+# Server error codes that describe a passing state of the server or the network, not
+# of the request. Names as in MongoDB's error_codes.yml.
+TRANSIENT_CODES = frozenset(
+    {
+        6,  # HostUnreachable
+        7,  # HostNotFound
+        43,  # CursorNotFound
+        89,  # NetworkTimeout
+        91,  # ShutdownInProgress
+        175,  # QueryPlanKilled
+        189,  # PrimarySteppedDown
+        237,  # CursorKilled
+        262,  # ExceededTimeLimit
+        9001,  # SocketException
+        10107,  # NotWritablePrimary
+        11600,  # InterruptedAtShutdown
+        11601,  # Interrupted
+        11602,  # InterruptedDueToReplStateChange
+        13435,  # NotPrimaryNoSecondaryOk
+        13436,  # NotPrimaryOrSecondary
+    }
+)
+
+
+def is_transient(error: BaseException) -> bool:
+    """True for errors that a fresh cursor, a moment later, may well not meet."""
+    if isinstance(error, pymongo.errors.ConnectionFailure):
+        return True  # network errors, timeouts, no primary (AutoReconnect and kin)
+    if isinstance(error, pymongo.errors.PyMongoError) and (
+        error.has_error_label("RetryableError")
+        or error.has_error_label("ResumableChangeStreamError")
+    ):
+        return True
+    if isinstance(error, pymongo.errors.OperationFailure):
+        return error.code in TRANSIENT_CODES
+    return False
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """At most ``retries`` attempts after a failure, waiting ``base_delay`` x 2^n
+    (capped at ``max_delay``, with up to 25% jitter so that parallel readers do not
+    come back at the same instant). The count starts again after a batch is read."""
+
+    retries: int = 5
+    base_delay: float = 0.5
+    max_delay: float = 30.0
+
+    def delay(self, attempt: int) -> float:
+        """The wait before retry number ``attempt`` (1-based)."""
+        delay = min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
+        return float(delay * (1 + random.random() / 4))
+
+
+NO_RETRIES = RetryPolicy(retries=0)
+
+
+def driver_error_text(error: BaseException, secrets: list[str]) -> str:
+    """One line of text about a driver error, credentials removed."""
+    details = getattr(error, "details", None)
+    if isinstance(error, pymongo.errors.OperationFailure) and isinstance(details, dict):
+        # The server's own message and code name, not the driver's dump of the reply.
+        text = str(details.get("errmsg") or error)
+        if details.get("codeName"):
+            text += f" ({details['codeName']})"
+    else:
+        text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        # A selection timeout lists every server's state after the reason; keep the reason.
+        text = text.split(" (configured timeouts")[0].split(", Timeout: ")[0]
+    if len(text) > 300:
+        text = text[:297] + "..."
+    return scrub_text(text, secrets)
