@@ -104,6 +104,14 @@ class CliRunner:
         return CliResult(code, captured.out, captured.err)
 
 
+@pytest.fixture(autouse=True)
+def _private_state_dir(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Restore progress goes to a per-test folder, never to the user's own state folder."""
+    monkeypatch.setenv("MONGO_BACKUP_STATE_DIR", str(tmp_path_factory.mktemp("state")))
+
+
 @pytest.fixture
 def cli(capsys: pytest.CaptureFixture[str]) -> CliRunner:
     return CliRunner(capsys)

@@ -33,18 +33,21 @@ MAX_PROBLEMS = 10
 @dataclass
 class InsertCounts:
     inserted: int = 0
+    already: int = 0  # duplicates a resumed restore expected: sent before the interruption
     duplicates: int = 0
     rejected: int = 0
     failed: int = 0
     problems: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def add_bulk_error(self, details: dict[str, Any]) -> None:
+    def add_bulk_error(self, details: dict[str, Any], replay: bool = False) -> None:
         with self.lock:
             self.inserted += int(details.get("nInserted", 0))
             for error in details.get("writeErrors", []):
                 code = error.get("code")
-                if code == DUPLICATE_KEY:
+                if code == DUPLICATE_KEY and replay:
+                    self.already += 1
+                elif code == DUPLICATE_KEY:
                     self.duplicates += 1
                 elif code == VALIDATION_FAILED:
                     self.rejected += 1
@@ -57,6 +60,8 @@ class InsertCounts:
 
 
 _STOP = None
+# A batch, whether it is being sent again after an interruption, and its ticket.
+_Item = tuple[list[bytes], bool, int]
 
 
 class RawInserter:
@@ -67,13 +72,15 @@ class RawInserter:
         bypass_validation: bool,
         counts: InsertCounts,
         describe: Callable[[BaseException], str],
+        answered: Callable[[int], None] | None = None,
     ) -> None:
         self.collection = collection
         self.bypass = bypass_validation
         self.counts = counts
         self.describe = describe
+        self.answered = answered
         self.fatal: BaseException | None = None
-        self.pending: queue.Queue[list[bytes] | None] = queue.Queue(maxsize=2 * jobs)
+        self.pending: queue.Queue[_Item | None] = queue.Queue(maxsize=2 * jobs)
         self.workers = [
             threading.Thread(target=self._work, name=f"insert-{i}", daemon=True)
             for i in range(jobs)
@@ -84,9 +91,12 @@ class RawInserter:
             worker.start()
         return self
 
-    def submit(self, batch: list[bytes]) -> None:
+    def submit(self, batch: list[bytes], replay: bool = False, ticket: int = 0) -> None:
+        """Queue ``batch``; ``replay`` marks documents that a resumed restore sends again
+        (their duplicates are expected); ``ticket`` is passed to ``answered`` once the
+        server has answered for the batch."""
         self._raise_fatal()
-        self.pending.put(batch)
+        self.pending.put((batch, replay, ticket))
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         for _ in self.workers:
@@ -104,20 +114,24 @@ class RawInserter:
 
     def _work(self) -> None:
         while True:
-            batch = self.pending.get()
-            if batch is _STOP:
+            item = self.pending.get()
+            if item is None:
                 return
             if self.fatal is not None:
                 continue  # drain, so that submit() never blocks forever
+            batch, replay, ticket = item
             documents = [RawBSONDocument(raw) for raw in batch]
             try:
                 self.collection.insert_many(
                     documents, ordered=False, bypass_document_validation=self.bypass
                 )
             except pymongo.errors.BulkWriteError as error:
-                self.counts.add_bulk_error(dict(error.details))
+                self.counts.add_bulk_error(dict(error.details), replay)
             except BaseException as error:  # connection lost, auth, ...: stop everything
                 self.fatal = error
+                continue
             else:
                 with self.counts.lock:
                     self.counts.inserted += len(documents)
+            if self.answered is not None:
+                self.answered(ticket)

@@ -51,6 +51,12 @@ def add_parser(commands: Any, parent: argparse.ArgumentParser, epilog: str) -> N
     group.add_argument(
         "--no-verify", action="store_true", help="skip the checksum pass before restoring"
     )
+    group.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted restore of this backup into this database: finished "
+        "collections are kept, the one in progress goes on after its last answered batch",
+    )
     group.add_argument("--json", action="store_true", help="print a JSON result object on stdout")
     parser.set_defaults(handler=run)
 
@@ -73,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             verify_first=not args.no_verify,
             timeout=args.timeout,
+            resume=args.resume,
         )
     )
     if args.json:
