@@ -35,7 +35,7 @@ from pymongo import MongoClient  # a dependency of the project, so in its venv
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "bench"  # baselines: called by path, never copied
 RESULTS = REPO / "bench" / "results" / "latest.json"
-SECTIONS = ("backup", "restore", "verify")
+SECTIONS = ("backup", "restore", "verify", "resilience")
 
 try:  # use the installed package if there is one, else the source tree
     from mongo_backup.embedded import EmbeddedServer
@@ -261,28 +261,27 @@ class Ctx:
         # A relative path printed by the command is relative to its cwd, the kept dir.
         return stats, (os.path.join(kept[0], lines[-1]) if lines else None)
 
-    def backup(self, tool: str, db: str) -> Stats | None:
+    def backup_command(self, db: str, *extra: str) -> list[str]:
+        return [*self.mb, "backup", "--uri", self.uri, "--db", db, "--out-dir", "{TMP}",
+                "--compress", "zstd", "-q", *extra]  # fmt: skip
+
+    def backup(self, tool: str, db: str, *extra: str, repeat: int | None = None) -> Stats | None:
         stats, out = self.run(
             "backup",
             tool,
-            [
-                *self.mb,
-                "backup",
-                "--uri",
-                self.uri,
-                "--db",
-                db,
-                "--out-dir",
-                "{TMP}",
-                "--compress",
-                "zstd",
-                "-q",
-            ],
+            self.backup_command(db, *extra),
             ours=True,
             keep=self.archive is None,
+            repeat=repeat,
         )
         self.archive = self.archive or out
         return stats
+
+    def big_data(self) -> str:
+        """The N=big_n data set, loaded once for the sections that need it."""
+        if "bench_big" not in RAW.get("data", {}):
+            load(self.uri, "bench_big", self.args.big_n)
+        return "bench_big"
 
     def seed(self, repeat: int | None = None) -> Stats | None:
         stats, self.seed_archive = self.run(
@@ -318,8 +317,7 @@ def section_backup(c: Ctx, backup: Stats | None) -> None:
     if not c.args.big_n:
         return
     # Flat memory: the same backup of a database big_n/n times larger must not need more RAM.
-    load(c.uri, "bench_big", c.args.big_n)
-    big = c.backup("backup_big", "bench_big")
+    big = c.backup("backup_big", c.big_data())
     if big:
         growth = (big.rss - backup.rss) / backup.rss * 100
         ok = growth < 15
@@ -328,8 +326,63 @@ def section_backup(c: Ctx, backup: Stats | None) -> None:
             f"{'PASS' if ok else 'FAIL'}"
         )
         RAW.setdefault("checks", {})["RSS growth"] = {"value": growth, "target": 15, "pass": ok}
-    with MongoClient(c.uri) as client:  # keep the server lean for the sections after this
-        client.drop_database("bench_big")
+
+
+def section_resilience(c: Ctx, backup: Stats | None) -> None:
+    """Issue 4: one big collection read by one cursor and split in _id ranges (wall, RSS),
+    the CPU cost of checkpoints, and how long a resume takes after a kill half-way."""
+    if backup is None:
+        say("SKIP resilience: the main backup failed")
+        return
+    # Checkpoints every second (the default) vs none at all (an interval longer than the run).
+    no_checkpoints = c.backup("no_checkpoint", c.db, "--checkpoint-interval", "1e9")
+    if no_checkpoints:
+        check("RATIO checkpoint overhead cpu", backup.cpu / no_checkpoints.cpu, 1.05)
+    resume_after_kill(c, backup)
+    if not c.args.big_n:
+        return
+    big = c.big_data()
+    with MongoClient(c.uri) as client:
+        orders = client[big]["orders"].estimated_document_count()
+    say(f"orders of {big}: {orders} documents")
+    single = c.backup("orders_j1", big, "--collection", "orders", "-j", "1", repeat=1)
+    # A threshold of ~half the size estimate the server allows (1 KiB per document when
+    # it reports no sizes) makes two _id ranges, read by two workers.
+    half = f"{orders * 1024 // 2 // 1024 + 1}KB"
+    split = c.backup(
+        "orders_split", big, "--collection", "orders", "-j", "2", "--split-threshold", half,
+        repeat=1,
+    )  # fmt: skip
+    if single and split:
+        check("RATIO orders split/single wall", split.wall / single.wall, 1.0)
+    for stats in (single, split):
+        if stats:
+            growth = (stats.rss - backup.rss) / backup.rss * 100
+            check(
+                f"RSS growth {stats.tool} vs N={c.args.n} backup %", growth, 15, "{:+.1f}", "{:g}"
+            )
+
+
+def resume_after_kill(c: Ctx, backup: Stats) -> None:
+    """Kill a backup with SIGKILL at half the full backup's wall time, then time --resume."""
+    tmp = tempfile.mkdtemp(prefix="bench-resume-")
+    try:
+        cmd = [a.replace("{TMP}", tmp) for a in c.backup_command(c.db)]
+        proc = subprocess.Popen(cmd, cwd=tmp, env=c.mb_env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)  # fmt: skip
+        time.sleep(backup.wall / 2)
+        proc.kill()
+        proc.wait()
+        run = measure([*cmd, "--resume"], tmp, c.args.timeout, c.mb_env)
+        if run.code != 0:
+            say(f"SKIP resume: {reason(run)}")
+            return
+        say(f"resume        cpu {run.cpu:.2f} s  wall {run.wall:.2f} s  rss {run.rss:.1f} MiB"
+            "  (after SIGKILL at 50% of the backup's wall)")  # fmt: skip
+        RAW.setdefault("tools", {})["resume"] = {"wall": run.wall, "cpu": run.cpu, "rss": run.rss}
+        check("RATIO resume/backup wall", run.wall / backup.wall, 0.60)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def section_restore(c: Ctx) -> None:
@@ -418,6 +471,13 @@ def main() -> int:
             backup = c.backup("backup", c.db)
             if "backup" in only:
                 section_backup(c, backup)
+            if "resilience" in only:
+                say("")
+                say("== resilience")
+                section_resilience(c, backup)
+            if "bench_big" in RAW.get("data", {}):  # keep the server lean for what follows
+                with MongoClient(c.uri) as client:
+                    client.drop_database("bench_big")
             if "restore" in only:
                 say("")
                 say("== restore")
@@ -426,6 +486,7 @@ def main() -> int:
                 say("")
                 say("== verify")
                 section_verify(c, backup)
+
     finally:
         for d in keep:
             shutil.rmtree(d, ignore_errors=True)

@@ -18,43 +18,28 @@ from typing import Any
 
 import bson
 import pytest
-from bson import Binary, Decimal128, Int64, MaxKey, MinKey, ObjectId
+from bson import Int64
 from pymongo.errors import AutoReconnect, CursorNotFound, NetworkTimeout, OperationFailure
 
 from bsontools import read_manifest
 from conftest import CliRunner
 from mongo_backup import retry
 from mongo_backup.cli.cmd_backup import byte_size
-from mongo_backup.mongo_source import MongoSource
 from mongo_backup.prefetch import _drop_leading, id_key_of, last_id_key
 from resiliencetools import (
+    backup_cli,
     collection_digests,
     data_members,
+    estimated_size,
     fail_point,
-    fast_failover_uri,
+    filled,
+    mixed_ids,
+    retry_numbers,
     retry_warnings,
 )
 from restoretools import assert_same_bytes, backup_archive, restore_cli
 
 FAST = ("--batch-size", "100", "--retry-delay", "0.01")
-RETRY_NUMBERS = re.compile(r"retry (\d+) of (\d+) in ")
-
-
-def backup_cli(cli: CliRunner, uri: str, db: str, out: Path, *extra: str) -> tuple[int, str, str]:
-    result = cli("backup", "--uri", fast_failover_uri(uri), "--db", db, "--out-dir", out, *extra)
-    return result.code, result.out, result.err
-
-
-def retry_numbers(warnings: list[str]) -> list[tuple[str, ...]]:
-    return [match.groups() for line in warnings if (match := RETRY_NUMBERS.search(line))]
-
-
-def filled(client: Any, db: str, name: str, count: int, pad: int = 40) -> None:
-    """``count`` documents with int ``_id``s, inserted out of ``_id`` order."""
-    ids = list(range(count))
-    random.Random(count).shuffle(ids)
-    docs = [{"_id": i, "n": {"x": i, "s": f"v{i}"}, "pad": "p" * pad} for i in ids]
-    client[db][name].insert_many(docs)
 
 
 # --- 1. transient faults: retried after the last _id, same archive as without faults
@@ -87,15 +72,15 @@ def test_transient_fault_is_retried_and_changes_nothing(
     filled(client, db_name, "docs", 2000)
     reference = backup_archive(cli, mongo_uri, db_name, tmp_path / "ref", *FAST)
     with fail_point(client, {"times": 2}, failCommands=[command], **fault):
-        code, out, err = backup_cli(cli, mongo_uri, db_name, tmp_path / "hit", *FAST)
-    assert code == 0, err
-    warnings = retry_warnings(err)
+        hit = backup_cli(cli, mongo_uri, db_name, tmp_path / "hit", *FAST)
+    assert hit.code == 0, hit.err
+    warnings = retry_warnings(hit.err)
     if command == "getMore":  # drivers never retry a getMore: both faults reach the tool
-        assert len(warnings) == 2, err
-        assert all("after the last _id read" in line for line in warnings), err
+        assert len(warnings) == 2, hit.err
+        assert all("after the last _id read" in line for line in warnings), hit.err
     else:  # the driver's own retryable read may absorb the first fault of a find
-        assert 1 <= len(warnings) <= 2, err
-    archive = Path(out.strip())
+        assert 1 <= len(warnings) <= 2, hit.err
+    archive = Path(hit.out.strip())
     assert collection_digests(archive) == collection_digests(reference)
     assert collection_digests(archive)["docs"][:2] == ("ok", 2000)
     restored = restore_cli(cli, archive, mongo_uri, "--db", target_db)
@@ -111,14 +96,11 @@ def test_retry_count_starts_again_after_each_batch(
     filled(client, db_name, "docs", 450)
     reference = backup_archive(cli, mongo_uri, db_name, tmp_path / "ref", *FAST)
     with fail_point(client, "alwaysOn", failCommands=["getMore"], closeConnection=True):
-        code, out, err = backup_cli(
-            cli, mongo_uri, db_name, tmp_path / "hit", *FAST, "--retries", "2", "-q"
-        )
-    assert code == 0, err
-    warnings = retry_warnings(err)
-    assert len(warnings) == 4, err  # batches of 100: 0-99, 100-199, ..., 400-449
-    assert retry_numbers(warnings) == [("1", "2")] * 4, err
-    assert collection_digests(Path(out.strip())) == collection_digests(reference)
+        hit = backup_cli(cli, mongo_uri, db_name, tmp_path / "hit", *FAST, "--retries", "2", "-q")
+    assert hit.code == 0, hit.err
+    # Batches of 100 (0-99, ..., 400-449): each getMore fails, each re-opened find reads.
+    assert retry_numbers(hit.err) == [(1, 2)] * 4, hit.err
+    assert collection_digests(Path(hit.out.strip())) == collection_digests(reference)
 
 
 # --- 2 and 3. permanent faults, no retries, retries exhausted: the collection fails alone
@@ -141,12 +123,10 @@ def test_fault_without_retry_fails_the_collection_at_once(
     filled(client, db_name, "docs", 500)
     filled(client, db_name, "small", 20)  # one batch, no getMore: untouched by the fault
     with fail_point(client, {"times": 1}, failCommands=["getMore"], **fault):
-        code, out, err = backup_cli(
-            cli, mongo_uri, db_name, tmp_path, *FAST, *extra, "--json", "-q"
-        )
-    assert code == 3, err
-    assert retry_warnings(err) == [], err
-    result = json.loads(out)
+        hit = backup_cli(cli, mongo_uri, db_name, tmp_path, *FAST, *extra, "--json", "-q")
+    assert hit.code == 3, hit.err
+    assert retry_warnings(hit.err) == [], hit.err
+    result = json.loads(hit.out)
     assert result["exit_code"] == 3
     by_name = {entry["name"]: entry for entry in result["collections"]}
     assert by_name["docs"]["status"] == "failed" and by_name["docs"]["file"] is None
@@ -167,14 +147,13 @@ def test_retries_exhausted_fail_only_that_collection(
     filled(client, db_name, "beta", 40, pad=300)
     filled(client, db_name, "victim", 5, pad=0)
     with fail_point(client, {"skip": 2}, failCommands=["find"], closeConnection=True):
-        code, out, err = backup_cli(
+        hit = backup_cli(
             cli, mongo_uri, db_name, tmp_path, *FAST, "-j", "1", "--retries", "2", "--json"
         )
-    assert code == 3, err
-    warnings = retry_warnings(err)
-    assert retry_numbers(warnings) == [("1", "2"), ("2", "2")], err
-    assert all("'victim'" in line for line in warnings), err
-    by_name = {entry["name"]: entry for entry in json.loads(out)["collections"]}
+    assert hit.code == 3, hit.err
+    assert retry_numbers(hit.err) == [(1, 2), (2, 2)], hit.err
+    assert all("'victim'" in line for line in retry_warnings(hit.err)), hit.err
+    by_name = {entry["name"]: entry for entry in json.loads(hit.out)["collections"]}
     assert by_name["victim"]["status"] == "failed"
     assert [(by_name[n]["status"], by_name[n]["count"]) for n in ("alpha", "beta")] == [
         ("ok", 60),
@@ -185,30 +164,10 @@ def test_retries_exhausted_fail_only_that_collection(
 # --- 4 and 5. range-split and parallel exports equal a single cursor's, byte for byte
 
 
-def mixed_ids(per_type: int) -> list[Any]:
-    """Scalar ``_id``s of many BSON types; numbers of every type stay distinct values.
-    No embedded documents: SecantusDB orders those differently in its index walk and in
-    its index bounds (a server quirk), so ranges of them would not line up there."""
-    start = dt.datetime(2001, 1, 1, tzinfo=dt.UTC)
-    ids: list[Any] = [True, False, MinKey(), MaxKey()]
-    for n in range(per_type):
-        ids += [
-            4 * n - 600,  # int32, some negative
-            Int64(4 * n + 1 - 600),
-            4 * n + 2.5 - 600,
-            Decimal128(f"{4 * n + 3 - 600}.25"),
-            f"s{n:05d}-ü",
-            ObjectId(f"{n:024x}"),
-            start + dt.timedelta(seconds=n),
-            Binary(n.to_bytes(4, "big")),
-        ]
-    return ids
-
-
 def test_range_split_export_equals_single_cursor_export(
     cli: CliRunner, client: Any, mongo_uri: str, db_name: str, tmp_path: Path
 ) -> None:
-    ids = mixed_ids(350)
+    ids = mixed_ids(250)
     random.Random(4).shuffle(ids)
     try:
         client[db_name].mixed.insert_many([{"_id": v, "i": i} for i, v in enumerate(ids)])
@@ -216,7 +175,7 @@ def test_range_split_export_equals_single_cursor_export(
         pytest.skip(f"the server refuses these _id types: {error}")
     single = backup_archive(cli, mongo_uri, db_name, tmp_path / "one", "-j", "1")
     # A threshold a quarter of the size the tool estimates: 3 to 4 ranges on any server.
-    size = MongoSource(client, db_name, []).size_bytes("mixed")
+    size = estimated_size(client, db_name, "mixed")
     threshold = f"{size // 4 // 1024 + 1}KB"
     result = cli(
         "backup", "--uri", mongo_uri, "--db", db_name, "--out-dir", tmp_path / "split", "-v",
@@ -282,11 +241,11 @@ def test_unordered_collection_survives_a_fault(
     )
     reference = backup_archive(cli, mongo_uri, db_name, tmp_path / "ref", *FAST)
     with fail_point(client, {"times": 1}, failCommands=["getMore"], closeConnection=True):
-        code, out, err = backup_cli(cli, mongo_uri, db_name, tmp_path / "hit", *FAST)
-    assert code == 0, err
+        hit = backup_cli(cli, mongo_uri, db_name, tmp_path / "hit", *FAST)
+    assert hit.code == 0, hit.err
     expected = "after the last _id read" if ordered else "so it starts again (retry 1 of 5"
-    assert expected in err, err
-    assert collection_digests(Path(out.strip())) == collection_digests(reference)
+    assert expected in hit.err, hit.err
+    assert collection_digests(Path(hit.out.strip())) == collection_digests(reference)
     assert collection_digests(reference)["series"][:2] == ("ok", 450)
 
 

@@ -58,7 +58,7 @@ from .exporter import NoProgress, Progress, UnitRunner
 from .extjson import JSON_FORMATS, JsonFormat
 from .manifest import MANIFEST_NAME, CollectionEntry, Manifest, manifest_bytes
 from .mongo_source import Intent, MongoSource, connect
-from .planning import ARCHIVE_FOLDER, DEFAULT_SPLIT_THRESHOLD, new_plan, resumable_plan
+from .planning import ARCHIVE_FOLDER, new_plan, resumable_plan
 from .redact import uri_secrets
 from .retry import RetryPolicy
 
@@ -114,7 +114,7 @@ class BackupOptions:
     timeout: float = 30.0
     nice: int = 10  # the converter's niceness: see convert_worker
     jobs: int = field(default_factory=lambda: default_jobs())
-    split_threshold: int = DEFAULT_SPLIT_THRESHOLD
+    split_threshold: int | None = None  # None: DEFAULT_SPLIT_THRESHOLD, reported sizes only
     retries: int = 5
     retry_delay: float = 0.5
     checkpoint_interval: float = 1.0
@@ -133,7 +133,7 @@ class BackupOptions:
             raise ConfigError("--nice must be between 0 and 19")
         if not 1 <= self.jobs <= 64:
             raise ConfigError("--jobs must be between 1 and 64")
-        if self.split_threshold < 1:
+        if self.split_threshold is not None and self.split_threshold < 1:
             raise ConfigError("--split-threshold must be positive")
         if not 0 <= self.retries <= 100:
             raise ConfigError("--retries must be between 0 and 100")

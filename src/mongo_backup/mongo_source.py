@@ -189,8 +189,9 @@ class MongoSource:
         except pymongo.errors.PyMongoError:
             return 0  # only used for progress bars and ordering
 
-    def size_bytes(self, name: str) -> int:
-        """About how many bytes a collection's documents take; 0 if unknown.
+    def size_bytes(self, name: str) -> tuple[int, bool]:
+        """About how many bytes a collection's documents take, and whether the server
+        said so (True) or it is a guess from the count (False); (0, False) if unknown.
 
         ``$collStats`` storage statistics come from the storage engine's metadata on
         MongoDB (no scan; the ``collStats`` command is deprecated). A server that reports
@@ -201,14 +202,14 @@ class MongoSource:
                 self.db[name].aggregate([{"$collStats": {"storageStats": {}}}]), {}
             )
         except pymongo.errors.PyMongoError:
-            return 0  # a view, or no $collStats (older servers): unknown
+            return 0, False  # a view, or no $collStats (older servers): unknown
         storage = stats.get("storageStats", {})
         size, count = storage.get("size"), storage.get("count")
         if isinstance(size, int | float) and size > 0:
-            return int(size)
+            return int(size), True
         if isinstance(count, int | float):
-            return int(count) * UNKNOWN_DOCUMENT_BYTES
-        return 0
+            return int(count) * UNKNOWN_DOCUMENT_BYTES, False
+        return 0, False
 
     def split_points(self, name: str, parts: int) -> list[IdKey]:
         """Up to ``parts - 1`` ``_id`` values that cut the collection into ranges of about
@@ -226,12 +227,12 @@ class MongoSource:
                 for batch in collection.aggregate_raw_batches(pipeline)
                 for document in _documents(batch)
             ]
-            # Sorted by the server through the same index walk the ranges will use (an
-            # aggregation $sort may order some types differently from an index walk on
-            # some servers). A regex in $in would match strings by pattern: leave it out.
+            # Sorted by the server, which walks the _id index for it (the order the
+            # ranges follow), not by Python, which knows no BSON order across types. A
+            # regex in $in would match strings by pattern: leave it out.
             wanted = [value for value in values if not isinstance(value, Regex | Pattern)]
             cursor = collection.find_raw_batches(
-                {"_id": {"$in": wanted}}, {"_id": 1}, hint=[("_id", 1)], sort=[("_id", 1)]
+                {"_id": {"$in": wanted}}, {"_id": 1}, sort=[("_id", 1)]
             )
             return [id_key_of(document) for batch in cursor for document in _documents(batch)]
 

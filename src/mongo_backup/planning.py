@@ -143,14 +143,19 @@ def new_plan(source: MongoSource, opts: BackupOptions) -> tuple[Plan, Path]:
     return plan, folder
 
 
-def plan_units(source: MongoSource, intent: Intent, file: str, split_threshold: int) -> list[Unit]:
+def plan_units(
+    source: MongoSource, intent: Intent, file: str, split_threshold: int | None
+) -> list[Unit]:
     """One unit for the collection, or one per ``_id`` range when it is larger than
-    ``split_threshold`` bytes and can be read in ``_id`` order."""
-    size = source.size_bytes(intent.name)
+    ``split_threshold`` bytes and can be read in ``_id`` order. With the default
+    threshold (None) only sizes the server reports count: a guess from the document
+    count does not split a collection unless a threshold was asked for."""
+    size, known = source.size_bytes(intent.name)
     whole = Unit(intent.name, file, file, ordered=intent.ordered, size=size)
-    if not intent.ordered or size <= split_threshold:
+    threshold = split_threshold or DEFAULT_SPLIT_THRESHOLD
+    if not intent.ordered or size <= threshold or (split_threshold is None and not known):
         return [whole]
-    parts = min(MAX_PARTS, -(-size // split_threshold))
+    parts = min(MAX_PARTS, -(-size // threshold))
     cuts = source.split_points(intent.name, parts)
     if not cuts:
         return [whole]

@@ -10,7 +10,6 @@ from typing import Any
 from ..archive_writer import COMPRESSIONS
 from ..backup import BackupOptions, default_jobs, run_backup
 from ..extjson import JSON_FORMATS
-from ..planning import DEFAULT_SPLIT_THRESHOLD
 from .options import add_collection_filters, add_connection_options, connection_from
 from .progress import progress_for
 
@@ -87,10 +86,10 @@ def add_parser(commands: Any, parent: argparse.ArgumentParser, epilog: str) -> N
     scale.add_argument(
         "--split-threshold",
         type=byte_size,
-        default=DEFAULT_SPLIT_THRESHOLD,
+        default=None,
         metavar="BYTES",
-        help="read collections larger than this in parallel _id ranges (default: 256MB; "
-        "suffixes KB, MB, GB)",
+        help="read collections larger than this in parallel _id ranges (suffixes KB, MB, GB; "
+        "default: 256MB, for collections whose size the server reports)",
     )
     scale.add_argument(
         "--retries",
