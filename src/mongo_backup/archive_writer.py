@@ -132,9 +132,10 @@ def _plain_prefix(path: Path, size: int, compressed: bool) -> Iterator[bytes]:
         limited = cast(
             IO[bytes], io.BytesIO(raw.read(size)) if size <= _COPY_CHUNK else _Limited(raw, size)
         )
-        reader = zstandard.ZstdDecompressor().stream_reader(limited, read_across_frames=True)
-        while chunk := reader.read(_COPY_CHUNK):
-            yield chunk
+        decompressor = zstandard.ZstdDecompressor()
+        with decompressor.stream_reader(limited, read_across_frames=True, closefd=False) as reader:
+            while chunk := reader.read(_COPY_CHUNK):
+                yield chunk
 
 
 class _Limited(io.RawIOBase):
