@@ -43,7 +43,7 @@ from .checkpoint import (
 from .convert_worker import ConverterProcess
 from .errors import Interrupted, MongoBackupError, OutputError
 from .mongo_source import MongoSource
-from .prefetch import RestartNeeded
+from .prefetch import RestartNeeded, resumable
 from .redact import scrub_text
 from .retry import RetryPolicy
 
@@ -252,6 +252,8 @@ class UnitRunner:
     def _export_once(self, unit: Unit, converter: ConverterProcess) -> dict[str, Any]:
         checkpoint = unit_progress_path(self.folder, unit.file)
         resume = load_unit_progress(checkpoint) if unit.ordered else None
+        if resume is not None and not resumable(decode_key(resume.last_id)):
+            resume = None  # not written by this version: start the unit again
         options = self._options
         try:
             converter.open(
@@ -292,12 +294,12 @@ class UnitRunner:
                 self._bars.advance(unit, count_documents(batch))
                 if self._stop.is_set():
                     raise Interrupted("stopped")
-                if unit.ordered and time.monotonic() >= next_checkpoint:
+                if resumable(last_id) and time.monotonic() >= next_checkpoint:
                     converter.checkpoint(encode_key(last_id))
                     next_checkpoint = time.monotonic() + self.checkpoint_interval
             stats = converter.close()
         except Interrupted:
-            if unit.ordered and last_id is not None:
+            if resumable(last_id):
                 converter.checkpoint(encode_key(last_id))  # Ctrl-C loses nothing
             raise
         finally:

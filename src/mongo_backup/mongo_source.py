@@ -32,7 +32,7 @@ from bson.regex import Regex
 from pymongo import MongoClient
 
 from .errors import ConnectionFailed, MongoBackupError
-from .prefetch import IdKey, id_key_of, id_key_value, prefetched
+from .prefetch import IdKey, id_key_of, id_key_value, prefetched, resumable
 from .redact import hosts_of, uri_secrets
 from .retry import RetryPolicy, driver_error_text
 
@@ -242,7 +242,7 @@ class MongoSource:
         cuts: list[IdKey] = []
         for index in range(1, parts):
             key = sampled[index * len(sampled) // parts]
-            if not cuts or key != cuts[-1]:
+            if resumable(key) and (not cuts or key != cuts[-1]):
                 cuts.append(key)
         return cuts
 
@@ -279,9 +279,7 @@ class MongoSource:
                 bounds["max"] = {"_id": id_key_value(upper)}
             # On MongoDB the _id index gives _id order without a sort stage, and bounds
             # on it work across BSON types (see prefetch). The explicit sort costs
-            # nothing there and makes servers whose index walk is not in BSON order
-            # (SecantusDB orders embedded documents by their encoding) sort properly,
-            # so a split export equals a single-cursor one.
+            # nothing there and states the order this code relies on.
             return iter(
                 collection.find_raw_batches(
                     {}, batch_size=batch_size, hint=[("_id", 1)], sort=[("_id", 1)], **bounds

@@ -13,7 +13,11 @@ of the same BSON type while index bounds follow the server's order across all ty
 ``min`` is inclusive, so the document equal to the bound is dropped from the first batch.
 
 A scan that is not in ``_id`` order cannot continue after a fault; once it has handed
-on data it raises :class:`RestartNeeded` and the caller starts the collection again.
+on data it raises :class:`RestartNeeded` and the caller starts the collection again. The
+same goes for a position that is an embedded document: servers do not agree on how
+those are ordered (SecantusDB walks them in encoding order but bounds them in BSON
+order), and continuing after one could skip documents. :func:`resumable` says which
+positions are safe to continue from.
 
 ``_id`` values travel as :data:`IdKey`: the raw BSON of the one-field document
 ``{"_id": value}``, exact for every type and easy to store in a checkpoint.
@@ -48,6 +52,11 @@ CursorOpener = Callable[[IdKey | None, bool], Iterator[bytes]]
 
 class RestartNeeded(MongoBackupError):
     """A transient fault in a scan that cannot continue where it stopped."""
+
+
+def resumable(key: IdKey | None) -> bool:
+    """Whether a scan may continue after ``key`` (see the module doc)."""
+    return key is not None and key[4:5] != b"\x03"  # the type byte of the _id element
 
 
 def id_key_value(key: IdKey) -> Any:
@@ -159,7 +168,7 @@ def prefetched(
                 if stop.is_set() or not is_transient(error) or attempt > policy.retries:
                     handoff.put(error, 0, stop)
                     return
-                if handed_on and not ordered:
+                if handed_on and not (ordered and resumable(position)):
                     handoff.put(
                         RestartNeeded(f"{what}: {driver_error_text(error, secrets)}"), 0, stop
                     )

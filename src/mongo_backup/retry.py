@@ -76,7 +76,7 @@ NO_RETRIES = RetryPolicy(retries=0)
 def driver_error_text(error: BaseException, secrets: list[str]) -> str:
     """One line of text about a driver error, credentials removed."""
     details = getattr(error, "details", None)
-    if isinstance(error, pymongo.errors.OperationFailure) and isinstance(details, dict):
+    if isinstance(details, dict) and details.get("errmsg"):
         # The server's own message and code name, not the driver's dump of the reply.
         text = str(details.get("errmsg") or error)
         if details.get("codeName"):

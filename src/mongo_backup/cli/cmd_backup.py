@@ -124,7 +124,7 @@ def byte_size(text: str) -> int:
         value = float(digits) * multiplier[cleaned[len(digits) :]]
     except (KeyError, ValueError):
         raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 256MB)") from None
-    if value < 1:
+    if not 1 <= value < 1 << 62:  # also refuses inf and nan
         raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 256MB)")
     return int(value)
 
