@@ -332,8 +332,9 @@ def test_failing_collection_is_recorded_and_exit_code_is_3(
     db = client[db_name]
     db.a_first.insert_one({"_id": 1})
     db.b_second.insert_one({"_id": 2})
-    # Collections are read in name order, and nothing else the backup sends is a
-    # "find", so one failure hits a_first even where the namespace filter is ignored.
+    # With one worker, collections of the same size are read in name order, and nothing
+    # else the backup sends is a "find", so one failure hits a_first even where the
+    # namespace filter is ignored.
     failpoint = {"configureFailPoint": "failCommand", "mode": {"times": 1},
                  "data": {"failCommands": ["find"], "errorCode": 2,
                           "namespace": f"{db_name}.a_first"}}
@@ -342,7 +343,8 @@ def test_failing_collection_is_recorded_and_exit_code_is_3(
     except Exception as error:
         pytest.skip(f"server has no failCommand failpoint (needs --enable-test-commands): {error}")
     try:
-        result = cli("backup", "--uri", mongo_uri, "--db", db_name, "--out-dir", tmp_path)
+        result = cli("backup", "--uri", mongo_uri, "--db", db_name, "--out-dir", tmp_path,
+                     "-j", "1")
     finally:
         client.admin.command({"configureFailPoint": "failCommand", "mode": "off"})
     assert result.code == 3, result.err

@@ -86,6 +86,7 @@ class Unit:
     upper: str | None = None
     ordered: bool = True
     size: int = 0  # estimated bytes, to start the largest units first
+    average: int = 0  # bytes per document if the server said, to size the first batch
 
     @property
     def label(self) -> str:

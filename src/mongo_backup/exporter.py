@@ -43,7 +43,7 @@ from .checkpoint import (
 from .convert_worker import ConverterProcess
 from .errors import Interrupted, MongoBackupError, OutputError
 from .mongo_source import MongoSource
-from .prefetch import RestartNeeded, resumable
+from .prefetch import BATCH_BYTES, RestartNeeded, count_documents, resumable
 from .redact import scrub_text
 from .retry import RetryPolicy
 
@@ -100,16 +100,6 @@ class _CollectionProgress:
             self._left[unit.collection] -= 1
             if self._active and self._left[unit.collection] == 0:
                 self._progress.finish(unit.collection)
-
-
-def count_documents(batch: bytes) -> int:
-    """Documents in a raw batch, for progress only: walks the length prefixes."""
-    count = position = 0
-    end = len(batch)
-    while position < end:
-        position += int.from_bytes(batch[position : position + 4], "little")
-        count += 1
-    return count
 
 
 class UnitRunner:
@@ -278,9 +268,12 @@ class UnitRunner:
             logger.info("%s: continuing after %d documents", unit.label, resume.count)
         self._bars.start(unit, resume.count if resume else 0)
         last_id: bytes | None = None
+        batch_size = options["batch_size"]
+        if unit.average:  # big documents: fewer per batch from the first one on
+            batch_size = max(2, min(batch_size, BATCH_BYTES // unit.average))
         batches = self.source.raw_batches(
             unit.collection,
-            options["batch_size"],
+            batch_size,
             ordered=unit.ordered,
             lower=decode_key(resume.last_id) if resume else decode_key(unit.lower),
             upper=decode_key(unit.upper),

@@ -60,6 +60,13 @@ def from_extjson(value: Any) -> Any:
     return json_util.loads(json.dumps(value), json_options=CANONICAL_JSON_OPTIONS)
 
 
+@dataclass(frozen=True)
+class CollectionSize:
+    bytes: int = 0
+    known: bool = False  # reported by the server, not guessed from the count
+    average: int = 0  # bytes per document, 0 if not reported
+
+
 @dataclass
 class Intent:
     """One namespace to back up or restore."""
@@ -189,9 +196,9 @@ class MongoSource:
         except pymongo.errors.PyMongoError:
             return 0  # only used for progress bars and ordering
 
-    def size_bytes(self, name: str) -> tuple[int, bool]:
-        """About how many bytes a collection's documents take, and whether the server
-        said so (True) or it is a guess from the count (False); (0, False) if unknown.
+    def size_bytes(self, name: str) -> CollectionSize:
+        """About how many bytes a collection's documents take, whether the server said
+        so or it is a guess from the count, and the average document size (0: unknown).
 
         ``$collStats`` storage statistics come from the storage engine's metadata on
         MongoDB (no scan; the ``collStats`` command is deprecated). A server that reports
@@ -202,14 +209,16 @@ class MongoSource:
                 self.db[name].aggregate([{"$collStats": {"storageStats": {}}}]), {}
             )
         except pymongo.errors.PyMongoError:
-            return 0, False  # a view, or no $collStats (older servers): unknown
+            return CollectionSize()  # a view, or no $collStats (older servers): unknown
         storage = stats.get("storageStats", {})
         size, count = storage.get("size"), storage.get("count")
+        average = storage.get("avgObjSize")
+        average = int(average) if isinstance(average, int | float) and average > 0 else 0
         if isinstance(size, int | float) and size > 0:
-            return int(size), True
+            return CollectionSize(int(size), True, average)
         if isinstance(count, int | float):
-            return int(count) * UNKNOWN_DOCUMENT_BYTES, False
-        return 0, False
+            return CollectionSize(int(count) * UNKNOWN_DOCUMENT_BYTES, False, average)
+        return CollectionSize()
 
     def split_points(self, name: str, parts: int) -> list[IdKey]:
         """Up to ``parts - 1`` ``_id`` values that cut the collection into ranges of about
@@ -265,12 +274,12 @@ class MongoSource:
             raise ValueError("_id bounds need an ordered scan")
         collection = self.db[name]
 
-        def open_cursor(start: IdKey | None, _inclusive: bool) -> Iterator[bytes]:
+        def open_cursor(start: IdKey | None, _inclusive: bool, batch_size: int) -> Iterator[bytes]:
             if not ordered:
                 # A plain collection scan, which servers never refuse and which needs
                 # no index (MongoDB 9.0 refuses some unhinted full scans).
-                return iter(
-                    collection.find_raw_batches({}, batch_size=batch_size, hint=[("$natural", 1)])
+                return collection.find_raw_batches(
+                    {}, batch_size=batch_size, hint=[("$natural", 1)]
                 )
             bounds: dict[str, Any] = {}
             if start is not None:
@@ -280,10 +289,8 @@ class MongoSource:
             # On MongoDB the _id index gives _id order without a sort stage, and bounds
             # on it work across BSON types (see prefetch). The explicit sort costs
             # nothing there and states the order this code relies on.
-            return iter(
-                collection.find_raw_batches(
-                    {}, batch_size=batch_size, hint=[("_id", 1)], sort=[("_id", 1)], **bounds
-                )
+            return collection.find_raw_batches(
+                {}, batch_size=batch_size, hint=[("_id", 1)], sort=[("_id", 1)], **bounds
             )
 
         yield from prefetched(
@@ -294,6 +301,7 @@ class MongoSource:
             start=lower,
             inclusive=inclusive,
             policy=policy,
+            batch_size=batch_size,
         )
 
 

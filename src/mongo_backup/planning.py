@@ -150,8 +150,9 @@ def plan_units(
     ``split_threshold`` bytes and can be read in ``_id`` order. With the default
     threshold (None) only sizes the server reports count: a guess from the document
     count does not split a collection unless a threshold was asked for."""
-    size, known = source.size_bytes(intent.name)
-    whole = Unit(intent.name, file, file, ordered=intent.ordered, size=size)
+    stats = source.size_bytes(intent.name)
+    size, known = stats.bytes, stats.known
+    whole = Unit(intent.name, file, file, ordered=intent.ordered, size=size, average=stats.average)
     threshold = split_threshold or DEFAULT_SPLIT_THRESHOLD
     if not intent.ordered or size <= threshold or (split_threshold is None and not known):
         return [whole]
@@ -172,6 +173,7 @@ def plan_units(
             lower=bounds[index],
             upper=bounds[index + 1],
             size=size // count,
+            average=stats.average,
         )
         for index in range(count)
     ]

@@ -42,12 +42,19 @@ logger = logging.getLogger(__name__)
 
 # Batches fetched ahead of the converter: about three of 1,000 ordinary documents.
 PREFETCH_BYTES = 4 * 1024 * 1024
+# Batches of big documents are made smaller, to about this many bytes: 1,000 documents
+# of 16 KiB would be 16 MiB per batch, and three or four such batches are in flight at
+# once (being received, waiting, being converted), so memory would grow with document
+# size. After a batch more than twice this size, an ordered scan is opened again after
+# the same _id, asking for fewer documents per batch (pymongo cannot change the batch
+# size of a running find); a natural-order scan cannot, and keeps its batch size.
+BATCH_BYTES = 2 * 1024 * 1024
 # Dates outside Python's datetime range must survive as values, not raise.
 ID_CODEC: CodecOptions[Any] = CodecOptions(datetime_conversion=DatetimeConversion.DATETIME_AUTO)
 
 IdKey = bytes
-# open_cursor(start, inclusive) -> raw batches; start None means "from the beginning".
-CursorOpener = Callable[[IdKey | None, bool], Iterator[bytes]]
+# open_cursor(start, inclusive, batch_size) -> raw batches; start None: from the start.
+CursorOpener = Callable[[IdKey | None, bool, int], Iterator[bytes]]
 
 
 class RestartNeeded(MongoBackupError):
@@ -88,6 +95,23 @@ def _drop_leading(batch: bytes, key: IdKey) -> bytes:
         return batch
     size = int.from_bytes(batch[:4], "little")
     return batch[size:] if id_key_of(batch[:size]) == key else batch
+
+
+def count_documents(batch: bytes) -> int:
+    """Documents in a raw batch: walks the length prefixes."""
+    count = position = 0
+    while position < len(batch):
+        position += int.from_bytes(batch[position : position + 4], "little")
+        count += 1
+    return count
+
+
+def _fitted_batch_size(batch: bytes, size: int) -> int:
+    """The batch size that makes batches like ``batch`` about :data:`BATCH_BYTES`
+    (never more than ``size``; ``size`` itself when batches are not too big)."""
+    if not size or len(batch) <= 2 * BATCH_BYTES:
+        return size
+    return max(2, min(size, int(BATCH_BYTES / (len(batch) / count_documents(batch)))))
 
 
 _DONE = object()
@@ -134,9 +158,12 @@ def prefetched(
     start: IdKey | None = None,
     inclusive: bool = True,
     policy: RetryPolicy | None = None,
+    batch_size: int = 0,
 ) -> Generator[tuple[bytes, IdKey | None], None, None]:
     """Yield ``(batch, last_id)`` from ``open_cursor``; ``last_id`` is None unless
-    ``ordered``. Closing the generator stops the reading thread."""
+    ``ordered``. ``batch_size`` (the most documents per batch the cursor was opened
+    with; 0: leave the cursor alone) lets batches of big documents shrink to about
+    :data:`BATCH_BYTES`. Closing the generator stops the reading thread."""
     policy = policy or RetryPolicy()
     handoff = _ByteBoundedHandoff(PREFETCH_BYTES)
     stop = threading.Event()
@@ -145,11 +172,13 @@ def prefetched(
         position, first_bound_inclusive = start, inclusive
         handed_on = False
         attempt = 0
+        size = batch_size
         while not stop.is_set():
             cursor: Any = None
             try:
-                cursor = open_cursor(position, first_bound_inclusive)
+                cursor = open_cursor(position, first_bound_inclusive, size)
                 skip_equal = position is not None and not first_bound_inclusive
+                refit = False
                 for batch in cursor:
                     if skip_equal:
                         batch, skip_equal = _drop_leading(batch, position or b""), False
@@ -161,8 +190,13 @@ def prefetched(
                     handed_on, attempt = True, 0
                     if ordered:
                         position, first_bound_inclusive = last, False
-                handoff.put(_DONE, 0, stop)
-                return
+                    fitted = _fitted_batch_size(batch, size)
+                    if fitted < size and resumable(position):
+                        size, refit = fitted, True
+                        break  # opened again below, after the same _id, asking for less
+                if not refit:
+                    handoff.put(_DONE, 0, stop)
+                    return
             except BaseException as error:
                 attempt += 1
                 if stop.is_set() or not is_transient(error) or attempt > policy.retries:
