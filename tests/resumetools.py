@@ -10,10 +10,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
 import time
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -77,8 +79,10 @@ def poll(what: str, process: BackupProcess, condition: Callable[[], T | None]) -
             return value
         if not process.running():
             result = process.wait()
-            raise AssertionError(f"the backup ended (exit {result.code}) before {what}; "
-                                 f"make the data bigger\n{result.err}")
+            raise AssertionError(
+                f"the backup ended (exit {result.code}) before {what}; "
+                f"make the data bigger\n{result.err}"
+            )
         time.sleep(0.005)
     raise AssertionError(f"timed out waiting for {what}")
 
@@ -155,5 +159,46 @@ def archive_contents(archive: Path) -> tuple[list[tuple[Any, ...]], dict[str, by
     return summary, members
 
 
-def mode(path: Path) -> int:
+def seeded(name: str) -> random.Random:
+    """A random source of its own for each test: kill points differ but repeat."""
+    return random.Random(zlib.crc32(name.encode()))
+
+
+def check_private(folder: Path) -> None:
+    """The working folder is 0700, its checkpoint files 0600."""
+    assert _mode(folder) == 0o700
+    assert _mode(folder / "checkpoint.json") == 0o600
+    for path in folder.glob("*.checkpoint"):
+        assert _mode(path) == 0o600, path
+
+
+def resume_backup(uri: str, db: str, out: Path, folder: Path, *extra: str) -> Path:
+    """``--resume`` must continue ``folder`` and write the archive of the same name."""
+    result = run_backup(uri, db, out, "--resume", *extra)
+    assert result.code == 0, result.err
+    assert "Traceback" not in result.err
+    archive = Path(result.out.strip())
+    assert archive.parent == out / "backup_data" and archive.name.startswith(folder.name + ".tar")
+    assert [p.name for p in archive.parent.iterdir()] == [archive.name]  # no partial file
+    return archive
+
+
+def unfinished_units(folder: Path) -> dict[str, dict[str, Any]]:
+    """The unit checkpoints of units the plan does not record as done."""
+    plan = read_json(folder / "checkpoint.json")
+    assert plan is not None
+    return {u: data for u, data in unit_checkpoints(folder).items() if u not in plan["done"]}
+
+
+def estimated_size(client: Any, db: str, coll: str) -> int:
+    """The size the planner goes by: the server's figure, else 1 KiB per document."""
+    stats: dict[str, Any] = next(
+        client[db][coll].aggregate([{"$collStats": {"storageStats": {}}}]), {}
+    )
+    storage = stats.get("storageStats", {})
+    size = storage.get("size")
+    return int(size) if size else int(storage["count"]) * 1024
+
+
+def _mode(path: Path) -> int:
     return path.stat().st_mode & 0o777

@@ -276,10 +276,8 @@ def join_parts(
     finally:
         for output in outputs:
             output.close()
-    for part in parts:
-        for source in member_paths(folder, part, compression, keep_plain):
-            with contextlib.suppress(OSError):
-                source.unlink()
+    # The range files stay: the caller removes them once the joined member is recorded,
+    # so that a crash in between can join them again.
     return size, digest.hexdigest()
 
 

@@ -287,6 +287,7 @@ def _archive(folder: Path, manifest: Manifest, opts: BackupOptions) -> Path | No
         remove_compressed(folder, members)
         remove_checkpoints(folder)  # a kept folder is not an unfinished backup
     else:
+        remove_checkpoints(folder)  # first: a half-removed folder is no unfinished backup
         shutil.rmtree(folder, ignore_errors=True)
     logger.info("archive written: %s", destination)
     return destination

@@ -73,9 +73,13 @@ class ConverterProcess:
     """The parent's handle on one converter child."""
 
     def __init__(self, niceness: int = 0) -> None:
+        self._niceness = niceness
+        self._spawn()
+
+    def _spawn(self) -> None:
         package_dir = str(Path(__file__).resolve().parent)
         self._child = subprocess.Popen(
-            [sys.executable, "-c", _BOOTSTRAP, package_dir, str(niceness)],
+            [sys.executable, "-c", _BOOTSTRAP, package_dir, str(self._niceness)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
         )
@@ -150,6 +154,11 @@ class ConverterProcess:
             self._reply()
         except MongoBackupError:
             pass
+
+    def restart(self) -> None:
+        """A fresh child in place of this one (after an error, the old one is gone)."""
+        self.shutdown()
+        self._spawn()
 
     def shutdown(self) -> None:
         with contextlib.suppress(OSError):

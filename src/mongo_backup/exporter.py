@@ -156,6 +156,11 @@ class UnitRunner:
                 f"interrupted; the partial backup is kept in {self.folder}: "
                 "run the same backup with --resume to continue it"
             ) from None
+        if isinstance(self._fatal, OutputError):
+            raise OutputError(
+                f"cannot write the backup in {self.folder}: {self._fatal}; the partial backup "
+                "is kept: make room and run the same backup with --resume"
+            ) from self._fatal
         if self._fatal is not None:
             raise self._fatal
 
@@ -259,11 +264,16 @@ class UnitRunner:
         except OutputError:
             raise
         except MongoBackupError as error:
-            # The files do not match their checkpoint: start the unit over.
-            logger.warning("%s: cannot continue from its checkpoint (%s)", unit.label, error)
-            converter.shutdown()
+            if resume is None:
+                raise
+            # The files do not match their checkpoint: start the unit over, with a new
+            # converter (the old one stopped at the error).
+            logger.warning(
+                "%s: cannot continue from its checkpoint (%s): starting it again", unit.label, error
+            )
+            converter.restart()
             self.discard(unit)
-            raise RestartNeeded(f"{unit.label}: damaged checkpoint") from None
+            return self._export_once(unit, converter)
         if resume is not None:
             logger.info("%s: continuing after %d documents", unit.label, resume.count)
         self._bars.start(unit, resume.count if resume else 0)

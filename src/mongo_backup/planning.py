@@ -81,10 +81,12 @@ def resumable_plan(opts: BackupOptions) -> tuple[Plan | None, Path | None]:
     logger.info("resuming %s: %d of %d units already done", folder, done, len(plan.units))
     opts.out_dir = folder.parent
     # The output must look as the first run would have written it, whatever was given now.
+    defaults = type(opts)(uri="", db="")
     for key, value in plan.options.items():
-        if getattr(opts, key) != value:
+        given = getattr(opts, key)
+        if given != value and given != getattr(defaults, key):  # asked for something else
             logger.warning("resume: %s is %r in the unfinished backup, and stays so", key, value)
-            setattr(opts, key, value)
+        setattr(opts, key, value)
     return plan, folder
 
 
