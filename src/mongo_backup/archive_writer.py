@@ -17,6 +17,10 @@ Contracts:
   ``{file}``, or ``{file}.zst`` for zstd, or both with ``keep_plain``) and keeps the
   SHA-256 and byte count of the plain bytes. ``close`` completes the files; ``discard``
   removes them.
+- ``MemberWriter.checkpoint`` ends the zstd frame and flushes the files to disk, and
+  returns their sizes: a later ``MemberWriter(..., resume=...)`` continues from there
+  (see :mod:`.checkpoint`). ``join_parts`` joins the files of a split collection's
+  ranges in order, leaving the range files for the caller to remove.
 - ``write_archive`` writes ``manifest.json`` first, then the members in the given order,
   under a hidden temporary name, flushes it to disk, then renames it: a file under the
   final name is always complete.
@@ -246,6 +250,18 @@ class MemberWriter:
         for path in self.paths:
             with contextlib.suppress(OSError):
                 path.unlink()
+
+
+def member_digest(
+    folder: Path, file_name: str, compression: str, keep_plain: bool
+) -> tuple[int, str]:
+    """The plain size and SHA-256 of a member's working file(s)."""
+    source = member_paths(folder, file_name, compression, keep_plain)[0]
+    size, digest = 0, hashlib.sha256()
+    for chunk in _plain_prefix(source, source.stat().st_size, source.suffix == ".zst"):
+        digest.update(chunk)
+        size += len(chunk)
+    return size, digest.hexdigest()
 
 
 def join_parts(

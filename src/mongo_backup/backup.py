@@ -36,6 +36,7 @@ from .archive_writer import (
     COMPRESSIONS,
     SUFFIXES,
     join_parts,
+    member_digest,
     member_paths,
     private_file,
     remove_compressed,
@@ -243,10 +244,16 @@ def _joined(folder: Path, plan: Plan, units: list[Unit], opts: BackupOptions) ->
         return _stats(plan.done[units[0].file])
     member = units[0].member
     if member not in plan.done:
+        files = [unit.file for unit in units]
         try:
-            size, sha256 = join_parts(
-                folder, member, [u.file for u in units], opts.compress, opts.keep_folder
-            )
+            if all(
+                path.exists()
+                for file in files
+                for path in member_paths(folder, file, opts.compress, opts.keep_folder)
+            ):
+                size, sha256 = join_parts(folder, member, files, opts.compress, opts.keep_folder)
+            else:  # joined, then stopped while removing the ranges: the member is whole
+                size, sha256 = member_digest(folder, member, opts.compress, opts.keep_folder)
         except OSError as error:
             raise OutputError(
                 f"cannot join the ranges of {units[0].collection!r} in {folder} "

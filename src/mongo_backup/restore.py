@@ -141,7 +141,7 @@ def _starting_state(opts: RestoreOptions, path: Path, target: str) -> RestoreSta
     if opts.resume:
         logger.info("no interrupted restore of this backup into %r: starting from the top", target)
     elif saved is not None:
-        logger.warning(
+        logger.info(
             "an interrupted restore of this backup into %r was recorded; starting over "
             "(--resume would continue it)",
             target,
