@@ -57,6 +57,7 @@ from .errors import (
 )
 from .exporter import NoProgress, Progress, UnitRunner
 from .extjson import JSON_FORMATS, JsonFormat
+from .locking import location_lock
 from .manifest import MANIFEST_NAME, CollectionEntry, Manifest, manifest_bytes
 from .mongo_source import Intent, MongoSource, connect
 from .planning import ARCHIVE_FOLDER, new_plan, resumable_plan
@@ -120,6 +121,7 @@ class BackupOptions:
     retry_delay: float = 0.5
     checkpoint_interval: float = 1.0
     resume: bool | Path = False  # True: the newest unfinished backup in out_dir
+    lock_wait: float = 0.0  # seconds to wait for another run on out_dir to finish
 
     def check(self) -> None:
         if self.json_format not in JSON_FORMATS:
@@ -176,7 +178,12 @@ def backup(
 
 def run_backup(opts: BackupOptions, progress: Progress | None = None) -> BackupResult:
     opts.check()
-    progress = progress or NoProgress()
+    location = opts.resume.parent if isinstance(opts.resume, Path) else Path(opts.out_dir)
+    with location_lock(location, f"a backup of {opts.db!r}", wait=opts.lock_wait):
+        return _locked_backup(opts, progress or NoProgress())
+
+
+def _locked_backup(opts: BackupOptions, progress: Progress) -> BackupResult:
     started = time.perf_counter()
     plan, folder = resumable_plan(opts)
     client = connect(opts.uri, timeout=opts.timeout)

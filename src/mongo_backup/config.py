@@ -87,3 +87,83 @@ def validate_database_name(name: str) -> None:
     bad = set('/\\. "$\x00') & set(name)
     if bad or len(name.encode()) > 63:
         raise ConfigError(f"invalid database name {name!r}")
+
+
+PASSWORD_VARIABLE = "MONGO_PASSWORD"
+AUTH_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-1", "MONGODB-X509")
+
+
+@dataclass(frozen=True)
+class AuthOptions:
+    """Authentication and TLS settings given as flags; they win over the URI's own."""
+
+    username: str | None = None
+    password: str | None = None
+    auth_source: str | None = None
+    auth_mechanism: str | None = None
+    tls: bool = False
+    tls_ca_file: str | None = None
+    tls_certificate_key_file: str | None = None
+    tls_allow_invalid_hostnames: bool = False
+
+    def __repr__(self) -> str:  # the password must not show in a traceback
+        return f"AuthOptions(username={self.username!r}, password=***, ...)"
+
+
+def with_auth(uri: str, auth: AuthOptions) -> str:
+    """``uri`` with ``auth`` written into it, so that one string carries everything the
+    driver needs and every secret in it is known to :func:`~.redact.uri_secrets`."""
+    scheme, _, rest = uri.partition("://")
+    authority, slash, tail = rest.partition("/")
+    userinfo, at, hosts = authority.rpartition("@")
+    if not at:
+        userinfo, hosts = "", authority
+    if auth.username is not None:
+        userinfo = urllib.parse.quote(auth.username, safe="")
+        if auth.password is not None:
+            userinfo += ":" + urllib.parse.quote(auth.password, safe="")
+    path, question, query = tail.partition("?")
+    pairs = urllib.parse.parse_qsl(query, keep_blank_values=True) if question else []
+    wanted = {
+        "authSource": auth.auth_source,
+        "authMechanism": auth.auth_mechanism,
+        "tls": "true" if auth.tls or auth.tls_ca_file or auth.tls_certificate_key_file else None,
+        "tlsCAFile": auth.tls_ca_file,
+        "tlsCertificateKeyFile": auth.tls_certificate_key_file,
+        "tlsAllowInvalidHostnames": "true" if auth.tls_allow_invalid_hostnames else None,
+    }
+    given = {key.lower() for key, value in wanted.items() if value is not None}
+    pairs = [(key, value) for key, value in pairs if key.lower() not in given]
+    pairs += [(key, value) for key, value in wanted.items() if value is not None]
+    query = urllib.parse.urlencode(pairs, safe="/:", quote_via=urllib.parse.quote)
+    authority = f"{userinfo}@{hosts}" if userinfo else hosts
+    return f"{scheme}://{authority}/{path if slash else ''}" + (f"?{query}" if query else "")
+
+
+def uri_has_password(uri: str) -> bool:
+    authority = uri.partition("://")[2].partition("/")[0]
+    userinfo, at, _ = authority.rpartition("@")
+    return bool(at) and ":" in userinfo
+
+
+def password_from(
+    *,
+    flag: str | None,
+    file: str | None,
+    env: dict[str, str] | None = None,
+    dotenv_path: str | os.PathLike[str] = ".env",
+) -> str | None:
+    """The password from ``--password-file``, ``--password``, ``MONGO_PASSWORD``
+    (environment, then ``.env``), in that order; None if there is none."""
+    if file is not None:
+        try:
+            lines = Path(file).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as error:
+            raise ConfigError(f"cannot read the password file {file}: {error}") from None
+        if not lines or not lines[0]:
+            raise ConfigError(f"the password file {file} is empty")
+        return lines[0]
+    if flag is not None:
+        return flag
+    environment = dict(os.environ) if env is None else env
+    return environment.get(PASSWORD_VARIABLE) or _dotenv(Path(dotenv_path)).get(PASSWORD_VARIABLE)

@@ -106,6 +106,13 @@ def add_parser(commands: Any, parent: argparse.ArgumentParser, epilog: str) -> N
         help="wait before the first retry; doubles for each next one (default: 0.5)",
     )
     scale.add_argument(
+        "--lock-wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait this long for another backup in OUT_DIR to finish (default: fail at once)",
+    )
+    scale.add_argument(
         "--checkpoint-interval",
         type=float,
         default=1.0,
@@ -150,6 +157,7 @@ def run(args: argparse.Namespace) -> int:
         retries=args.retries,
         retry_delay=args.retry_delay,
         checkpoint_interval=args.checkpoint_interval,
+        lock_wait=args.lock_wait,
         resume=args.resume,
     )
     with progress_for(args.quiet or args.json) as progress:

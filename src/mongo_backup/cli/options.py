@@ -3,8 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import getpass
+import logging
+import sys
 
-from ..config import ConnectionSettings, resolve_connection
+from ..config import (
+    AUTH_MECHANISMS,
+    AuthOptions,
+    ConnectionSettings,
+    password_from,
+    resolve_connection,
+    uri_has_password,
+    with_auth,
+)
+from ..errors import ConfigError
+
+logger = logging.getLogger(__name__)
 
 
 def add_connection_options(parser: argparse.ArgumentParser, db_help: str) -> None:
@@ -24,10 +38,86 @@ def add_connection_options(parser: argparse.ArgumentParser, db_help: str) -> Non
         metavar="SECONDS",
         help="give up on an unreachable server after this long (default: 30)",
     )
+    auth = parser.add_argument_group(
+        "authentication and TLS (each may also be written in the URI; flags win)"
+    )
+    auth.add_argument("--username", "-u", metavar="USER", help="user to authenticate as")
+    auth.add_argument(
+        "--password-file",
+        metavar="FILE",
+        help="read the password from the first line of FILE (else $MONGO_PASSWORD, "
+        "else a prompt on a terminal)",
+    )
+    auth.add_argument(
+        "--password", metavar="PASSWORD", help="the password (shows in the process list: avoid)"
+    )
+    auth.add_argument("--auth-source", metavar="DB", help="database that holds the user")
+    auth.add_argument("--auth-mechanism", choices=AUTH_MECHANISMS, help="default: negotiated")
+    auth.add_argument("--tls", action="store_true", help="connect with TLS")
+    auth.add_argument("--tls-ca-file", metavar="FILE", help="CA certificates to trust (PEM)")
+    auth.add_argument(
+        "--tls-certificate-key-file",
+        metavar="FILE",
+        help="client certificate and key (PEM), for X.509 authentication or mutual TLS",
+    )
+    auth.add_argument(
+        "--tls-allow-invalid-hostnames",
+        action="store_true",
+        help="accept a server certificate issued for another host name",
+    )
 
 
 def connection_from(args: argparse.Namespace, require_db: bool = True) -> ConnectionSettings:
-    return resolve_connection(args.uri, args.db, require_db=require_db)
+    settings = resolve_connection(args.uri, args.db, require_db=require_db)
+    auth = auth_from(args, settings.uri)
+    if auth == AuthOptions():
+        return settings
+    return ConnectionSettings(with_auth(settings.uri, auth), settings.db)
+
+
+def auth_from(args: argparse.Namespace, uri: str) -> AuthOptions:
+    """The flags' authentication settings, with the password found where it should be."""
+    if args.password is not None:
+        logger.warning(
+            "a password on the command line shows in the process list; "
+            "prefer --password-file or MONGO_PASSWORD"
+        )
+    has_user = args.username is not None or "@" in uri.partition("://")[2].partition("/")[0]
+    password = None
+    needs_password = has_user and args.auth_mechanism != "MONGODB-X509"
+    if needs_password and not (args.username is None and uri_has_password(uri)):
+        password = password_from(flag=args.password, file=args.password_file)
+        if password is None:
+            password = _prompt(args.username)
+    return AuthOptions(
+        username=args.username if args.username is not None or password is None else _user(uri),
+        password=password,
+        auth_source=args.auth_source,
+        auth_mechanism=args.auth_mechanism,
+        tls=args.tls,
+        tls_ca_file=args.tls_ca_file,
+        tls_certificate_key_file=args.tls_certificate_key_file,
+        tls_allow_invalid_hostnames=args.tls_allow_invalid_hostnames,
+    )
+
+
+def _user(uri: str) -> str:
+    import urllib.parse
+
+    userinfo = uri.partition("://")[2].partition("/")[0].rpartition("@")[0]
+    return urllib.parse.unquote(userinfo.partition(":")[0])
+
+
+def _prompt(username: str | None) -> str:
+    if not sys.stdin.isatty():
+        raise ConfigError(
+            f"no password for user {username or '(from the URI)'!r}: use --password-file or "
+            "set MONGO_PASSWORD (no terminal to ask on)"
+        )
+    try:
+        return getpass.getpass(f"password for {username or 'the URI user'}: ")
+    except (EOFError, KeyboardInterrupt):
+        raise ConfigError("no password given") from None
 
 
 def add_collection_filters(parser: argparse.ArgumentParser) -> None:
