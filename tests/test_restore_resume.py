@@ -87,14 +87,25 @@ def resume_args(archive: Path, uri: str, target: str) -> list[str]:
     return [str(archive), "--uri", uri, "--db", target, "--batch-size", "100", "-j", "2"]
 
 
+def stopped_restore(tmp: Path, args: list[str], number: int) -> tuple[int, str, dict[str, Any]]:
+    """Start a restore, stop it with signal ``number`` once ``alpha`` is under way."""
+    with running_restore(tmp, *args) as process:
+        state = wait_for_progress(process, "alpha")
+        code, err = process.signal(number)
+    return code, err, state
+
+
+def assert_restored(client: Any, source: str, target: str) -> None:
+    for name in COLLECTIONS:
+        assert assert_same_bytes(client, source, target, name) == COLLECTIONS[name]
+
+
 def test_a_killed_restore_resumes_without_duplicates(
     cli: CliRunner, client: Any, mongo_uri: str, db_name: str, target_db: str,
     archive: Path, tmp_path: Path,
 ) -> None:  # fmt: skip
     args = resume_args(archive, mongo_uri, target_db)
-    with running_restore(tmp_path, *args) as process:
-        state = wait_for_progress(process, "alpha")
-        code, _ = process.signal(signal.SIGKILL)
+    code, _, state = stopped_restore(tmp_path, args, signal.SIGKILL)
     assert code == -signal.SIGKILL
     acknowledged = state["collections"]["alpha"]["acknowledged"]
     assert 0 < acknowledged < COLLECTIONS["alpha"]
@@ -107,8 +118,7 @@ def test_a_killed_restore_resumes_without_duplicates(
     assert alpha["duplicates"] == 0 and alpha["ok"]
     assert alpha["inserted"] + alpha["already"] == COLLECTIONS["alpha"]
     assert alpha["already"] >= acknowledged
-    for name in COLLECTIONS:
-        assert assert_same_bytes(client, db_name, target_db, name) == COLLECTIONS[name]
+    assert_restored(client, db_name, target_db)
     assert "name_1" in client[target_db].gamma.index_information()
     assert state_files() == []  # done: nothing left to resume
 
@@ -118,17 +128,14 @@ def test_ctrl_c_leaves_a_resumable_restore(
     archive: Path, tmp_path: Path,
 ) -> None:  # fmt: skip
     args = resume_args(archive, mongo_uri, target_db)
-    with running_restore(tmp_path, *args) as process:
-        wait_for_progress(process, "alpha")
-        code, err = process.signal(signal.SIGINT)
+    code, err, _ = stopped_restore(tmp_path, args, signal.SIGINT)
     assert code == 130, err
     assert "--resume" in err.strip().splitlines()[-1]
     assert len(state_files()) == 1
 
     result = cli("restore", *args, "--resume")
     assert result.code == 0, result.err
-    for name in COLLECTIONS:
-        assert assert_same_bytes(client, db_name, target_db, name) == COLLECTIONS[name]
+    assert_restored(client, db_name, target_db)
 
 
 def test_without_resume_an_interrupted_restore_starts_over(
@@ -136,9 +143,7 @@ def test_without_resume_an_interrupted_restore_starts_over(
     archive: Path, tmp_path: Path,
 ) -> None:  # fmt: skip
     args = resume_args(archive, mongo_uri, target_db)
-    with running_restore(tmp_path, *args) as process:
-        wait_for_progress(process, "alpha")
-        process.signal(signal.SIGKILL)
+    stopped_restore(tmp_path, args, signal.SIGKILL)
     # Without --resume and without --drop, what the first run inserted is in the way:
     # reported as duplicates (exit 3), never silently skipped.
     again = cli("restore", *args, "--json", "-v")
@@ -150,8 +155,7 @@ def test_without_resume_an_interrupted_restore_starts_over(
     clean = cli("restore", *args, "--drop")
     assert clean.code == 0, clean.err
     assert sorted(user_collections(client, target_db)) == sorted(COLLECTIONS)
-    for name in COLLECTIONS:
-        assert assert_same_bytes(client, db_name, target_db, name) == COLLECTIONS[name]
+    assert_restored(client, db_name, target_db)
 
 
 def test_resume_with_nothing_to_resume_restores_everything(
@@ -160,5 +164,4 @@ def test_resume_with_nothing_to_resume_restores_everything(
     result = cli("restore", *resume_args(archive, mongo_uri, target_db), "--resume", "-v")
     assert result.code == 0, result.err
     assert "starting from the top" in result.err
-    for name in COLLECTIONS:
-        assert assert_same_bytes(client, db_name, target_db, name) == COLLECTIONS[name]
+    assert_restored(client, db_name, target_db)
