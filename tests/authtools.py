@@ -1,8 +1,9 @@
 """Helpers for the authentication and TLS tests: servers with users, a small PKI, and a
 scanner that looks for secrets in every byte the tool wrote.
 
-SecantusDB has no localhost exception: users are created on a server started without
-``--auth``, which is then restarted on the same store with ``--auth`` (and TLS).
+SecantusDB has no localhost exception (``createUser`` on a fresh ``--auth`` server is refused
+as unauthenticated): users are created on a server started without ``--auth``, which is
+then restarted on the same store with ``--auth`` (and TLS), as ``secantusd-py --help`` says.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import ipaddress
 import tarfile
 import urllib.parse
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,16 +90,30 @@ def setup_users(client: MongoClient[Any]) -> None:
 
 
 class AuthServer:
+    """A server with ``--auth`` and the users above; ``admin`` is a client as ADMIN."""
+
     def __init__(self, server: EmbeddedServer) -> None:
         self.server = server
         self.uri = f"mongodb://127.0.0.1:{server.port}/?directConnection=true"
         self.admin: MongoClient[Any] = MongoClient(self.uri_for(ADMIN))
 
-    def uri_for(self, user: User, password: str | None = None) -> str:
-        secret = urllib.parse.quote(user.password if password is None else password, safe="")
+    @classmethod
+    @contextmanager
+    def running(cls, store: Path) -> Iterator[AuthServer]:
+        server = provisioned_server(store, setup_users, ["--auth"])
+        try:
+            wrapper = cls(server)
+            with wrapper.admin:
+                yield wrapper
+        finally:
+            server.stop()
+
+    def uri_for(self, user: User) -> str:
+        """The URI with ``user``'s credentials in it, percent-encoded."""
+        name, secret = (urllib.parse.quote(part, safe="") for part in (user.name, user.password))
         return (
-            f"mongodb://{urllib.parse.quote(user.name, safe='')}:{secret}@127.0.0.1:"
-            f"{self.server.port}/?directConnection=true&authSource={user.source}"
+            f"mongodb://{name}:{secret}@127.0.0.1:{self.server.port}/"
+            f"?directConnection=true&authSource={user.source}"
         )
 
 
@@ -281,13 +297,34 @@ class TlsServers:
         return f"mongodb://127.0.0.1:{server.port}/?directConnection=true{query}"
 
     @classmethod
-    def start(cls, pki: Pki, started: list[EmbeddedServer]) -> TlsServers:
-        for cert, key in ((pki.server_cert, pki.server_key), (pki.wrong_host_cert, pki.wrong_host_key)):
-            started.append(EmbeddedServer(extra_args=tls_args(cert, key)).start())
-        uri = f"mongodb://127.0.0.1:{started[0].port}/?directConnection=true"
-        servers = cls(pki, *started, admin=MongoClient(uri, tls=True, tlsCAFile=str(pki.ca)))
-        load_data(servers.admin)
-        return servers
+    @contextmanager
+    def running(cls, pki: Pki) -> Iterator[TlsServers]:
+        started: list[EmbeddedServer] = []
+        try:
+            for cert, key in (
+                (pki.server_cert, pki.server_key),
+                (pki.wrong_host_cert, pki.wrong_host_key),
+            ):
+                started.append(EmbeddedServer(extra_args=tls_args(cert, key)).start())
+            uri = f"mongodb://127.0.0.1:{started[0].port}/?directConnection=true"
+            with MongoClient(uri, tls=True, tlsCAFile=str(pki.ca)) as admin:
+                load_data(admin)
+                yield cls(pki, *started, admin=admin)
+        finally:
+            for server in started:
+                server.stop()
+
+
+@contextmanager
+def x509_server(pki: Pki, store: Path) -> Iterator[str]:
+    """A TLS server with --auth that asks for client certificates and knows the client
+    certificate's subject as a user; yields its URI (host localhost)."""
+    options = ["--auth", *tls_args(pki.server_cert, pki.server_key, pki.ca)]
+    server = provisioned_server(store, x509_setup(pki), options)
+    try:
+        yield f"mongodb://localhost:{server.port}/?directConnection=true"
+    finally:
+        server.stop()
 
 
 def x509_setup(pki: Pki) -> Callable[[MongoClient[Any]], None]:

@@ -54,7 +54,7 @@ def data_span(archive: Path, member: str) -> tuple[int, int]:
 
 
 def flipped(data: bytes, offset: int, bit: int = 0) -> bytes:
-    return data[:offset] + bytes([data[offset] ^ (1 << bit)]) + data[offset + 1:]
+    return data[:offset] + bytes([data[offset] ^ (1 << bit)]) + data[offset + 1 :]
 
 
 def damaged_copy(tmp_path: Path, archive: Path, data: bytes, tag: str) -> Path:

@@ -78,11 +78,21 @@ def test_keep_folder_keeps_the_working_folder(
 
 @pytest.mark.parametrize(
     ("compress", "suffix", "magic"),
-    [("none", ".tar", None), ("gzip", ".tar.gz", b"\x1f\x8b"),
-     ("zstd", ".tar.zst", b"\x28\xb5\x2f\xfd")],
+    [
+        ("none", ".tar", None),
+        ("gzip", ".tar.gz", b"\x1f\x8b"),
+        ("zstd", ".tar.zst", b"\x28\xb5\x2f\xfd"),
+    ],
 )
-def test_compressions(cli: CliRunner, mongo_uri: str, shop: str, tmp_path: Path,
-                      compress: str, suffix: str, magic: bytes | None) -> None:
+def test_compressions(
+    cli: CliRunner,
+    mongo_uri: str,
+    shop: str,
+    tmp_path: Path,
+    compress: str,
+    suffix: str,
+    magic: bytes | None,
+) -> None:
     archive = run_backup(cli, mongo_uri, shop, tmp_path, "--compress", compress)
     assert archive.name.endswith(suffix) and re.fullmatch(STAMP + re.escape(suffix), archive.name)
     head = archive.read_bytes()[:512]
@@ -169,14 +179,27 @@ def test_hostile_collection_names_get_unique_safe_files(
 
 
 def test_collection_filters(cli: CliRunner, mongo_uri: str, shop: str, tmp_path: Path) -> None:
-    only = read_manifest(run_backup(cli, mongo_uri, shop, tmp_path / "1",
-                                    "--collection", "alpha", "--collection", "empty"))
+    only = read_manifest(
+        run_backup(
+            cli, mongo_uri, shop, tmp_path / "1", "--collection", "alpha", "--collection", "empty"
+        )
+    )
     assert [c["name"] for c in only["collections"]] == ["alpha", "empty"]
-    without = read_manifest(run_backup(cli, mongo_uri, shop, tmp_path / "2",
-                                       "--exclude-collection", "beta"))
+    without = read_manifest(
+        run_backup(cli, mongo_uri, shop, tmp_path / "2", "--exclude-collection", "beta")
+    )
     assert [c["name"] for c in without["collections"]] == ["alpha", "empty"]
-    missing = cli("backup", "--uri", mongo_uri, "--db", shop, "--out-dir", tmp_path / "3",
-                  "--collection", "nope")
+    missing = cli(
+        "backup",
+        "--uri",
+        mongo_uri,
+        "--db",
+        shop,
+        "--out-dir",
+        tmp_path / "3",
+        "--collection",
+        "nope",
+    )
     assert missing.code == 2 and "nope" in missing.err and missing.out == ""
 
 
@@ -188,8 +211,15 @@ def test_json_output(cli: CliRunner, mongo_uri: str, shop: str, tmp_path: Path) 
     assert set(data) == {"archive", "database", "collections", "duration_s", "exit_code"}
     assert Path(data["archive"]).is_file() and data["database"] == shop and data["exit_code"] == 0
     alpha = next(c for c in data["collections"] if c["name"] == "alpha")
-    assert alpha == {"name": "alpha", "type": "collection", "file": "alpha.jsonl", "count": 3,
-                     "bytes": alpha["bytes"], "status": "ok", "error": None}
+    assert alpha == {
+        "name": "alpha",
+        "type": "collection",
+        "file": "alpha.jsonl",
+        "count": 3,
+        "bytes": alpha["bytes"],
+        "status": "ok",
+        "error": None,
+    }
 
 
 def test_relaxed_and_pretty_formats(
@@ -215,8 +245,17 @@ def test_missing_configuration_exits_2(cli: CliRunner, clean_env: Path) -> None:
 
 def test_unreachable_server_fails_fast_naming_the_host(cli: CliRunner, tmp_path: Path) -> None:
     started = time.monotonic()
-    result = cli("backup", "--uri", "mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=1000",
-                 "--db", "x", "--out-dir", tmp_path, "--timeout", "1")
+    result = cli(
+        "backup",
+        "--uri",
+        "mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=1000",
+        "--db",
+        "x",
+        "--out-dir",
+        tmp_path,
+        "--timeout",
+        "1",
+    )
     assert time.monotonic() - started < 8
     assert result.code == 1 and result.out == ""
     lines = result.err.strip().splitlines()
@@ -239,7 +278,8 @@ def test_backups_in_the_same_second_never_collide(
     monkeypatch.setattr(planning_module, "utc_stamp", lambda now=None: "20240101_000000")
     archives = [run_backup(cli, mongo_uri, shop, tmp_path) for _ in range(3)]
     assert [a.name for a in archives] == [
-        "backup_20240101_000000.tar.zst", "backup_20240101_000000_1.tar.zst",
+        "backup_20240101_000000.tar.zst",
+        "backup_20240101_000000_1.tar.zst",
         "backup_20240101_000000_2.tar.zst",
     ]
 
@@ -255,8 +295,12 @@ def test_archiving_failure_keeps_the_folder(
     # zstd (the default) keeps each member compressed while it is written.
     # The checkpoint stays too, so that --resume can finish the job.
     assert sorted(p.name for p in folder.iterdir()) == [
-        "alpha.jsonl.zst", "beta.jsonl.zst", "checkpoint.json", "empty.jsonl.zst",
-        "manifest.json"]
+        "alpha.jsonl.zst",
+        "beta.jsonl.zst",
+        "checkpoint.json",
+        "empty.jsonl.zst",
+        "manifest.json",
+    ]
     # ... and such a folder is still a backup that verify (and restore) can read.
     assert cli("verify", folder).code == 0
     # Once the obstacle is gone, --resume archives what was exported, reading nothing again.
@@ -273,8 +317,11 @@ def test_failed_connect_closes_its_client() -> None:
         with contextlib.suppress(ConnectionFailed):
             connect("mongodb://127.0.0.1:1/", timeout=0.5)
         gc.collect()
-    leaks = [w for w in caught
-             if issubclass(w.category, ResourceWarning) and "MongoClient" in str(w.message)]
+    leaks = [
+        w
+        for w in caught
+        if issubclass(w.category, ResourceWarning) and "MongoClient" in str(w.message)
+    ]
     assert leaks == []
 
 
@@ -290,8 +337,9 @@ def test_credentials_never_printed_for_unreachable_server(
     cli: CliRunner, tmp_path: Path, flags: tuple[str, ...]
 ) -> None:
     uri = f"mongodb://alice:{PASSWORD}@127.0.0.1:1/?serverSelectionTimeoutMS=1000"
-    result = cli("backup", "--uri", uri, "--db", "x", "--out-dir", tmp_path,
-                 "--timeout", "1", *flags)
+    result = cli(
+        "backup", "--uri", uri, "--db", "x", "--out-dir", tmp_path, "--timeout", "1", *flags
+    )
     assert result.code == 1
     assert "127.0.0.1:1" in result.err
     for secret in (PASSWORD, "alice"):
@@ -310,8 +358,19 @@ def test_credentials_never_written_on_success(
         pytest.skip(f"server cannot create a user for this test: {error}")
     try:
         uri = mongo_uri.replace("mongodb://", f"mongodb://{user}:{PASSWORD}@", 1)
-        result = cli("backup", "--uri", uri, "--db", shop, "--out-dir", tmp_path, "-v",
-                     "--compress", "none", "--json")
+        result = cli(
+            "backup",
+            "--uri",
+            uri,
+            "--db",
+            shop,
+            "--out-dir",
+            tmp_path,
+            "-v",
+            "--compress",
+            "none",
+            "--json",
+        )
     finally:
         client.admin.command("dropUser", user)
     assert result.code == 0, result.err
@@ -326,6 +385,7 @@ def test_credentials_never_written_on_success(
 
 # --- a failing collection ----------------------------------------------------------
 
+
 def test_failing_collection_is_recorded_and_exit_code_is_3(
     cli: CliRunner, client: Any, mongo_uri: str, db_name: str, tmp_path: Path
 ) -> None:
@@ -335,16 +395,19 @@ def test_failing_collection_is_recorded_and_exit_code_is_3(
     # With one worker, collections of the same size are read in name order, and nothing
     # else the backup sends is a "find", so one failure hits a_first even where the
     # namespace filter is ignored.
-    failpoint = {"configureFailPoint": "failCommand", "mode": {"times": 1},
-                 "data": {"failCommands": ["find"], "errorCode": 2,
-                          "namespace": f"{db_name}.a_first"}}
+    failpoint = {
+        "configureFailPoint": "failCommand",
+        "mode": {"times": 1},
+        "data": {"failCommands": ["find"], "errorCode": 2, "namespace": f"{db_name}.a_first"},
+    }
     try:
         client.admin.command(failpoint)
     except Exception as error:
         pytest.skip(f"server has no failCommand failpoint (needs --enable-test-commands): {error}")
     try:
-        result = cli("backup", "--uri", mongo_uri, "--db", db_name, "--out-dir", tmp_path,
-                     "-j", "1")
+        result = cli(
+            "backup", "--uri", mongo_uri, "--db", db_name, "--out-dir", tmp_path, "-j", "1"
+        )
     finally:
         client.admin.command({"configureFailPoint": "failCommand", "mode": "off"})
     assert result.code == 3, result.err

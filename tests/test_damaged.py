@@ -42,8 +42,9 @@ VICTIM = "beta.jsonl"
 
 
 @pytest.fixture(scope="module")
-def archives(client: Any, mongo_uri: str, tmp_path_factory: pytest.TempPathFactory
-             ) -> Iterator[dict[str, Path]]:
+def archives(
+    client: Any, mongo_uri: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Path]]:
     """One small intact backup per compression, built once for the whole module."""
     name = f"dmg_{uuid.uuid4().hex[:8]}"
     db = client[name]
@@ -61,8 +62,10 @@ def archives(client: Any, mongo_uri: str, tmp_path_factory: pytest.TempPathFacto
 
 # --- the promise every damaged input must keep --------------------------------------
 
-def refused(cli: CliRunner, client: Any, uri: str, source: Path, target_db: str,
-            *extra: str) -> str:
+
+def refused(
+    cli: CliRunner, client: Any, uri: str, source: Path, target_db: str, *extra: str
+) -> str:
     """restore exits 1 with one error line, writes nothing, fast; returns the line."""
     started = time.monotonic()
     result = cli("restore", source, "--uri", uri, "--db", target_db, "-q", *extra)
@@ -93,8 +96,13 @@ TRUNCATION_POINTS = [k / 11 for k in range(1, 11)]
 
 @pytest.mark.parametrize("compress", COMPRESSIONS)
 def test_truncated_archive(
-    cli: CliRunner, client: Any, mongo_uri: str, archives: dict[str, Path],
-    target_db: str, tmp_path: Path, compress: str,
+    cli: CliRunner,
+    client: Any,
+    mongo_uri: str,
+    archives: dict[str, Path],
+    target_db: str,
+    tmp_path: Path,
+    compress: str,
 ) -> None:
     archive = archives[compress]
     data = archive.read_bytes()
@@ -110,8 +118,13 @@ def test_truncated_archive(
 
 @pytest.mark.parametrize("compress", ["none", "gzip", "zstd"])
 def test_archive_missing_only_its_last_bytes(
-    cli: CliRunner, client: Any, mongo_uri: str, archives: dict[str, Path],
-    target_db: str, tmp_path: Path, compress: str,
+    cli: CliRunner,
+    client: Any,
+    mongo_uri: str,
+    archives: dict[str, Path],
+    target_db: str,
+    tmp_path: Path,
+    compress: str,
 ) -> None:
     archive = archives[compress]
     data = archive.read_bytes()
@@ -123,8 +136,13 @@ def test_archive_missing_only_its_last_bytes(
 
 @pytest.mark.parametrize("compress", ["gzip", "zstd"])
 def test_bit_flip_in_last_bytes_of_compressed_archive(
-    cli: CliRunner, client: Any, mongo_uri: str, archives: dict[str, Path],
-    target_db: str, tmp_path: Path, compress: str,
+    cli: CliRunner,
+    client: Any,
+    mongo_uri: str,
+    archives: dict[str, Path],
+    target_db: str,
+    tmp_path: Path,
+    compress: str,
 ) -> None:
     archive = archives[compress]
     data = archive.read_bytes()
@@ -135,8 +153,12 @@ def test_bit_flip_in_last_bytes_of_compressed_archive(
 
 
 def test_bit_flips_in_plain_tar_data_and_manifest(
-    cli: CliRunner, client: Any, mongo_uri: str, archives: dict[str, Path],
-    target_db: str, tmp_path: Path,
+    cli: CliRunner,
+    client: Any,
+    mongo_uri: str,
+    archives: dict[str, Path],
+    target_db: str,
+    tmp_path: Path,
 ) -> None:
     archive = archives["none"]
     data = archive.read_bytes()
@@ -155,22 +177,33 @@ def test_bit_flips_in_plain_tar_data_and_manifest(
 
 @pytest.mark.parametrize("compress", ["gzip", "zstd"])
 def test_bit_flips_in_compressed_stream(
-    cli: CliRunner, client: Any, mongo_uri: str, archives: dict[str, Path],
-    target_db: str, tmp_path: Path, compress: str,
+    cli: CliRunner,
+    client: Any,
+    mongo_uri: str,
+    archives: dict[str, Path],
+    target_db: str,
+    tmp_path: Path,
+    compress: str,
 ) -> None:
     archive = archives[compress]
     data = archive.read_bytes()
     for fraction in (0.2, 0.4, 0.6, 0.8):
-        source = damaged_copy(tmp_path, archive, flipped(data, int(len(data) * fraction), 3),
-                              "cflip")
+        source = damaged_copy(
+            tmp_path, archive, flipped(data, int(len(data) * fraction), 3), "cflip"
+        )
         refused(cli, client, mongo_uri, source, target_db)
         verify_fails(cli, source)
 
 
 @pytest.mark.parametrize("compress", COMPRESSIONS)
 def test_bit_flip_in_manifest_of_rebuilt_archive(
-    cli: CliRunner, client: Any, mongo_uri: str, archives: dict[str, Path],
-    target_db: str, tmp_path: Path, compress: str,
+    cli: CliRunner,
+    client: Any,
+    mongo_uri: str,
+    archives: dict[str, Path],
+    target_db: str,
+    tmp_path: Path,
+    compress: str,
 ) -> None:
     members = members_of(archives[compress])
     name, manifest = members[0]
@@ -189,12 +222,15 @@ STRUCTURE: list[Any] = [
     pytest.param(lambda m: [m[1], m[0], *m[2:]], ("manifest.json",), id="manifest-not-first"),
     pytest.param(lambda m: [m[0], m[1], *m[3:]], (VICTIM,), id="member-dropped"),
     pytest.param(lambda m: m[:-1], ("gamma.jsonl",), id="last-member-dropped"),
-    pytest.param(lambda m: [*m, ("extra.jsonl", b'{"_id": 1}\n')], ("extra.jsonl",),
-                 id="extra-member-at-end"),
-    pytest.param(lambda m: [m[0], m[1], ("extra.jsonl", b""), *m[2:]], ("extra.jsonl",),
-                 id="extra-member-inside"),
-    pytest.param(lambda m: [m[0], m[1], m[1], *m[2:]], ("alpha.jsonl",),
-                 id="duplicate-member"),
+    pytest.param(
+        lambda m: [*m, ("extra.jsonl", b'{"_id": 1}\n')], ("extra.jsonl",), id="extra-member-at-end"
+    ),
+    pytest.param(
+        lambda m: [m[0], m[1], ("extra.jsonl", b""), *m[2:]],
+        ("extra.jsonl",),
+        id="extra-member-inside",
+    ),
+    pytest.param(lambda m: [m[0], m[1], m[1], *m[2:]], ("alpha.jsonl",), id="duplicate-member"),
     pytest.param(lambda m: [*m, m[1]], ("alpha.jsonl",), id="duplicate-member-at-end"),
     pytest.param(lambda m: [m[0], m[0], *m[1:]], ("manifest.json",), id="duplicate-manifest"),
     pytest.param(lambda m: [m[0]], ("alpha.jsonl",), id="manifest-only"),
@@ -204,8 +240,15 @@ STRUCTURE: list[Any] = [
 @pytest.mark.parametrize(("rebuild", "named"), STRUCTURE)
 @pytest.mark.parametrize("compress", ["none", "zstd"])
 def test_members_out_of_place(
-    cli: CliRunner, client: Any, mongo_uri: str, archives: dict[str, Path],
-    target_db: str, tmp_path: Path, compress: str, rebuild: Rebuild, named: tuple[str, ...],
+    cli: CliRunner,
+    client: Any,
+    mongo_uri: str,
+    archives: dict[str, Path],
+    target_db: str,
+    tmp_path: Path,
+    compress: str,
+    rebuild: Rebuild,
+    named: tuple[str, ...],
 ) -> None:
     members = members_of(archives[compress])
     assert [n for n, _ in members] == ["manifest.json", "alpha.jsonl", VICTIM, "gamma.jsonl"]
@@ -216,8 +259,12 @@ def test_members_out_of_place(
 
 
 def test_intact_rebuilt_archive_is_accepted(
-    cli: CliRunner, client: Any, mongo_uri: str, archives: dict[str, Path],
-    target_db: str, tmp_path: Path,
+    cli: CliRunner,
+    client: Any,
+    mongo_uri: str,
+    archives: dict[str, Path],
+    target_db: str,
+    tmp_path: Path,
 ) -> None:
     """The control for the cases above: rebuilding alone damages nothing."""
     source = write_tar(tmp_path / "same.tar.zst", members_of(archives["zstd"]), "zstd")
@@ -228,16 +275,20 @@ def test_intact_rebuilt_archive_is_accepted(
 
 
 FOREIGN: list[Any] = [
-    pytest.param(lambda: write_tar_bytes([("readme.txt", b"hello"), ("x.bin", bytes(300))]),
-                 id="foreign-tar"),
-    pytest.param(lambda: compress_bytes(write_tar_bytes([("a.json", b"{}")]), "zstd"),
-                 id="foreign-tar-zst"),
+    pytest.param(
+        lambda: write_tar_bytes([("readme.txt", b"hello"), ("x.bin", bytes(300))]), id="foreign-tar"
+    ),
+    pytest.param(
+        lambda: compress_bytes(write_tar_bytes([("a.json", b"{}")]), "zstd"), id="foreign-tar-zst"
+    ),
     pytest.param(lambda: compress_bytes(b"plain text, not a tar", "gzip"), id="gzip-of-text"),
     pytest.param(lambda: random.Random(3).randbytes(5000), id="random-bytes"),
-    pytest.param(lambda: b"\x28\xb5\x2f\xfd" + random.Random(4).randbytes(2000),
-                 id="zstd-magic-then-random"),
-    pytest.param(lambda: b"\x1f\x8b" + random.Random(5).randbytes(2000),
-                 id="gzip-magic-then-random"),
+    pytest.param(
+        lambda: b"\x28\xb5\x2f\xfd" + random.Random(4).randbytes(2000), id="zstd-magic-then-random"
+    ),
+    pytest.param(
+        lambda: b"\x1f\x8b" + random.Random(5).randbytes(2000), id="gzip-magic-then-random"
+    ),
     pytest.param(lambda: b"", id="empty-file"),
     pytest.param(lambda: bytes(10240), id="zeros"),
 ]
@@ -246,8 +297,13 @@ FOREIGN: list[Any] = [
 @pytest.mark.parametrize("make", FOREIGN)
 @pytest.mark.parametrize("suffix", [".tar", ".tar.zst"])
 def test_foreign_and_random_input(
-    cli: CliRunner, client: Any, mongo_uri: str, target_db: str, tmp_path: Path,
-    make: Callable[[], bytes], suffix: str,
+    cli: CliRunner,
+    client: Any,
+    mongo_uri: str,
+    target_db: str,
+    tmp_path: Path,
+    make: Callable[[], bytes],
+    suffix: str,
 ) -> None:
     source = tmp_path / f"input{suffix}"
     source.write_bytes(make())
@@ -257,8 +313,13 @@ def test_foreign_and_random_input(
 
 @pytest.mark.parametrize("compress", COMPRESSIONS)
 def test_malformed_line_in_member(
-    cli: CliRunner, client: Any, mongo_uri: str, archives: dict[str, Path],
-    target_db: str, tmp_path: Path, compress: str,
+    cli: CliRunner,
+    client: Any,
+    mongo_uri: str,
+    archives: dict[str, Path],
+    target_db: str,
+    tmp_path: Path,
+    compress: str,
 ) -> None:
     members = members_of(archives[compress])
     lines = members[2][1].split(b"\n")
@@ -275,7 +336,11 @@ def test_malformed_line_in_member(
 
 
 def test_damaged_backup_folder(
-    cli: CliRunner, client: Any, mongo_uri: str, target_db: str, tmp_path: Path,
+    cli: CliRunner,
+    client: Any,
+    mongo_uri: str,
+    target_db: str,
+    tmp_path: Path,
     archives: dict[str, Path],
 ) -> None:
     folder = tmp_path / "folder"
@@ -308,8 +373,13 @@ def test_malformed_single_json_file(
 
 @pytest.mark.parametrize("compress", COMPRESSIONS)
 def test_truncated_archive_without_verify_still_fails_cleanly(
-    cli: CliRunner, client: Any, mongo_uri: str, archives: dict[str, Path],
-    target_db: str, tmp_path: Path, compress: str,
+    cli: CliRunner,
+    client: Any,
+    mongo_uri: str,
+    archives: dict[str, Path],
+    target_db: str,
+    tmp_path: Path,
+    compress: str,
 ) -> None:
     """--no-verify skips the checksum pass, not the reader's own checks: no hang, one line."""
     archive = archives[compress]
@@ -326,8 +396,9 @@ def _entry(data: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 FORGERIES: list[Any] = [
-    pytest.param(lambda d: _entry(d, "beta").update(file="../beta.jsonl"), "unsafe",
-                 id="path-escape"),
+    pytest.param(
+        lambda d: _entry(d, "beta").update(file="../beta.jsonl"), "unsafe", id="path-escape"
+    ),
     pytest.param(lambda d: _entry(d, "beta").update(count=101), VICTIM, id="wrong-count"),
     pytest.param(lambda d: _entry(d, "beta").update(sha256="0" * 64), VICTIM, id="wrong-sha"),
     pytest.param(lambda d: d.update(format_version=99), "format version", id="future-version"),
@@ -337,8 +408,14 @@ FORGERIES: list[Any] = [
 
 @pytest.mark.parametrize(("change", "named"), FORGERIES)
 def test_forged_manifest_with_matching_checksum(
-    cli: CliRunner, client: Any, mongo_uri: str, archives: dict[str, Path],
-    target_db: str, tmp_path: Path, change: Callable[[dict[str, Any]], None], named: str,
+    cli: CliRunner,
+    client: Any,
+    mongo_uri: str,
+    archives: dict[str, Path],
+    target_db: str,
+    tmp_path: Path,
+    change: Callable[[dict[str, Any]], None],
+    named: str,
 ) -> None:
     members = members_of(archives["none"])
     members[0] = ("manifest.json", forged_manifest(members[0][1], change))

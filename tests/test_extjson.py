@@ -28,8 +28,15 @@ LINE_BREAKS = ("\u2028", "\u2029", "\u0085", "\x1c", "\x1d", "\x1e", "\x0b", "\x
 
 def corpus_cases() -> list[object]:
     if not BSON_CORPUS.is_dir():
-        return [pytest.param(None, id="corpus-absent", marks=pytest.mark.skip(
-            reason=f"BSON corpus not found at {BSON_CORPUS} (shared/bson-corpus)"))]
+        return [
+            pytest.param(
+                None,
+                id="corpus-absent",
+                marks=pytest.mark.skip(
+                    reason=f"BSON corpus not found at {BSON_CORPUS} (shared/bson-corpus)"
+                ),
+            )
+        ]
     cases = []
     for path in sorted(BSON_CORPUS.glob("*.json")):
         for index, case in enumerate(json.loads(path.read_text()).get("valid", [])):
@@ -81,7 +88,8 @@ SPECIAL = {
     "escape-key-binary": bson.encode({"$mongoBackupBSON": bson.Binary(b"\x05\x00\x00\x00\x00")}),
     "escape-key-string": bson.encode({"$mongoBackupBSON": "x", "y": 1}),
     "escape-key-doc": bson.encode(
-        {"$mongoBackupBSON": {"$binary": {"base64": "", "subType": "00"}}}),
+        {"$mongoBackupBSON": {"$binary": {"base64": "", "subType": "00"}}}
+    ),
     "invalid-utf8-value": raw_document(b"\x02s\x00" + (3).to_bytes(4, "little") + b"\xff\xfe\x00"),
     "invalid-utf8-key": raw_document(b"\x10\xff\xfe\x00" + (1).to_bytes(4, "little")),
     "nan-payload": raw_document(b"\x01d\x00" + NAN_WITH_PAYLOAD),
@@ -150,10 +158,18 @@ def test_truncated_batch_is_refused() -> None:
 
 # --- reading -----------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     "line",
-    [b"not json", b"{", b'{"a": }', b"123", b'{"a": {"$numberLong": "x"}}', b"\xff\xfe",
-     b'{"a": 1} junk'],
+    [
+        b"not json",
+        b"{",
+        b'{"a": }',
+        b"123",
+        b'{"a": {"$numberLong": "x"}}',
+        b"\xff\xfe",
+        b'{"a": 1} junk',
+    ],
 )
 def test_malformed_line_names_member_and_line(line: bytes) -> None:
     text = bson_line({"a": 1}) + b"\n" + line + b"\n"
@@ -189,8 +205,11 @@ def test_blank_lines_and_crlf_are_skipped() -> None:
 
 
 def test_pretty_multi_line_documents_are_read() -> None:
-    raws = [bson.encode({"_id": 1, "n": {"a": [1, {"b": 2}]}}), bson.encode({}),
-            bson.encode({"s": "}"})]
+    raws = [
+        bson.encode({"_id": 1, "n": {"a": [1, {"b": 2}]}}),
+        bson.encode({}),
+        bson.encode({"s": "}"}),
+    ]
     text, _ = BatchEncoder(pretty=True).encode(b"".join(raws))
     assert text.count(b"\n") > len(raws)  # really multi-line
     assert read_back(text) == raws
@@ -240,9 +259,30 @@ def read_back_named(text: bytes, member: str) -> list[bytes]:
 
 KEYS = st.one_of(
     st.text(min_size=0, max_size=8).filter(lambda k: "\x00" not in k),
-    st.sampled_from(["$numberLong", "$oid", "$date", "$binary", "$type", "$regex", "$options",
-                     "$numberDouble", "$code", "$scope", "$ref", "$id", "$mongoBackupBSON",
-                     "a.b", "", "$", ".", "$numberDecimal", "$timestamp", "$minKey"]),
+    st.sampled_from(
+        [
+            "$numberLong",
+            "$oid",
+            "$date",
+            "$binary",
+            "$type",
+            "$regex",
+            "$options",
+            "$numberDouble",
+            "$code",
+            "$scope",
+            "$ref",
+            "$id",
+            "$mongoBackupBSON",
+            "a.b",
+            "",
+            "$",
+            ".",
+            "$numberDecimal",
+            "$timestamp",
+            "$minKey",
+        ]
+    ),
 )
 SCALARS = st.one_of(
     st.integers(min_value=-(2**63), max_value=2**63 - 1),
@@ -255,8 +295,9 @@ SCALARS = st.one_of(
 )
 VALUES = st.recursive(
     SCALARS,
-    lambda children: st.one_of(st.lists(children, max_size=4),
-                               st.dictionaries(KEYS, children, max_size=4)),
+    lambda children: st.one_of(
+        st.lists(children, max_size=4), st.dictionaries(KEYS, children, max_size=4)
+    ),
     max_leaves=20,
 )
 DOCUMENTS = st.dictionaries(KEYS, VALUES, max_size=6)

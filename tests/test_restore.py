@@ -36,8 +36,9 @@ restore_module = importlib.import_module("mongo_backup.restore")
 def shop(client: Any, db_name: str) -> str:
     """Three collections with data and indexes, one validated, one view."""
     db = client[db_name]
-    db.orders.insert_many([{"_id": i, "total": Int64(i * 100), "sku": f"s{i % 7}"}
-                           for i in range(300)])
+    db.orders.insert_many(
+        [{"_id": i, "total": Int64(i * 100), "sku": f"s{i % 7}"} for i in range(300)]
+    )
     db.orders.create_index("sku", name="sku_idx")
     db.orders.create_index([("total", -1)], name="total_idx", sparse=True)
     db.create_collection("people", validator={"$jsonSchema": {"required": ["name"]}})
@@ -104,13 +105,31 @@ def test_single_file_needs_db_and_one_collection(
 def test_collection_and_exclude_filters(
     cli: CliRunner, client: Any, mongo_uri: str, shop_archive: Path, target_db: str
 ) -> None:
-    result = restore_cli(cli, shop_archive, mongo_uri, "--db", target_db,
-                         "--collection", "orders", "--collection", "notes")
+    result = restore_cli(
+        cli,
+        shop_archive,
+        mongo_uri,
+        "--db",
+        target_db,
+        "--collection",
+        "orders",
+        "--collection",
+        "notes",
+    )
     assert result.code == 0, result.err
     assert user_collections(client, target_db) == ["notes", "orders"]
     client.drop_database(target_db)
-    result = restore_cli(cli, shop_archive, mongo_uri, "--db", target_db,
-                         "--exclude-collection", "orders", "--exclude-collection", "big_orders")
+    result = restore_cli(
+        cli,
+        shop_archive,
+        mongo_uri,
+        "--db",
+        target_db,
+        "--exclude-collection",
+        "orders",
+        "--exclude-collection",
+        "big_orders",
+    )
     assert result.code == 0, result.err
     assert user_collections(client, target_db) == ["notes", "people"]
 
@@ -156,20 +175,24 @@ def test_validator_refusals_exit_3_unless_bypassed(
     assert code == 3
     assert (outcome["strict"]["inserted"], outcome["strict"]["rejected"]) == (5, 3)
     client.drop_database(target_db)
-    code, outcome = restore_json(cli, archive, mongo_uri, "--db", target_db,
-                                 "--bypass-document-validation")
+    code, outcome = restore_json(
+        cli, archive, mongo_uri, "--db", target_db, "--bypass-document-validation"
+    )
     assert code == 0
     assert (outcome["strict"]["inserted"], outcome["strict"]["rejected"]) == (8, 0)
     assert_same_bytes(client, db_name, target_db, "strict")
-    assert collection_options(client, target_db)["strict"]["validator"] == \
-        collection_options(client, db_name)["strict"]["validator"]
+    assert (
+        collection_options(client, target_db)["strict"]["validator"]
+        == collection_options(client, db_name)["strict"]["validator"]
+    )
 
 
 def test_no_indexes_and_no_options(
     cli: CliRunner, client: Any, mongo_uri: str, shop: str, shop_archive: Path, target_db: str
 ) -> None:
-    result = restore_cli(cli, shop_archive, mongo_uri, "--db", target_db,
-                         "--no-indexes", "--no-options")
+    result = restore_cli(
+        cli, shop_archive, mongo_uri, "--db", target_db, "--no-indexes", "--no-options"
+    )
     assert result.code == 0, result.err
     assert list(index_specs(client, target_db, "orders")) == ["_id_"]
     assert "validator" not in collection_options(client, target_db)["people"]
@@ -202,8 +225,9 @@ def test_parallel_and_serial_inserts_give_the_same_result(
     results = []
     for jobs in ("1", "4"):
         client.drop_database(target_db)
-        result = restore_cli(cli, shop_archive, mongo_uri, "--db", target_db,
-                             "-j", jobs, "--batch-size", "7")
+        result = restore_cli(
+            cli, shop_archive, mongo_uri, "--db", target_db, "-j", jobs, "--batch-size", "7"
+        )
         assert result.code == 0, result.err
         results.append({c: raw_docs_by_id(client, target_db, c) for c in ("orders", "people")})
     assert results[0] == results[1]
@@ -233,8 +257,9 @@ def test_inspect_table_and_json(cli: CliRunner, shop: str, shop_archive: Path) -
     manifest = json.loads(as_json.out)
     assert manifest["database"] == shop
     expected = read_manifest(shop_archive)
-    assert {c["name"]: c["count"] for c in manifest["collections"]} == \
-        {c["name"]: c["count"] for c in expected["collections"]}
+    assert {c["name"]: c["count"] for c in manifest["collections"]} == {
+        c["name"]: c["count"] for c in expected["collections"]
+    }
 
 
 def test_library_api_returns_exit_codes(
@@ -263,12 +288,16 @@ def test_verify_against_database_finds_every_kind_of_difference(
     db.orders.update_one({"_id": 2}, {"$set": {"total": Int64(3)}})
     db.orders.drop_index("sku_idx")
     db.command("collMod", "people", validator={"$jsonSchema": {"required": ["other"]}})
-    report = cli("verify", shop_archive, "--against-uri", mongo_uri, "--against-db", target_db,
-                 "--json")
+    report = cli(
+        "verify", shop_archive, "--against-uri", mongo_uri, "--against-db", target_db, "--json"
+    )
     assert report.code == 1
     against = {a["name"]: a for a in json.loads(report.out)["against"]}
-    assert (against["orders"]["missing"], against["orders"]["extra"],
-            against["orders"]["different"]) == (1, 1, 1)
+    assert (
+        against["orders"]["missing"],
+        against["orders"]["extra"],
+        against["orders"]["different"],
+    ) == (1, 1, 1)
     assert "indexes differ" in against["orders"]["metadata"]
     assert "collection options differ" in against["people"]["metadata"]
     assert against["notes"]["ok"]
@@ -278,8 +307,9 @@ def test_dry_run_with_drop_leaves_an_existing_target_alone(
     cli: CliRunner, client: Any, mongo_uri: str, shop_archive: Path, target_db: str
 ) -> None:
     client[target_db].orders.insert_one({"_id": "kept"})
-    code, plan = restore_json(cli, shop_archive, mongo_uri, "--db", target_db,
-                              "--dry-run", "--drop")
+    code, plan = restore_json(
+        cli, shop_archive, mongo_uri, "--db", target_db, "--dry-run", "--drop"
+    )
     assert code == 0
     assert plan["orders"]["action"] == "drop and restore"
     assert list(client[target_db].orders.find()) == [{"_id": "kept"}]
@@ -288,7 +318,11 @@ def test_dry_run_with_drop_leaves_an_existing_target_alone(
 
 @pytest.mark.parametrize("bad", [["-j", "0"], ["-j", "65"], ["--batch-size", "0"]])
 def test_out_of_range_settings_are_usage_errors(
-    cli: CliRunner, client: Any, mongo_uri: str, shop_archive: Path, target_db: str,
+    cli: CliRunner,
+    client: Any,
+    mongo_uri: str,
+    shop_archive: Path,
+    target_db: str,
     bad: list[str],
 ) -> None:
     result = restore_cli(cli, shop_archive, mongo_uri, "--db", target_db, *bad)

@@ -48,37 +48,108 @@ from restoretools import (
 # _ids are all distinct strings (or distinct types no relaxed conversion can merge),
 # so even the lossy relaxed form cannot turn two documents into one.
 TORTURE: list[dict[str, Any]] = [
-    {"_id": "ints", "i32": 2**31 - 1, "i32min": -(2**31), "i64": Int64(2**63 - 1),
-     "i64min": Int64(-(2**63)), "small64": Int64(5)},
-    {"_id": "doubles", "z": -0.0, "nan": math.nan, "inf": math.inf, "ninf": -math.inf,
-     "tiny": 5e-324, "big": 1.7976931348623157e308, "whole": 2.0, "third": 1 / 3},
-    {"_id": "decimals", "d": Decimal128("1.000000000000000000000000000000001E+6144"),
-     "neg0": Decimal128("-0.00"), "nan": Decimal128("NaN"), "snan": Decimal128("-sNaN"),
-     "inf": Decimal128("-Infinity"), "exp": Decimal128("1E-6176")},
-    {"_id": "dates", "epoch": dt.datetime(1970, 1, 1),
-     "pre1970": dt.datetime(1601, 1, 1, 0, 0, 0, 1000), "minus1": bson.DatetimeMS(-1),
-     "last": dt.datetime(9999, 12, 31, 23, 59, 59, 999000), "first": dt.datetime(1, 1, 1)},
-    {"_id": "binary", "b0": Binary(b"\x00\xff", 0), "b1": Binary(b"fn", 1),
-     "b2": Binary(b"old", 2), "b3": Binary(b"0123456789abcdef", 3),
-     "b4": Binary(uuid.UUID(int=1).bytes, 4), "b5": Binary(b"\x01" * 16, 5),
-     "b6": Binary(b"enc", 6), "b7": Binary(b"col", 7), "b80": Binary(b"user", 0x80),
-     "bff": Binary(b"x", 0xFF), "empty": Binary(b"", 0)},
-    {"_id": "regex", "r": Regex("^a.*b$", "imsx"), "r2": Regex("[\\d]+", ""),
-     "r3": Regex("x", "lu"), "slash": Regex("a/b\\\\", "i")},
-    {"_id": "ts", "t": Timestamp(4294967295, 4294967295), "t0": Timestamp(0, 0),
-     "t1": Timestamp(1, 2)},
-    {"_id": "keys", "min": MinKey(), "max": MaxKey(), "none": None, "t": True, "f": False,
-     "oid": ObjectId("5f0000000000000000000001")},
-    {"_id": "code", "c": Code("function(){return 1}"),
-     "cs": Code("x+y", {"x": 1, "y": [2], "z": {"$numberLong": "1"}})},
-    {"_id": "dbref", "ref": DBRef("other", ObjectId("5f0000000000000000000002"), "db2", extra=1),
-     "plain": DBRef("c", 5)},
+    {
+        "_id": "ints",
+        "i32": 2**31 - 1,
+        "i32min": -(2**31),
+        "i64": Int64(2**63 - 1),
+        "i64min": Int64(-(2**63)),
+        "small64": Int64(5),
+    },
+    {
+        "_id": "doubles",
+        "z": -0.0,
+        "nan": math.nan,
+        "inf": math.inf,
+        "ninf": -math.inf,
+        "tiny": 5e-324,
+        "big": 1.7976931348623157e308,
+        "whole": 2.0,
+        "third": 1 / 3,
+    },
+    {
+        "_id": "decimals",
+        "d": Decimal128("1.000000000000000000000000000000001E+6144"),
+        "neg0": Decimal128("-0.00"),
+        "nan": Decimal128("NaN"),
+        "snan": Decimal128("-sNaN"),
+        "inf": Decimal128("-Infinity"),
+        "exp": Decimal128("1E-6176"),
+    },
+    {
+        "_id": "dates",
+        "epoch": dt.datetime(1970, 1, 1),
+        "pre1970": dt.datetime(1601, 1, 1, 0, 0, 0, 1000),
+        "minus1": bson.DatetimeMS(-1),
+        "last": dt.datetime(9999, 12, 31, 23, 59, 59, 999000),
+        "first": dt.datetime(1, 1, 1),
+    },
+    {
+        "_id": "binary",
+        "b0": Binary(b"\x00\xff", 0),
+        "b1": Binary(b"fn", 1),
+        "b2": Binary(b"old", 2),
+        "b3": Binary(b"0123456789abcdef", 3),
+        "b4": Binary(uuid.UUID(int=1).bytes, 4),
+        "b5": Binary(b"\x01" * 16, 5),
+        "b6": Binary(b"enc", 6),
+        "b7": Binary(b"col", 7),
+        "b80": Binary(b"user", 0x80),
+        "bff": Binary(b"x", 0xFF),
+        "empty": Binary(b"", 0),
+    },
+    {
+        "_id": "regex",
+        "r": Regex("^a.*b$", "imsx"),
+        "r2": Regex("[\\d]+", ""),
+        "r3": Regex("x", "lu"),
+        "slash": Regex("a/b\\\\", "i"),
+    },
+    {
+        "_id": "ts",
+        "t": Timestamp(4294967295, 4294967295),
+        "t0": Timestamp(0, 0),
+        "t1": Timestamp(1, 2),
+    },
+    {
+        "_id": "keys",
+        "min": MinKey(),
+        "max": MaxKey(),
+        "none": None,
+        "t": True,
+        "f": False,
+        "oid": ObjectId("5f0000000000000000000001"),
+    },
+    {
+        "_id": "code",
+        "c": Code("function(){return 1}"),
+        "cs": Code("x+y", {"x": 1, "y": [2], "z": {"$numberLong": "1"}}),
+    },
+    {
+        "_id": "dbref",
+        "ref": DBRef("other", ObjectId("5f0000000000000000000002"), "db2", extra=1),
+        "plain": DBRef("c", 5),
+    },
     {"_id": "odd keys", "a.b": 1, "$dollar": 2, "": 3, "x": {"$in": [1], "a.b.c": {"": None}}},
-    {"_id": "lookalikes", "l": {"$numberLong": "5"}, "o": {"$oid": "5f0000000000000000000003"},
-     "d": {"$date": 0}, "b": {"$binary": "AA==", "$type": "00"}, "u": {"$undefined": True},
-     "e": {"$mongoBackupBSON": 1}, "r": {"$regex": "a", "$options": "i"}},
-    {"_id": "strings", "sep": "a\u2028b\u2029c\u0085d\x1ce", "nul": "a\x00b",
-     "ctl": "\t\n\r\x00\x7f\x1f", "uni": "日本語 ünï 🎉", "long": "é" * 5000, "empty": ""},
+    {
+        "_id": "lookalikes",
+        "l": {"$numberLong": "5"},
+        "o": {"$oid": "5f0000000000000000000003"},
+        "d": {"$date": 0},
+        "b": {"$binary": "AA==", "$type": "00"},
+        "u": {"$undefined": True},
+        "e": {"$mongoBackupBSON": 1},
+        "r": {"$regex": "a", "$options": "i"},
+    },
+    {
+        "_id": "strings",
+        "sep": "a\u2028b\u2029c\u0085d\x1ce",
+        "nul": "a\x00b",
+        "ctl": "\t\n\r\x00\x7f\x1f",
+        "uni": "日本語 ünï 🎉",
+        "long": "é" * 5000,
+        "empty": "",
+    },
     {"_id": "order", "z": 1, "a": 2, "m": SON([("z", 1), ("a", 2), ("b", {"y": 1, "x": 2})])},
     {"_id": "nested", "a": [[1, [2, [3, []]]], {"b": [{"c": {}}]}], "deep": {"x": {"y": [None]}}},
     {"_id": Int64(7), "kind": "int64 _id"},
@@ -96,12 +167,17 @@ TORTURE: list[dict[str, Any]] = [
 # Dates outside year 1..9999 (bson.DatetimeMS): SecantusDB refuses them.
 OPTIONAL_GROUPS: dict[str, list[bytes]] = {
     "deprecated": [
-        raw_document(int32_element("_id", 1),
-                     b"\x0es\x00" + (4).to_bytes(4, "little") + b"sym\x00"),
+        raw_document(
+            int32_element("_id", 1), b"\x0es\x00" + (4).to_bytes(4, "little") + b"sym\x00"
+        ),
         raw_document(int32_element("_id", 2), b"\x06u\x00"),
-        raw_document(int32_element("_id", 3),
-                     b"\x0cp\x00" + (5).to_bytes(4, "little") + b"coll\x00"
-                     + bytes.fromhex("5f0000000000000000000004")),
+        raw_document(
+            int32_element("_id", 3),
+            b"\x0cp\x00"
+            + (5).to_bytes(4, "little")
+            + b"coll\x00"
+            + bytes.fromhex("5f0000000000000000000004"),
+        ),
     ],
     "extreme_dates": [
         bson.encode({"_id": i, "d": bson.DatetimeMS(ms)})
@@ -148,19 +224,28 @@ VARIANTS = [
 
 @pytest.mark.parametrize(("compress", "json_format", "pretty"), VARIANTS)
 def test_torture_round_trip(
-    cli: CliRunner, client: Any, mongo_uri: str, torture_db: str, target_db: str,
-    tmp_path: Path, compress: str, json_format: str, pretty: bool,
+    cli: CliRunner,
+    client: Any,
+    mongo_uri: str,
+    torture_db: str,
+    target_db: str,
+    tmp_path: Path,
+    compress: str,
+    json_format: str,
+    pretty: bool,
 ) -> None:
     extra = ["--compress", compress, "--json-format", json_format, "--batch-size", "500"]
-    archive = backup_archive(cli, mongo_uri, torture_db, tmp_path, *extra,
-                             *(["--pretty"] if pretty else []))
+    archive = backup_archive(
+        cli, mongo_uri, torture_db, tmp_path, *extra, *(["--pretty"] if pretty else [])
+    )
     restored = restore_cli(cli, archive, mongo_uri, "--db", target_db)
     assert restored.code == 0, restored.err
     assert user_collections(client, target_db) == user_collections(client, torture_db)
     for coll in user_collections(client, torture_db):
         if json_format == "relaxed":  # lossy by design: only counts must survive
-            assert client[target_db][coll].count_documents({}) == \
-                client[torture_db][coll].count_documents({}), coll
+            assert client[target_db][coll].count_documents({}) == client[torture_db][
+                coll
+            ].count_documents({}), coll
         else:
             assert_same_bytes(client, torture_db, target_db, coll)
     if json_format == "canonical":
@@ -195,8 +280,12 @@ def _capped(db: Any) -> None:
 
 
 def _validated(db: Any) -> None:
-    db.create_collection("c", validator={"$jsonSchema": {"required": ["x"]}},
-                         validationLevel="strict", validationAction="error")
+    db.create_collection(
+        "c",
+        validator={"$jsonSchema": {"required": ["x"]}},
+        validationLevel="strict",
+        validationAction="error",
+    )
     db.c.insert_many([{"_id": i, "x": i} for i in range(5)])
 
 
@@ -211,10 +300,12 @@ def _clustered(db: Any) -> None:
 
 
 def _timeseries(db: Any) -> None:
-    db.create_collection("c", timeseries={"timeField": "t", "metaField": "m",
-                                          "granularity": "hours"})
-    db.c.insert_many([{"t": dt.datetime(2020, 1, 1, i), "m": {"s": i % 2}, "v": i}
-                      for i in range(5)])
+    db.create_collection(
+        "c", timeseries={"timeField": "t", "metaField": "m", "granularity": "hours"}
+    )
+    db.c.insert_many(
+        [{"t": dt.datetime(2020, 1, 1, i), "m": {"s": i % 2}, "v": i} for i in range(5)]
+    )
 
 
 def _views(db: Any) -> None:
@@ -231,10 +322,14 @@ def _empty(db: Any) -> None:
 
 def _index(keys: list[tuple[str, Any]], **options: Any) -> Setup:
     def setup(db: Any) -> None:
-        db.c.insert_many([{"_id": i, "a": i, "b": i, "loc": {"type": "Point",
-                                                             "coordinates": [i, i]}}
-                          for i in range(5)])
+        db.c.insert_many(
+            [
+                {"_id": i, "a": i, "b": i, "loc": {"type": "Point", "coordinates": [i, i]}}
+                for i in range(5)
+            ]
+        )
         db.c.create_index(keys, name="ix", **options)
+
     return setup
 
 
@@ -248,11 +343,11 @@ KINDS: list[Any] = [
     pytest.param(_empty, id="empty"),
     pytest.param(_index([("a", 1)], unique=True), id="index-unique"),
     pytest.param(_index([("a", 1)], sparse=True), id="index-sparse"),
-    pytest.param(_index([("a", 1)], partialFilterExpression={"a": {"$gt": 2}}),
-                 id="index-partial"),
+    pytest.param(_index([("a", 1)], partialFilterExpression={"a": {"$gt": 2}}), id="index-partial"),
     pytest.param(_index([("a", 1)], expireAfterSeconds=3600), id="index-ttl"),
-    pytest.param(_index([("b", 1)], collation={"locale": "de", "strength": 1}),
-                 id="index-collation"),
+    pytest.param(
+        _index([("b", 1)], collation={"locale": "de", "strength": 1}), id="index-collation"
+    ),
     pytest.param(_index([("a", 1)], hidden=True), id="index-hidden"),
     pytest.param(_index([("a", 1), ("b", -1)]), id="index-compound"),
     pytest.param(_index([("$**", 1)]), id="index-wildcard"),
@@ -268,8 +363,13 @@ def _without_uuid(options: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.mark.parametrize("setup", KINDS)
 def test_collection_kind_round_trips(
-    cli: CliRunner, client: Any, mongo_uri: str, db_name: str, target_db: str,
-    tmp_path: Path, setup: Setup,
+    cli: CliRunner,
+    client: Any,
+    mongo_uri: str,
+    db_name: str,
+    target_db: str,
+    tmp_path: Path,
+    setup: Setup,
 ) -> None:
     try:
         setup(client[db_name])
@@ -285,8 +385,9 @@ def test_collection_kind_round_trips(
             continue
         assert index_specs(client, target_db, name) == index_specs(client, db_name, name)
         if "timeseries" in options:  # a server may rebuild measurements: counts only
-            assert client[target_db][name].count_documents({}) == \
-                client[db_name][name].count_documents({})
+            assert client[target_db][name].count_documents({}) == client[db_name][
+                name
+            ].count_documents({})
         else:
             assert_same_bytes(client, db_name, target_db, name)
     if "a_view_on_view" in source_options:  # the views work, not just exist
@@ -297,6 +398,7 @@ def test_collection_kind_round_trips(
 
 
 # --- the MongoDB BSON corpus ------------------------------------------------------------
+
 
 def _corpus_cases() -> list[tuple[str, bytes]]:
     cases = []
@@ -316,8 +418,13 @@ def _with_id(raw: bytes, number: int) -> bytes:
 
 @pytest.mark.skipif(not BSON_CORPUS.is_dir(), reason=f"no BSON corpus at {BSON_CORPUS}")
 def test_bson_corpus_valid_cases_round_trip(
-    cli: CliRunner, client: Any, mongo_uri: str, db_name: str, target_db: str,
-    tmp_path: Path, record_property: Callable[[str, Any], None],
+    cli: CliRunner,
+    client: Any,
+    mongo_uri: str,
+    db_name: str,
+    target_db: str,
+    tmp_path: Path,
+    record_property: Callable[[str, Any], None],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     refused: list[str] = []
@@ -333,12 +440,16 @@ def test_bson_corpus_valid_cases_round_trip(
     accepted = len(_corpus_cases()) - len(refused)
     record_property("corpus_refused_by_server", len(refused))
     with capsys.disabled():
-        print(f"\nBSON corpus: {accepted} cases round-tripped, {len(refused)} refused by the "
-              f"server: {refused[:5]}")
+        print(
+            f"\nBSON corpus: {accepted} cases round-tripped, {len(refused)} refused by the "
+            f"server: {refused[:5]}"
+        )
     archive = backup_archive(cli, mongo_uri, db_name, tmp_path)
     restored = restore_cli(cli, archive, mongo_uri, "--db", target_db)
     assert restored.code == 0, restored.err
-    total = sum(assert_same_bytes(client, db_name, target_db, coll)
-                for coll in user_collections(client, db_name))
+    total = sum(
+        assert_same_bytes(client, db_name, target_db, coll)
+        for coll in user_collections(client, db_name)
+    )
     assert total == accepted
     assert accepted > 0.9 * len(_corpus_cases())  # a server refusing most would test nothing

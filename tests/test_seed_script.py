@@ -33,8 +33,13 @@ def run_seed(
     environment = {k: v for k, v in os.environ.items() if k not in ("MONGO_URI", "MONGO_DB")}
     environment.update(env or {})
     return subprocess.run(
-        [sys.executable, str(SCRIPT), *args], cwd=cwd, env=environment,
-        capture_output=True, text=True, timeout=120, check=False,
+        [sys.executable, str(SCRIPT), *args],
+        cwd=cwd,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
 
 
@@ -86,8 +91,14 @@ def test_environment_beats_dotenv(mongo_uri: str, seeded: str, tmp_path: Path) -
 
 def test_flags_beat_environment_and_dotenv(mongo_uri: str, seeded: str, tmp_path: Path) -> None:
     (tmp_path / ".env").write_text(f"MONGO_URI={UNREACHABLE}\nMONGO_DB=not_this_one\n")
-    result = run_seed(tmp_path, "--mongo-uri", mongo_uri, "--mongo-db", seeded,
-                      env={"MONGO_URI": UNREACHABLE, "MONGO_DB": "nor_this_one"})
+    result = run_seed(
+        tmp_path,
+        "--mongo-uri",
+        mongo_uri,
+        "--mongo-db",
+        seeded,
+        env={"MONGO_URI": UNREACHABLE, "MONGO_DB": "nor_this_one"},
+    )
     assert read_manifest(archive_of(result, tmp_path))["database"] == seeded
 
 

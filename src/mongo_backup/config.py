@@ -90,6 +90,13 @@ def validate_database_name(name: str) -> None:
 
 
 PASSWORD_VARIABLE = "MONGO_PASSWORD"
+# Lower-case URI options that say the same as (or include) a flag's option.
+_ALIASES = {
+    "tls": {"ssl"},
+    "tlsCAFile": {"sslcafile", "ssl_ca_certs"},
+    "tlsCertificateKeyFile": {"sslpemkeyfile", "ssl_certfile"},
+    "tlsAllowInvalidHostnames": {"tlsinsecure", "ssl_match_hostname"},
+}
 AUTH_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-1", "MONGODB-X509")
 
 
@@ -133,6 +140,10 @@ def with_auth(uri: str, auth: AuthOptions) -> str:
         "tlsAllowInvalidHostnames": "true" if auth.tls_allow_invalid_hostnames else None,
     }
     given = {key.lower() for key, value in wanted.items() if value is not None}
+    # The URI's older spellings of the same options would conflict with the flags'.
+    for key, aliases in _ALIASES.items():
+        if key.lower() in given:
+            given.update(aliases)
     pairs = [(key, value) for key, value in pairs if key.lower() not in given]
     pairs += [(key, value) for key, value in wanted.items() if value is not None]
     query = urllib.parse.urlencode(pairs, safe="/:", quote_via=urllib.parse.quote)

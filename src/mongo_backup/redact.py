@@ -11,8 +11,10 @@ from __future__ import annotations
 import re
 import urllib.parse
 
-# Matches the user-info part of any mongodb:// or mongodb+srv:// URI inside free text.
-_URI_USERINFO = re.compile(r"(mongodb(?:\+srv)?://)[^@/\s]*@", re.IGNORECASE)
+# Matches the user-info part of any mongodb:// or mongodb+srv:// URI inside free text. A
+# password may hold an unencoded space (the driver accepts it), so the match runs to the
+# last "@" before a "/" or the end of the line: redacting too much is the safe mistake.
+_URI_USERINFO = re.compile(r"(mongodb(?:\+srv)?://)[^/\n]*@", re.IGNORECASE)
 # Query options whose values are secrets in their own right.
 _SECRET_OPTIONS = re.compile(
     r"((?:tlsCertificateKeyFilePassword|sslPEMKeyPassword|authMechanismProperties)=)[^&\s]*",
@@ -30,10 +32,9 @@ def redact_uri(uri: str) -> str:
 
 def uri_secrets(uri: str) -> list[str]:
     """The literal secret strings in a URI (user, password, both raw and decoded)."""
-    match = re.match(r"mongodb(?:\+srv)?://([^@/\s]*)@", uri, re.IGNORECASE)
+    userinfo = _userinfo(uri)
     secrets: list[str] = []
-    if match:
-        userinfo = match.group(1)
+    if userinfo:
         user, _, password = userinfo.partition(":")
         for part in (userinfo, password, user):
             if part:
@@ -55,9 +56,25 @@ def scrub_text(text: str, secrets: list[str] | tuple[str, ...] = ()) -> str:
     return text
 
 
+def _authority(uri: str) -> str:
+    """``user:password@hosts`` of a mongodb:// URI. The hosts start after the last "@"
+    (an unencoded space or "?" in a password must not cut it short); an "@" further on,
+    in a path or an option, only makes the user part longer: redacting too much is safe."""
+    match = re.match(r"mongodb(?:\+srv)?://(.*)", uri.strip(), re.IGNORECASE | re.DOTALL)
+    if not match:
+        return ""
+    rest = match.group(1)
+    at = rest.rfind("@")
+    hosts = rest[at + 1 :]
+    end = re.search(r"[/?]", hosts)
+    return rest[: at + 1 + (end.start() if end else len(hosts))]
+
+
+def _userinfo(uri: str) -> str:
+    return _authority(uri).rpartition("@")[0]
+
+
 def hosts_of(uri: str) -> list[str]:
     """The host list of a mongodb:// URI, without credentials or options."""
-    match = re.match(r"mongodb(?:\+srv)?://(?:[^@/\s]*@)?([^/?\s]*)", uri, re.IGNORECASE)
-    if not match or not match.group(1):
-        return []
-    return [host for host in match.group(1).split(",") if host]
+    hosts = _authority(uri).rpartition("@")[2]
+    return [host for host in hosts.split(",") if host and not host.isspace()]

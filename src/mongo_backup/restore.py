@@ -19,8 +19,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pymongo.errors
+
 from .archive import BackupReader, open_backup
-from .errors import EXIT_OK, EXIT_PARTIAL, ArchiveError, ConfigError, Interrupted
+from .errors import (
+    EXIT_OK,
+    EXIT_PARTIAL,
+    ArchiveError,
+    ConfigError,
+    Interrupted,
+    MongoBackupError,
+)
 from .extjson import iter_documents, iter_lines
 from .manifest import CollectionEntry, Manifest
 from .mongo_source import connect
@@ -32,6 +41,7 @@ from .restore_state import (
     state_path,
 )
 from .restorer import CollectionOutcome, Restorer
+from .retry import driver_error_text
 from .single_file import SingleFileReader, is_single_file
 from .verify import verify
 
@@ -117,6 +127,10 @@ def run_restore(opts: RestoreOptions) -> RestoreResult:
             database = client[target]
             restorer = Restorer(database, opts, uri_secrets(opts.uri), state, state_file)
             outcomes = restorer.run(reader, selected)
+        except pymongo.errors.PyMongoError as error:  # refused by the server: one clear line
+            raise MongoBackupError(
+                f"restore into {target!r}: {driver_error_text(error, uri_secrets(opts.uri))}"
+            ) from None
         except KeyboardInterrupt:
             raise Interrupted(
                 "interrupted; what was restored so far is recorded: run the same restore "

@@ -76,6 +76,9 @@ def run_cli(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     secrets = _secrets_of(args)
+    # One list, shared with the log formatter: secrets a command learns while it runs
+    # (a password from a file or the environment) are appended here and scrubbed at once.
+    args.secrets = secrets
     verbosity = -1 if args.quiet else args.verbose
     configure_logging(verbosity, args.log_format, secrets)
     handler: Callable[[argparse.Namespace], int] = args.handler
@@ -95,9 +98,7 @@ def run_cli(argv: Sequence[str] | None = None) -> int:
 def _report(
     error: BaseException, args: argparse.Namespace, secrets: list[str], unexpected: bool = False
 ) -> None:
-    # Secrets learnt while running (a password read from a file, say) are added by the
-    # commands to args.secrets.
-    all_secrets = secrets + list(getattr(args, "secrets", []))
+    all_secrets = secrets
     text = scrub_text(
         str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__,
         all_secrets,

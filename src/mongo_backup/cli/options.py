@@ -17,6 +17,7 @@ from ..config import (
     with_auth,
 )
 from ..errors import ConfigError
+from ..redact import uri_secrets
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +73,12 @@ def connection_from(args: argparse.Namespace, require_db: bool = True) -> Connec
     auth = auth_from(args, settings.uri)
     if auth == AuthOptions():
         return settings
-    return ConnectionSettings(with_auth(settings.uri, auth), settings.db)
+    uri = with_auth(settings.uri, auth)
+    secrets = getattr(args, "secrets", None)
+    if isinstance(secrets, list):  # shared with the log formatter (see main.run_cli)
+        secrets.extend(uri_secrets(uri))
+        secrets.sort(key=len, reverse=True)
+    return ConnectionSettings(uri, settings.db)
 
 
 def auth_from(args: argparse.Namespace, uri: str) -> AuthOptions:
