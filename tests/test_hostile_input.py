@@ -103,6 +103,10 @@ class Target:
         restore = self.cli("restore", source, "--uri", self.uri, "--db", self.db, "-q")
         for result in (restore, self.cli("verify", source)):
             assert result.code == 1, result
+            if not result.err and "FAILED" in result.out:
+                # verify reports a damaged line in its table on stdout, not as an error
+                assert named in result.out and "Traceback" not in result.out, result
+                continue
             line = assert_single_error_line(result)
             assert not line.startswith(UNEXPECTED) and named in line, line
         assert tree(self.work.parents[1]) == before and not OUTSIDE.exists()

@@ -28,45 +28,66 @@ _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
+# Compressed bytes per decompression call. zstd expands a byte at most ~32,768 times (a
+# 4-byte RLE block stands for 128 KiB), so one call yields at most ~32 MiB, whatever the
+# archive's compression ratio: a decompression bomb cannot make a read allocate more.
+_FEED = 1024
+
+
 class ZstdFramesReader:
     """Decompresses a sequence of zstd frames, and notices when the last one is cut.
 
     (The ``zstandard`` stream reader returns end-of-file quietly when the input stops in
-    the middle of a frame; a truncated archive must fail instead.)
+    the middle of a frame; a truncated archive must fail instead.) Input is fed in small
+    pieces and only until the caller's request is met, so memory stays bounded.
     """
 
     def __init__(self, raw: IO[bytes]) -> None:
         self._raw = raw
         self._decompressor = zstandard.ZstdDecompressor()
         self._frame: Any = None  # the decompression object of the frame in progress
+        self._input = b""
+        self._input_position = 0
         self._buffer = b""
         self._position = 0  # callers read small pieces: move an index, do not re-slice
         self._decoded: list[bytes] = []
 
-    def _feed(self, data: bytes) -> None:
+    def _feed(self, data: bytes) -> int:
+        produced = 0
         while data:
             if self._frame is None:
                 self._frame = self._decompressor.decompressobj()
-            self._decoded.append(self._frame.decompress(data))
+            part = self._frame.decompress(data)
+            self._decoded.append(part)
+            produced += len(part)
             if not self._frame.eof:
-                return
+                break
             data = self._frame.unused_data
             self._frame = None
+        return produced
+
+    def _next_piece(self) -> bytes:
+        if self._input_position >= len(self._input):
+            self._input, self._input_position = self._raw.read(_COPY_CHUNK), 0
+        piece = self._input[self._input_position : self._input_position + _FEED]
+        self._input_position += len(piece)
+        return piece
 
     def read(self, size: int = -1) -> bytes:
         available = len(self._buffer) - self._position
         if size < 0 or available < size:
             while size < 0 or available < size:
-                chunk = self._raw.read(_COPY_CHUNK)
-                if not chunk:
+                piece = self._next_piece()
+                if not piece:
                     if self._frame is not None:
                         raise ArchiveError(
                             "archive is truncated (the last zstd frame is incomplete)"
                         )
                     break
-                waiting = len(self._decoded)
-                self._feed(chunk)
-                available += sum(len(part) for part in self._decoded[waiting:])
+                try:
+                    available += self._feed(piece)
+                except zstandard.ZstdError as error:
+                    raise ArchiveError(f"archive is damaged ({error})") from None
             self._buffer = self._buffer[self._position :] + b"".join(self._decoded)
             self._decoded.clear()
             self._position = 0
@@ -78,6 +99,37 @@ class ZstdFramesReader:
 
     def close(self) -> None:
         self._buffer = b""
+
+
+class _ForwardStream:
+    """A decompressed archive stream for ``tarfile`` in random-access mode: ``tell`` and
+    forward ``seek`` (by reading on), and no single read above ``limit`` bytes. tarfile's
+    streaming mode would read a forged pax or GNU long-name header of any stated size
+    into memory whole; in this mode that read comes here, and is refused."""
+
+    def __init__(self, stream: Any, limit: int) -> None:
+        self._stream = stream
+        self._limit = limit
+        self._offset = 0
+
+    def read(self, size: int = -1) -> bytes:
+        if size < 0 or size > self._limit:
+            raise ArchiveError(f"a tar header claims {size} bytes (hostile or damaged archive)")
+        data: bytes = self._stream.read(size)
+        self._offset += len(data)
+        return data
+
+    def tell(self) -> int:
+        return self._offset
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        target = offset if whence == os.SEEK_SET else self._offset + offset
+        if whence not in (os.SEEK_SET, os.SEEK_CUR) or target < self._offset:
+            raise ArchiveError("the archive asks to be read backwards (damaged or hostile)")
+        while self._offset < target:
+            if not self.read(min(_COPY_CHUNK, target - self._offset)):
+                break
+        return self._offset
 
 
 def _detect(head: bytes) -> str:
@@ -118,7 +170,7 @@ class FolderReader(BackupReader):
         self.folder = folder
         self.location = str(folder)
         manifest_path = folder / MANIFEST_NAME
-        if not manifest_path.is_file():
+        if not _regular(manifest_path):
             raise ArchiveError(f"{folder}: no {MANIFEST_NAME} (not a backup folder, or unfinished)")
         with open(manifest_path, "rb") as handle:
             self.manifest = parse_manifest(handle.read(MAX_MANIFEST_BYTES + 1))
@@ -153,7 +205,8 @@ class TarReader(BackupReader):
             elif compression == "zstd":
                 stream = ZstdFramesReader(self._file)
             self._stream = stream
-            self._tar = tarfile.open(fileobj=stream, mode="r|")  # noqa: SIM115 - closed in close()
+            forward = _ForwardStream(stream, MAX_MANIFEST_BYTES + _COPY_CHUNK)
+            self._tar = tarfile.TarFile(fileobj=cast(IO[bytes], forward), mode="r")
             self._iter = iter(self._tar)
             first = self._next_member()
             if first is None or first.name != MANIFEST_NAME:
@@ -183,7 +236,9 @@ class TarReader(BackupReader):
             member = next(self._iter, None)
         except (tarfile.TarError, OSError, EOFError, zstandard.ZstdError) as error:
             raise ArchiveError(f"{self.location}: archive is damaged ({error})") from None
-        if member is not None and not member.isreg():
+        if member is not None and (not member.isreg() or member.issparse()):
+            # A sparse member's holes are filled in by the reader: its size on disk says
+            # nothing of what it expands to. Only plain regular files are backups.
             raise ArchiveError(f"{self.location}: member {member.name!r} is not a regular file")
         return member
 

@@ -34,7 +34,10 @@ import re
 from collections.abc import Iterator
 from typing import IO, Any, Literal
 
+import bson
+import bson.errors
 import bsonjs
+from bson.codec_options import CodecOptions, DatetimeConversion
 
 from .errors import LineFormatError
 
@@ -202,6 +205,14 @@ def _require_single_object(text: bytes, member: str, number: int) -> None:
         ) from None
 
 
+# Escape lines carry what Extended JSON cannot (invalid UTF-8 among it): check the
+# structure, accept any string bytes, any date.
+_ESCAPE_CHECK: CodecOptions[dict[str, object]] = CodecOptions(
+    datetime_conversion=DatetimeConversion.DATETIME_AUTO,
+    unicode_decode_error_handler="surrogateescape",
+)
+
+
 def _unescape_if_escaped(raw: bytes, member: str, number: int) -> bytes:
     """The document itself, or for an escape line the exact BSON it carries."""
     if raw[4 : 4 + len(_ESCAPE_ELEMENT)] == _ESCAPE_ELEMENT:
@@ -221,6 +232,12 @@ def _unescape(wrapper: bytes, member: str, number: int) -> bytes:
         or payload[-1] != 0
     ):
         raise LineFormatError(member, number, f"malformed {ESCAPE_KEY} escape line")
+    try:  # the exact bytes go to the server as they are: they must be a valid document
+        bson.decode(payload, codec_options=_ESCAPE_CHECK)
+    except (bson.errors.InvalidBSON, ValueError, OverflowError) as error:
+        raise LineFormatError(
+            member, number, f"{ESCAPE_KEY} escape line holds invalid BSON ({error})"
+        ) from None
     return payload
 
 

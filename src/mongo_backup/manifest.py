@@ -101,11 +101,28 @@ def _typed(
     return value
 
 
+MAX_NESTING = 100
+
+
+def _shallow(value: Any, name: str) -> Any:
+    """``value`` if it nests at most :data:`MAX_NESTING` deep (options and index specs
+    never come near; a nesting bomb would exhaust the recursion of later stages)."""
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        _require(depth <= MAX_NESTING, f"collection {name!r}: options or indexes nest too deep")
+        if isinstance(item, dict):
+            pending.extend((child, depth + 1) for child in item.values())
+        elif isinstance(item, list):
+            pending.extend((child, depth + 1) for child in item)
+    return value
+
+
 def _parse_entry(data: Any, index: int) -> CollectionEntry:
     _require(isinstance(data, dict), f"collection #{index} is not an object")
     name = _typed(data, "name", str)
     _require(
-        0 < len(name.encode("utf-8", "surrogatepass")) <= 1024,
+        0 < len(name.encode("utf-8", "surrogatepass")) <= 1024 and "\x00" not in name,
         f"collection #{index} has a bad name",
     )
     kind = _typed(data, "type", str)
@@ -131,8 +148,8 @@ def _parse_entry(data: Any, index: int) -> CollectionEntry:
         name=name,
         type=kind,
         file=file,
-        options=_typed(data, "options", dict),
-        indexes=_typed(data, "indexes", list),
+        options=_shallow(_typed(data, "options", dict), name),
+        indexes=_shallow(_typed(data, "indexes", list), name),
         uuid=_typed(data, "uuid", str, optional=True),
         count=count,
         bytes=size,

@@ -273,16 +273,15 @@ def _views_in_order(views: list[CollectionEntry]) -> list[CollectionEntry]:
     by_name = {view.name: view for view in views}
     ordered: list[CollectionEntry] = []
     placed: set[str] = set()
-
-    def place(view: CollectionEntry, depth: int = 0) -> None:
-        if view.name in placed or depth > len(views):
-            return
-        parent = by_name.get(str(view.options.get("viewOn", "")))
-        if parent is not None:
-            place(parent, depth + 1)
-        placed.add(view.name)
-        ordered.append(view)
-
     for view in sorted(views, key=lambda v: v.name):
-        place(view)
+        # Walk up the chain of views this one reads from (a loop, not recursion: a
+        # hostile manifest may chain thousands), then place them from the top down.
+        chain: list[CollectionEntry] = []
+        current: CollectionEntry | None = view
+        while current is not None and current.name not in placed and current not in chain:
+            chain.append(current)
+            current = by_name.get(str(current.options.get("viewOn", "")))
+        for link in reversed(chain):
+            placed.add(link.name)
+            ordered.append(link)
     return ordered
