@@ -206,7 +206,10 @@ class TarReader(BackupReader):
                 stream = ZstdFramesReader(self._file)
             self._stream = stream
             forward = _ForwardStream(stream, MAX_MANIFEST_BYTES + _COPY_CHUNK)
-            self._tar = tarfile.TarFile(fileobj=cast(IO[bytes], forward), mode="r")
+            try:  # reads the first header already
+                self._tar = tarfile.TarFile(fileobj=cast(IO[bytes], forward), mode="r")
+            except (tarfile.TarError, OSError, EOFError, zstandard.ZstdError) as error:
+                raise ArchiveError(f"{path}: not a readable archive ({error})") from None
             self._iter = iter(self._tar)
             first = self._next_member()
             if first is None or first.name != MANIFEST_NAME:

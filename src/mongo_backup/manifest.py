@@ -165,7 +165,7 @@ def parse_manifest(raw: bytes) -> Manifest:
     _require(len(raw) <= MAX_MANIFEST_BYTES, "larger than any manifest this tool writes")
     try:
         data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+    except (ValueError, RecursionError) as error:  # ValueError: also over-long integers
         raise ArchiveError(f"{MANIFEST_NAME}: not valid JSON ({error})") from None
     _require(isinstance(data, dict), "not a JSON object")
     _require(data.get("format") == FORMAT_NAME, "not a mongo-backup manifest (foreign archive?)")
@@ -176,7 +176,10 @@ def parse_manifest(raw: bytes) -> Manifest:
     )
     stated = data.pop("manifest_sha256", None)
     _require(isinstance(stated, str), "has no checksum")
-    actual = hashlib.sha256(_canonical_bytes(data)).hexdigest()
+    try:
+        actual = hashlib.sha256(_canonical_bytes(data)).hexdigest()
+    except (UnicodeEncodeError, RecursionError, ValueError):  # lone surrogates, nesting
+        raise ArchiveError(f"{MANIFEST_NAME}: not a manifest this tool writes") from None
     _require(
         stated == actual,
         f"checksum mismatch (expected {stated}, got {actual}): the manifest is damaged",
