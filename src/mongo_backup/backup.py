@@ -53,6 +53,7 @@ from .errors import (
     EXIT_PARTIAL,
     ArchiveError,
     ConfigError,
+    Interrupted,
     OutputError,
 )
 from .exporter import NoProgress, Progress, UnitRunner
@@ -205,10 +206,16 @@ def _locked_backup(opts: BackupOptions, progress: Progress) -> BackupResult:
         runner.run([unit for unit in plan.units if unit.file not in plan.done])
     finally:
         client.close()
-    manifest = _manifest(folder, plan, runner, opts)
-    with private_file(folder / MANIFEST_NAME) as handle:
-        handle.write(manifest_bytes(manifest))
-    archive = _archive(folder, manifest, opts)
+    try:
+        manifest = _manifest(folder, plan, runner, opts)
+        with private_file(folder / MANIFEST_NAME) as handle:
+            handle.write(manifest_bytes(manifest))
+        archive = _archive(folder, manifest, opts)
+    except KeyboardInterrupt:
+        raise Interrupted(
+            f"interrupted; the partial backup is kept in {folder}: "
+            "run the same backup with --resume to continue it"
+        ) from None
     exit_code = EXIT_PARTIAL if manifest.failed else EXIT_OK
     return BackupResult(archive, folder, manifest, time.perf_counter() - started, exit_code)
 
