@@ -107,6 +107,13 @@ def member_paths(folder: Path, file_name: str, compression: str, keep_plain: boo
     return paths
 
 
+def remove_member(folder: Path, file_name: str, compression: str, keep_plain: bool) -> None:
+    """Remove the working files of ``file_name``, those that exist."""
+    for path in member_paths(folder, file_name, compression, keep_plain):
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
 def _open_for_append(path: Path, size: int) -> IO[bytes]:
     """``path`` cut back to ``size`` bytes and opened to write after them."""
     fd = os.open(path, os.O_WRONLY, 0o600)

@@ -21,7 +21,6 @@ because every collection with an ``_id`` index is read in ``_id`` order).
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import logging
 import os
@@ -40,6 +39,7 @@ from .archive_writer import (
     member_paths,
     private_file,
     remove_compressed,
+    remove_member,
     write_archive,
 )
 from .checkpoint import (
@@ -282,9 +282,7 @@ def _joined(folder: Path, plan: Plan, units: list[Unit], opts: BackupOptions) ->
         }
         save_plan(folder, plan)
     for unit in units:
-        for path in member_paths(folder, unit.file, opts.compress, opts.keep_folder):
-            with contextlib.suppress(OSError):
-                path.unlink()
+        remove_member(folder, unit.file, opts.compress, opts.keep_folder)
     return _stats(plan.done[member])
 
 

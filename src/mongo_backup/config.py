@@ -15,7 +15,7 @@ from pathlib import Path
 from dotenv import dotenv_values
 
 from .errors import ConfigError
-from .redact import redact_uri
+from .redact import authority, redact_uri
 
 URI_VARIABLE = "MONGO_URI"
 DB_VARIABLE = "MONGO_DB"
@@ -120,11 +120,10 @@ class AuthOptions:
 def with_auth(uri: str, auth: AuthOptions) -> str:
     """``uri`` with ``auth`` written into it, so that one string carries everything the
     driver needs and every secret in it is known to :func:`~.redact.uri_secrets`."""
-    scheme, _, rest = uri.partition("://")
-    authority, slash, tail = rest.partition("/")
-    userinfo, at, hosts = authority.rpartition("@")
-    if not at:
-        userinfo, hosts = "", authority
+    scheme, _, rest = uri.strip().partition("://")
+    written = authority(uri)
+    userinfo, _, hosts = written.rpartition("@")
+    tail = rest[len(written) :].removeprefix("/")
     if auth.username is not None:
         userinfo = urllib.parse.quote(auth.username, safe="")
         if auth.password is not None:
@@ -147,14 +146,8 @@ def with_auth(uri: str, auth: AuthOptions) -> str:
     pairs = [(key, value) for key, value in pairs if key.lower() not in given]
     pairs += [(key, value) for key, value in wanted.items() if value is not None]
     query = urllib.parse.urlencode(pairs, safe="/:", quote_via=urllib.parse.quote)
-    authority = f"{userinfo}@{hosts}" if userinfo else hosts
-    return f"{scheme}://{authority}/{path if slash else ''}" + (f"?{query}" if query else "")
-
-
-def uri_has_password(uri: str) -> bool:
-    authority = uri.partition("://")[2].partition("/")[0]
-    userinfo, at, _ = authority.rpartition("@")
-    return bool(at) and ":" in userinfo
+    credentials = f"{userinfo}@" if userinfo else ""
+    return f"{scheme}://{credentials}{hosts}/{path}" + (f"?{query}" if query else "")
 
 
 def password_from(

@@ -30,7 +30,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Protocol
 
-from .archive_writer import member_paths
+from .archive_writer import remove_member
 from .checkpoint import (
     Plan,
     Unit,
@@ -94,6 +94,10 @@ class _CollectionProgress:
     def advance(self, unit: Unit, documents: int) -> None:
         if self._active and documents:
             self._progress.advance(unit.collection, documents)
+
+    def advance_batch(self, unit: Unit, batch: bytes) -> None:
+        if self._active:  # counting walks the batch: only for a bar that shows it
+            self._progress.advance(unit.collection, count_documents(batch))
 
     def finish(self, unit: Unit) -> None:
         with self._lock:
@@ -214,12 +218,10 @@ class UnitRunner:
 
     def discard(self, unit: Unit) -> None:
         """Remove a unit's files and checkpoint."""
-        paths = member_paths(
-            self.folder, unit.file, self._options["compress"], self._options["keep_folder"]
-        )
-        for path in [*paths, unit_progress_path(self.folder, unit.file)]:
-            with contextlib.suppress(OSError):
-                path.unlink()
+        options = self._options
+        remove_member(self.folder, unit.file, options["compress"], options["keep_folder"])
+        with contextlib.suppress(OSError):
+            unit_progress_path(self.folder, unit.file).unlink()
 
     def _export(self, unit: Unit, converter: ConverterProcess) -> dict[str, Any]:
         restarts = 0
@@ -294,7 +296,7 @@ class UnitRunner:
         try:
             for batch, last_id in batches:
                 converter.write(batch)
-                self._bars.advance(unit, count_documents(batch))
+                self._bars.advance_batch(unit, batch)
                 if self._stop.is_set():
                     raise Interrupted("stopped")
                 if resumable(last_id) and time.monotonic() >= next_checkpoint:

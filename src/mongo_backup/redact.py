@@ -32,11 +32,11 @@ def redact_uri(uri: str) -> str:
 
 def uri_secrets(uri: str) -> list[str]:
     """The literal secret strings in a URI (user, password, both raw and decoded)."""
-    userinfo = _userinfo(uri)
+    credentials = userinfo(uri)
     secrets: list[str] = []
-    if userinfo:
-        user, _, password = userinfo.partition(":")
-        for part in (userinfo, password, user):
+    if credentials:
+        user, _, password = credentials.partition(":")
+        for part in (credentials, password, user):
             if part:
                 secrets.extend({part, urllib.parse.unquote(part)})
     for option in _SECRET_OPTIONS.finditer(uri):
@@ -56,7 +56,7 @@ def scrub_text(text: str, secrets: list[str] | tuple[str, ...] = ()) -> str:
     return text
 
 
-def _authority(uri: str) -> str:
+def authority(uri: str) -> str:
     """``user:password@hosts`` of a mongodb:// URI. The hosts start after the last "@"
     (an unencoded space or "?" in a password must not cut it short); an "@" further on,
     in a path or an option, only makes the user part longer: redacting too much is safe."""
@@ -70,11 +70,12 @@ def _authority(uri: str) -> str:
     return rest[: at + 1 + (end.start() if end else len(hosts))]
 
 
-def _userinfo(uri: str) -> str:
-    return _authority(uri).rpartition("@")[0]
+def userinfo(uri: str) -> str:
+    """``user:password`` of a mongodb:// URI as written (percent-encoded), or ``""``."""
+    return authority(uri).rpartition("@")[0]
 
 
 def hosts_of(uri: str) -> list[str]:
     """The host list of a mongodb:// URI, without credentials or options."""
-    hosts = _authority(uri).rpartition("@")[2]
+    hosts = authority(uri).rpartition("@")[2]
     return [host for host in hosts.split(",") if host and not host.isspace()]

@@ -24,9 +24,10 @@ import json
 import logging
 import os
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 from .checkpoint import write_json_atomic
 from .manifest import Manifest
@@ -133,21 +134,20 @@ class Watermark:
 
 def progress_hook(
     state: RestoreState, path: Path, name: str, watermark: Watermark, step: int, interval: float
-) -> Any:
+) -> Callable[[int], None]:
     """A function to call before each batch is sent (with its size): saves the state
     when the batch would pass the saved ``limit`` (raising it by ``step``) or when
     ``interval`` seconds have passed, so the acknowledged prefix stays recent."""
-    import time
-
     entry = state.collections[name]
-    last_save = [time.monotonic()]
+    last_save = time.monotonic()
 
     def before_send(documents: int) -> None:
+        nonlocal last_save
         now = time.monotonic()
-        if watermark.sent + documents > entry.limit or now - last_save[0] >= interval:
+        if watermark.sent + documents > entry.limit or now - last_save >= interval:
             entry.acknowledged = watermark.acknowledged
             entry.limit = max(entry.limit, watermark.sent + documents + step)
             state.save(path)
-            last_save[0] = now
+            last_save = now
 
     return before_send

@@ -6,6 +6,7 @@ import argparse
 import getpass
 import logging
 import sys
+import urllib.parse
 
 from ..config import (
     AUTH_MECHANISMS,
@@ -13,11 +14,10 @@ from ..config import (
     ConnectionSettings,
     password_from,
     resolve_connection,
-    uri_has_password,
     with_auth,
 )
 from ..errors import ConfigError
-from ..redact import uri_secrets
+from ..redact import uri_secrets, userinfo
 
 logger = logging.getLogger(__name__)
 
@@ -88,15 +88,21 @@ def auth_from(args: argparse.Namespace, uri: str) -> AuthOptions:
             "a password on the command line shows in the process list; "
             "prefer --password-file or MONGO_PASSWORD"
         )
-    has_user = args.username is not None or "@" in uri.partition("://")[2].partition("/")[0]
+    written = userinfo(uri)  # credentials already in the URI
     password = None
-    needs_password = has_user and args.auth_mechanism != "MONGODB-X509"
-    if needs_password and not (args.username is None and uri_has_password(uri)):
+    needs_password = (args.username is not None or written) and (
+        args.auth_mechanism != "MONGODB-X509"
+    )
+    if needs_password and not (args.username is None and ":" in written):
         password = password_from(flag=args.password, file=args.password_file)
         if password is None:
             password = _prompt(args.username)
     return AuthOptions(
-        username=args.username if args.username is not None or password is None else _user(uri),
+        username=(
+            args.username
+            if args.username is not None or password is None
+            else urllib.parse.unquote(written.partition(":")[0])
+        ),
         password=password,
         auth_source=args.auth_source,
         auth_mechanism=args.auth_mechanism,
@@ -105,13 +111,6 @@ def auth_from(args: argparse.Namespace, uri: str) -> AuthOptions:
         tls_certificate_key_file=args.tls_certificate_key_file,
         tls_allow_invalid_hostnames=args.tls_allow_invalid_hostnames,
     )
-
-
-def _user(uri: str) -> str:
-    import urllib.parse
-
-    userinfo = uri.partition("://")[2].partition("/")[0].rpartition("@")[0]
-    return urllib.parse.unquote(userinfo.partition(":")[0])
 
 
 def _prompt(username: str | None) -> str:
