@@ -28,14 +28,16 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+from bench_increments import section_increments
 from pymongo import MongoClient  # a dependency of the project, so in its venv
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "bench"  # baselines: called by path, never copied
 RESULTS = REPO / "bench" / "results" / "latest.json"
-SECTIONS = ("backup", "restore", "verify", "resilience")
+SECTIONS = ("backup", "restore", "verify", "resilience", "increments")
 
 try:  # use the installed package if there is one, else the source tree
     from mongo_backup.embedded import EmbeddedServer
@@ -486,6 +488,10 @@ def main() -> int:
                 say("")
                 say("== verify")
                 section_verify(c, backup)
+            if "increments" in only:
+                say("")
+                say("== increments")
+                section_increments(c, SimpleNamespace(say=say, check=check, load=load))
 
     finally:
         for d in keep:

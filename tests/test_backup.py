@@ -208,7 +208,18 @@ def test_json_output(cli: CliRunner, mongo_uri: str, shop: str, tmp_path: Path) 
     assert result.code == 0, result.err
     assert len(result.out_lines) == 1
     data = json.loads(result.out)
-    assert set(data) == {"archive", "database", "collections", "duration_s", "exit_code"}
+    assert set(data) == {
+        "archive",
+        "database",
+        "kind",
+        "consistency",
+        "point",
+        "parent",
+        "collections",
+        "duration_s",
+        "exit_code",
+    }
+    assert data["kind"] == "full" and data["parent"] is None
     assert Path(data["archive"]).is_file() and data["database"] == shop and data["exit_code"] == 0
     alpha = next(c for c in data["collections"] if c["name"] == "alpha")
     assert alpha == {

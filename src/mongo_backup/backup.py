@@ -21,47 +21,36 @@ because every collection with an ``_id`` index is read in ``_id`` order).
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .archive_writer import (
-    COMPRESSIONS,
-    SUFFIXES,
-    join_parts,
-    member_digest,
-    member_paths,
-    private_file,
-    remove_compressed,
-    remove_member,
-    write_archive,
-)
-from .checkpoint import (
-    Plan,
-    Unit,
-    remove_checkpoints,
-    save_plan,
-)
+from .archive_writer import COMPRESSIONS, SUFFIXES, private_file, remove_compressed, write_archive
+from .backup_manifest import build_manifest
+from .chain import find_base
+from .change_capture import HistoryLost
+from .checkpoint import remove_checkpoints
+from .cluster_time import SnapshotCheck
+from .consistency import Outcome, capture_increment, finish, start_reads
 from .errors import (
     EXIT_OK,
     EXIT_PARTIAL,
     ArchiveError,
     ConfigError,
     Interrupted,
-    OutputError,
 )
 from .exporter import NoProgress, Progress, UnitRunner
 from .extjson import JSON_FORMATS, JsonFormat
 from .locking import location_lock
 from .manifest import MANIFEST_NAME, CollectionEntry, Manifest, manifest_bytes
-from .mongo_source import Intent, MongoSource, connect
-from .planning import ARCHIVE_FOLDER, new_plan, resumable_plan
+from .mongo_source import MongoSource, connect
+from .names import ARCHIVE_FOLDER
+from .planning import new_plan, resumable_plan
 from .redact import uri_secrets
 from .retry import RetryPolicy
 
@@ -84,6 +73,10 @@ class BackupResult:
         return {
             "archive": str(self.archive) if self.archive else None,
             "database": self.manifest.database,
+            "kind": self.manifest.kind,
+            "consistency": self.manifest.consistency,
+            "point": self.manifest.point,
+            "parent": self.manifest.parent,
             "collections": [
                 {
                     "name": c.name,
@@ -123,6 +116,9 @@ class BackupOptions:
     checkpoint_interval: float = 1.0
     resume: bool | Path = False  # True: the newest unfinished backup in out_dir
     lock_wait: float = 0.0  # seconds to wait for another run on out_dir to finish
+    incremental: bool = False  # changes since the base backup (see increments.py)
+    since_field: str | None = None  # incremental by this field; a full records its marks
+    base: Path | None = None  # the backup an increment continues (default: the newest)
 
     def check(self) -> None:
         if self.json_format not in JSON_FORMATS:
@@ -145,24 +141,18 @@ class BackupOptions:
             raise ConfigError("--retry-delay must not be negative")
         if self.checkpoint_interval <= 0:
             raise ConfigError("--checkpoint-interval must be positive")
+        if self.base is not None and not self.incremental:
+            raise ConfigError("--base names the backup an increment continues: add --incremental")
+        if self.since_field is not None and (
+            not self.since_field or self.since_field.startswith("$") or "\x00" in self.since_field
+        ):
+            raise ConfigError(f"--since-field {self.since_field!r} is not a field name")
 
 
 def default_jobs() -> int:
     """Collections exported at once: 2 on a 2-core machine, half the cores up to 8
     beyond (a database server on the same machine needs its share)."""
     return max(2, min(8, (os.cpu_count() or 2) // 2))
-
-
-def _entry(intent: Intent, **fields: Any) -> CollectionEntry:
-    """The manifest entry of a namespace: what the server said of it, plus ``fields``."""
-    return CollectionEntry(
-        name=intent.name,
-        type=intent.type,
-        options=intent.options,
-        indexes=intent.indexes,
-        uuid=intent.uuid,
-        **{"file": None, **fields},
-    )
 
 
 def backup(
@@ -187,11 +177,14 @@ def run_backup(opts: BackupOptions, progress: Progress | None = None) -> BackupR
 def _locked_backup(opts: BackupOptions, progress: Progress) -> BackupResult:
     started = time.perf_counter()
     plan, folder = resumable_plan(opts)
-    client = connect(opts.uri, timeout=opts.timeout)
+    resumed = plan is not None
+    check = SnapshotCheck()
+    client = connect(opts.uri, timeout=opts.timeout, event_listeners=[check])
     try:
         source = MongoSource(client, opts.db, uri_secrets(opts.uri))
         if plan is None:
-            plan, folder = new_plan(source, opts)
+            base = find_base(Path(opts.out_dir), opts.db, opts.base) if opts.incremental else None
+            plan, folder = new_plan(source, opts, base)
         assert folder is not None
         runner = UnitRunner(
             source,
@@ -203,11 +196,27 @@ def _locked_backup(opts: BackupOptions, progress: Progress) -> BackupResult:
             checkpoint_interval=opts.checkpoint_interval,
             progress=progress,
         )
-        runner.run([unit for unit in plan.units if unit.file not in plan.done])
+        wanted = _wanted(opts)
+        if plan.increment and plan.increment["mode"] == "changes":
+            try:
+                outcome = capture_increment(source, folder, plan, wanted)
+            except HistoryLost:
+                shutil.rmtree(folder, ignore_errors=True)  # nothing a --resume could finish
+                raise
+        else:
+            start_reads(source, plan, resumed, folder)
+            runner.run([unit for unit in plan.units if unit.file not in plan.done])
+            if plan.increment:  # a --since-field increment: no change capture
+                honoured = check.honoured and not source.snapshot_lost and not resumed
+                outcome = Outcome(
+                    "snapshot" if honoured and plan.consistency else "none", None, None
+                )
+            else:
+                outcome = finish(client, source, folder, plan, check, wanted)
     finally:
         client.close()
     try:
-        manifest = _manifest(folder, plan, runner, opts)
+        manifest = build_manifest(folder, plan, runner, opts, outcome)
         with private_file(folder / MANIFEST_NAME) as handle:
             handle.write(manifest_bytes(manifest))
         archive = _archive(folder, manifest, opts)
@@ -220,74 +229,10 @@ def _locked_backup(opts: BackupOptions, progress: Progress) -> BackupResult:
     return BackupResult(archive, folder, manifest, time.perf_counter() - started, exit_code)
 
 
-def _manifest(folder: Path, plan: Plan, runner: UnitRunner, opts: BackupOptions) -> Manifest:
-    """Join split collections' ranges, then describe every namespace."""
-    entries: list[CollectionEntry] = []
-    for data in plan.intents:
-        intent = Intent(**data)
-        units = [unit for unit in plan.units if unit.collection == intent.name]
-        if not intent.has_data:
-            entries.append(_entry(intent))
-        elif intent.name in runner.failed or not all(u.file in plan.done for u in units):
-            for unit in units:
-                runner.discard(unit)
-            error = runner.failed.get(intent.name, "not exported")
-            entries.append(_entry(intent, status="failed", error=error))
-        else:
-            stats = _joined(folder, plan, units, opts)
-            entry = _entry(intent, file=plan.files[intent.name], **stats)
-            logger.info("%s: %d documents, %d bytes", intent.name, entry.count, entry.bytes)
-            entries.append(entry)
-    return Manifest(
-        database=plan.database,
-        tool_version=__version__,
-        json_format=opts.json_format,
-        pretty=opts.pretty,
-        compression=opts.compress,
-        started_at=plan.started_at,
-        finished_at=dt.datetime.now(dt.UTC).isoformat(),
-        server=plan.server,
-        hosts=plan.hosts,
-        collections=entries,
-    )
-
-
-def _joined(folder: Path, plan: Plan, units: list[Unit], opts: BackupOptions) -> dict[str, Any]:
-    """The manifest fields of a collection whose units are all done."""
-    if len(units) == 1:
-        return _stats(plan.done[units[0].file])
-    member = units[0].member
-    if member not in plan.done:
-        files = [unit.file for unit in units]
-        try:
-            if all(
-                path.exists()
-                for file in files
-                for path in member_paths(folder, file, opts.compress, opts.keep_folder)
-            ):
-                size, sha256 = join_parts(folder, member, files, opts.compress, opts.keep_folder)
-            else:  # joined, then stopped while removing the ranges: the member is whole
-                size, sha256 = member_digest(folder, member, opts.compress, opts.keep_folder)
-        except OSError as error:
-            raise OutputError(
-                f"cannot join the ranges of {units[0].collection!r} in {folder} "
-                f"({error.strerror or error}): run the same backup with --resume"
-            ) from error
-        parts = [plan.done[unit.file] for unit in units]
-        plan.done[member] = {
-            "count": sum(part["count"] for part in parts),
-            "escaped": sum(part["escaped"] for part in parts),
-            "bytes": size,
-            "sha256": sha256,
-        }
-        save_plan(folder, plan)
-    for unit in units:
-        remove_member(folder, unit.file, opts.compress, opts.keep_folder)
-    return _stats(plan.done[member])
-
-
-def _stats(done: dict[str, Any]) -> dict[str, Any]:
-    return {key: done[key] for key in ("count", "bytes", "sha256", "escaped")}
+def _wanted(opts: BackupOptions) -> Callable[[str], bool]:
+    """Which collections' change events a backup keeps (--collection / --exclude)."""
+    include, exclude = set(opts.collections), set(opts.exclude)
+    return lambda name: name == "" or ((not include or name in include) and name not in exclude)
 
 
 def _archive(folder: Path, manifest: Manifest, opts: BackupOptions) -> Path | None:

@@ -120,6 +120,14 @@ class Plan:
     files: dict[str, str]  # collection -> member file
     units: list[Unit]
     done: dict[str, dict[str, Any]] = field(default_factory=dict)  # unit file -> stats
+    # Where the backup stands in the server's history (see consistency.py):
+    # {"start": $timestamp, "start_token": resume token, "snapshot": bool}; {} standalone.
+    consistency: dict[str, Any] = field(default_factory=dict)
+    # An incremental backup (see increments.py): mode, field, parent, since, point.
+    increment: dict[str, Any] | None = None
+    # --since-field: the field and each collection's high-water mark, read before export.
+    since_field: str | None = None
+    watermarks: dict[str, Any] = field(default_factory=dict)
     format: str = PLAN_FORMAT
     format_version: int = PLAN_VERSION
 

@@ -42,6 +42,7 @@ from .checkpoint import (
 )
 from .convert_worker import ConverterProcess
 from .errors import Interrupted, MongoBackupError, OutputError
+from .increments import query_for
 from .mongo_source import MongoSource
 from .prefetch import BATCH_BYTES, RestartNeeded, count_documents, resumable
 from .redact import scrub_text
@@ -291,6 +292,7 @@ class UnitRunner:
             upper=decode_key(unit.upper),
             inclusive=resume is None,
             policy=self.policy,
+            query=query_for(self.plan, unit.collection),
         )
         next_checkpoint = time.monotonic() + self.checkpoint_interval
         try:

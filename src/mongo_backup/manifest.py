@@ -25,7 +25,15 @@ FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 MAX_MANIFEST_BYTES = 64 * 1024 * 1024
 MAX_COLLECTIONS = 100_000
-COLLECTION_TYPES = ("collection", "view", "timeseries")
+# "changes": the change events a backup captured (see CHANGES_NAME), not a collection.
+COLLECTION_TYPES = ("collection", "view", "timeseries", "changes")
+# Collection names cannot hold "$", and no collection's file starts with "~" (see
+# names.py): neither can collide with a collection's.
+CHANGES_NAME = "$changes"
+CHANGES_FILE = "~changes.jsonl"
+KINDS = ("full", "incremental")
+GUARANTEES = ("snapshot", "oplog", "none")
+INCREMENT_MODES = ("changes", "field")
 
 
 @dataclass
@@ -42,6 +50,10 @@ class CollectionEntry:
     status: str = "ok"  # "ok" or "failed"
     error: str | None = None
     escaped: int = 0  # documents written as exact-bytes escape lines
+    # --since-field: {"field": name, "value": Extended JSON} read before the export (the
+    # next increment starts there), and the lower bound this increment used.
+    watermark: dict[str, Any] | None = None
+    since: dict[str, Any] | None = None
 
 
 @dataclass
@@ -55,8 +67,18 @@ class Manifest:
     finished_at: str
     server: dict[str, Any]
     hosts: list[str]
-    consistency: str = "none"
+    consistency: str = "none"  # one of GUARANTEES
     collections: list[CollectionEntry] = field(default_factory=list)
+    kind: str = "full"
+    backup_id: str | None = None  # the archive's name without suffix
+    # The moment the data reflects: {"cluster_time": $timestamp, "resume_token": {...}}.
+    point: dict[str, Any] | None = None
+    # An increment's base: {"id", "manifest_sha256", "database"} of the previous backup.
+    parent: dict[str, Any] | None = None
+    # {"mode": "changes"|"field", "field", "from", "to", "deletes_captured"}
+    increment: dict[str, Any] | None = None
+    # manifest_sha256 as read (parse_manifest); an increment's parent link names it.
+    checksum: str | None = field(default=None, compare=False)
     format: str = FORMAT_NAME
     format_version: int = FORMAT_VERSION
 
@@ -64,6 +86,11 @@ class Manifest:
     def data_entries(self) -> list[CollectionEntry]:
         """Entries with a data file, in archive order."""
         return [entry for entry in self.collections if entry.file is not None]
+
+    @property
+    def changes(self) -> CollectionEntry | None:
+        """The captured change events, if the backup has any."""
+        return next((entry for entry in self.collections if entry.type == "changes"), None)
 
     @property
     def failed(self) -> list[CollectionEntry]:
@@ -79,6 +106,7 @@ def _canonical_bytes(data: dict[str, Any]) -> bytes:
 def manifest_bytes(manifest: Manifest) -> bytes:
     """The manifest as written to disk: indented JSON with its own checksum last."""
     data = asdict(manifest)
+    del data["checksum"]
     data["manifest_sha256"] = hashlib.sha256(_canonical_bytes(data)).hexdigest()
     return (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
 
@@ -118,6 +146,10 @@ def _shallow(value: Any, name: str) -> Any:
     return value
 
 
+def _is_sha256(text: Any) -> bool:
+    return isinstance(text, str) and len(text) == 64 and all(c in "0123456789abcdef" for c in text)
+
+
 def _parse_entry(data: Any, index: int) -> CollectionEntry:
     _require(isinstance(data, dict), f"collection #{index} is not an object")
     name = _typed(data, "name", str)
@@ -138,10 +170,7 @@ def _parse_entry(data: Any, index: int) -> CollectionEntry:
         0 <= count <= 2**53 and 0 <= size <= 2**53, f"collection {name!r} has impossible counts"
     )
     sha = _typed(data, "sha256", str, optional=True)
-    _require(
-        sha is None or (len(sha) == 64 and all(c in "0123456789abcdef" for c in sha)),
-        f"collection {name!r} has a malformed sha256",
-    )
+    _require(sha is None or _is_sha256(sha), f"collection {name!r} has a malformed sha256")
     status = _typed(data, "status", str)
     _require(status in ("ok", "failed"), f"collection {name!r} has unknown status {status!r}")
     return CollectionEntry(
@@ -157,6 +186,8 @@ def _parse_entry(data: Any, index: int) -> CollectionEntry:
         status=status,
         error=_typed(data, "error", str, optional=True),
         escaped=_typed(data, "escaped", int, optional=True) or 0,
+        watermark=_shallow(_typed(data, "watermark", dict, optional=True), name),
+        since=_shallow(_typed(data, "since", dict, optional=True), name),
     )
 
 
@@ -189,9 +220,39 @@ def parse_manifest(raw: bytes) -> Manifest:
     collections = [_parse_entry(entry, index) for index, entry in enumerate(entries)]
     files = [entry.file for entry in collections if entry.file]
     _require(len(set(files)) == len(files), "two collections share one file")
+    changes = [entry for entry in collections if entry.type == "changes"]
+    _require(
+        len(changes) <= 1
+        and all(e.name == CHANGES_NAME and e.file == CHANGES_FILE for e in changes),
+        "malformed change events entry",
+    )
     names = [entry.name for entry in collections]
     _require(len(set(names)) == len(names), "a collection is listed twice")
+    kind = data.get("kind", "full")
+    _require(kind in KINDS, f"unknown kind {kind!r}")
+    consistency = _typed(data, "consistency", str)
+    _require(consistency in GUARANTEES, f"unknown consistency {consistency!r}")
+    parent = _typed(data, "parent", dict, optional=True)
+    _require((parent is not None) == (kind == "incremental"), "an increment needs a parent")
+    if parent is not None:
+        _require(
+            is_safe_member_name(str(parent.get("id", "")))
+            and _is_sha256(parent.get("manifest_sha256")),
+            "the parent link is malformed",
+        )
+    increment = _typed(data, "increment", dict, optional=True)
+    _require(
+        increment is None or increment.get("mode") in INCREMENT_MODES,
+        "unknown increment mode",
+    )
+    backup_id = _typed(data, "backup_id", str, optional=True)
+    _require(backup_id is None or is_safe_member_name(backup_id), "malformed backup id")
     return Manifest(
+        kind=kind,
+        backup_id=backup_id,
+        point=_shallow(_typed(data, "point", dict, optional=True), "point"),
+        parent=parent,
+        increment=_shallow(increment, "increment"),
         database=_typed(data, "database", str),
         tool_version=_typed(data, "tool_version", str),
         json_format=_typed(data, "json_format", str),
@@ -201,6 +262,7 @@ def parse_manifest(raw: bytes) -> Manifest:
         finished_at=_typed(data, "finished_at", str),
         server=_typed(data, "server", dict),
         hosts=_typed(data, "hosts", list),
-        consistency=_typed(data, "consistency", str),
+        consistency=consistency,
         collections=collections,
+        checksum=stated,
     )

@@ -29,6 +29,7 @@ import pymongo.errors
 from bson import json_util
 from bson.json_util import CANONICAL_JSON_OPTIONS
 from bson.regex import Regex
+from bson.timestamp import Timestamp
 from pymongo import MongoClient
 
 from .errors import ConnectionFailed, MongoBackupError
@@ -46,6 +47,7 @@ KEPT_SYSTEM_COLLECTIONS = {"system.js"}
 # out within a few percent of each other.
 SAMPLES_PER_PART = 100
 UNKNOWN_DOCUMENT_BYTES = 1024
+SNAPSHOT_GONE_CODES = {239, 246}  # SnapshotTooOld, SnapshotUnavailable
 
 T = TypeVar("T")
 
@@ -134,6 +136,11 @@ class MongoSource:
         self.db = client[db_name]
         self.db_name = db_name
         self.secrets = secrets
+        # Read every collection at this cluster time (read concern "snapshot"), until
+        # the server says it no longer holds it (then ``snapshot_lost``: the reads go on
+        # at the latest data, and the backup captures the changes instead).
+        self.snapshot_at: Timestamp | None = None
+        self.snapshot_lost = False
 
     def _call(self, what: str, function: Callable[[], T]) -> T:
         try:
@@ -265,21 +272,33 @@ class MongoSource:
         upper: IdKey | None = None,
         inclusive: bool = True,
         policy: RetryPolicy | None = None,
+        query: dict[str, Any] | None = None,
     ) -> Generator[tuple[bytes, IdKey | None], None, None]:
         """Every document of a collection (or of the ``_id`` range [lower, upper)), a
         server batch at a time, as raw BSON bytes with the batch's last ``_id`` (when
         ``ordered``). ``inclusive=False`` leaves out the document equal to ``lower``.
-        Transient faults are retried per ``policy`` (see :mod:`.prefetch`)."""
+        Transient faults are retried per ``policy`` (see :mod:`.prefetch`). ``query``
+        keeps only the documents that match it (``--since-field``)."""
         if (lower is not None or upper is not None) and not ordered:
             raise ValueError("_id bounds need an ordered scan")
         collection = self.db[name]
+        query = query or {}
 
         def open_cursor(start: IdKey | None, _inclusive: bool, batch_size: int) -> Iterator[bytes]:
+            if self.snapshot_at is not None and not self.snapshot_lost:
+                return self._in_snapshot(find, start, batch_size)
+            return find(start, batch_size, None)
+
+        def find(start: IdKey | None, batch_size: int, session: Any) -> Iterator[bytes]:
+            if not ordered and query:
+                # Few documents of many (--since-field): the server's plan, an index on
+                # the field where there is one.
+                return collection.find_raw_batches(query, batch_size=batch_size, session=session)
             if not ordered:
                 # A plain collection scan, which servers never refuse and which needs
                 # no index (MongoDB 9.0 refuses some unhinted full scans).
                 return collection.find_raw_batches(
-                    {}, batch_size=batch_size, hint=[("$natural", 1)]
+                    query, batch_size=batch_size, hint=[("$natural", 1)], session=session
                 )
             bounds: dict[str, Any] = {}
             if start is not None:
@@ -290,7 +309,12 @@ class MongoSource:
             # on it work across BSON types (see prefetch). The explicit sort costs
             # nothing there and states the order this code relies on.
             return collection.find_raw_batches(
-                {}, batch_size=batch_size, hint=[("_id", 1)], sort=[("_id", 1)], **bounds
+                query,
+                batch_size=batch_size,
+                hint=[("_id", 1)],
+                sort=[("_id", 1)],
+                session=session,
+                **bounds,
             )
 
         yield from prefetched(
@@ -303,6 +327,32 @@ class MongoSource:
             policy=policy,
             batch_size=batch_size,
         )
+
+    def _in_snapshot(
+        self,
+        find: Callable[[IdKey | None, int, Any], Iterator[bytes]],
+        start: IdKey | None,
+        batch_size: int,
+    ) -> Iterator[bytes]:
+        """A cursor read at ``snapshot_at``, in a snapshot session of its own (sessions
+        are not shared between threads)."""
+        with self.client.start_session(snapshot=True) as session:
+            # The driver sends a snapshot session's time as atClusterTime; set before
+            # the first read, it is the time every worker reads at.
+            session._snapshot_time = self.snapshot_at  # type: ignore[assignment]
+            try:
+                yield from find(start, batch_size, session)
+            except pymongo.errors.OperationFailure as error:
+                if error.code in SNAPSHOT_GONE_CODES:
+                    if not self.snapshot_lost:
+                        logger.warning(
+                            "the server no longer holds the snapshot the backup reads "
+                            "(%s): reading on at the latest data; the changes made "
+                            "during the backup are captured instead",
+                            error.details.get("codeName") if error.details else error.code,
+                        )
+                    self.snapshot_lost = True
+                raise
 
 
 def _documents(batch: bytes) -> Iterator[bytes]:

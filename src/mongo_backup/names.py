@@ -22,6 +22,9 @@ import re
 from collections.abc import Iterable
 
 FILE_SUFFIX = ".jsonl"
+# Where backups go in an output folder: OUT_DIR/backup_data/backup_{stamp}.tar[...]
+ARCHIVE_FOLDER = "backup_data"
+FOLDER_PREFIX = "backup_"
 MAX_STEM = 120
 _SAFE = re.compile(rb"[A-Za-z0-9_.\-]")
 _WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL"} | {

@@ -14,22 +14,23 @@ import logging
 import os
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .archive_writer import SUFFIXES
 from .checkpoint import PLAN_NAME, CheckpointError, Plan, Unit, encode_key, load_plan, save_plan
+from .consistency import begin
 from .errors import ConfigError, MongoBackupError
+from .increments import plan_increment, watermarks
 from .mongo_source import Intent, MongoSource
-from .names import file_names
+from .names import ARCHIVE_FOLDER, FOLDER_PREFIX, file_names
 from .redact import hosts_of
 
 if TYPE_CHECKING:
     from .backup import BackupOptions
+    from .chain import Link
 
 logger = logging.getLogger(__name__)
 
-ARCHIVE_FOLDER = "backup_data"
-FOLDER_PREFIX = "backup_"
 DEFAULT_SPLIT_THRESHOLD = 256 * 1024 * 1024
 MAX_PARTS = 64
 # Options that shape the archive's bytes: a resumed backup keeps the first run's.
@@ -104,9 +105,16 @@ def newest_unfinished(out_dir: Path, db: str) -> Path | None:
     return None
 
 
-def new_plan(source: MongoSource, opts: BackupOptions) -> tuple[Plan, Path]:
+def new_plan(
+    source: MongoSource, opts: BackupOptions, base: Link | None = None
+) -> tuple[Plan, Path]:
+    """Plan a full backup, or with ``base`` an increment continuing it. Everything that
+    must come before the first document is read happens here: the start of the
+    backup's place in the server's history, and the ``--since-field`` marks."""
     started_at = dt.datetime.now(dt.UTC)
     server = source.server_info()
+    if base is not None and opts.since_field is None:
+        return _changes_plan(source, opts, base, started_at, server)
     intents = source.intents(opts.collections, opts.exclude)
     missing = sorted(set(opts.collections) - {intent.name for intent in intents})
     if missing:
@@ -122,12 +130,24 @@ def new_plan(source: MongoSource, opts: BackupOptions) -> tuple[Plan, Path]:
         logger.warning(
             "standalone server: collections are read one after another, not at one moment"
         )
+    increment = plan_increment(base, opts.since_field, intents) if base is not None else None
+    floors = increment["since"] if increment else {}
+    # The marks before the start of the reads: a write after a mark, even one the reads
+    # miss (a snapshot before it), carries a value at or after the mark.
+    marks = watermarks(source, intents, opts.since_field, floors) if opts.since_field else {}
+    consistency = begin(source.client, source, server["topology"])
     files = file_names(intent.name for intent in intents if intent.has_data)
     units = [
         unit
         for intent in intents
         if intent.has_data
-        for unit in plan_units(source, intent, files[intent.name], opts.split_threshold)
+        for unit in (
+            # A --since-field increment reads few documents, through whatever plan the
+            # server picks for the filter (an index on the field): one unordered unit.
+            [Unit(intent.name, files[intent.name], files[intent.name], ordered=False)]
+            if increment is not None and increment["since"].get(intent.name) is not None
+            else plan_units(source, intent, files[intent.name], opts.split_threshold)
+        )
     ]
     folder = claim_folder(Path(opts.out_dir), utc_stamp(started_at))
     plan = Plan(
@@ -139,9 +159,45 @@ def new_plan(source: MongoSource, opts: BackupOptions) -> tuple[Plan, Path]:
         intents=[asdict(intent) for intent in intents],
         files=files,
         units=units,
+        consistency=consistency,
+        increment=increment,
+        since_field=opts.since_field,
+        watermarks=marks,
     )
     save_plan(folder, plan)
-    logger.info("backing up database %r (%d namespaces) into %s", opts.db, len(intents), folder)
+    what = "an increment of" if increment else "backing up"
+    logger.info("%s database %r (%d namespaces) into %s", what, opts.db, len(intents), folder)
+    return plan, folder
+
+
+def _changes_plan(
+    source: MongoSource,
+    opts: BackupOptions,
+    base: Link,
+    started_at: dt.datetime,
+    server: dict[str, Any],
+) -> tuple[Plan, Path]:
+    """A change-stream increment: no collections are read, only the change events."""
+    if server["topology"] == "standalone":
+        raise ConfigError(
+            "a change-stream increment needs a replica set or sharded cluster "
+            "(on a standalone server use --since-field FIELD)"
+        )
+    increment = plan_increment(base, None, [])
+    folder = claim_folder(Path(opts.out_dir), utc_stamp(started_at))
+    plan = Plan(
+        database=opts.db,
+        hosts=hosts_of(opts.uri),
+        started_at=started_at.isoformat(),
+        options={key: getattr(opts, key) for key in PLANNED_OPTIONS},
+        server=server,
+        intents=[],
+        files={},
+        units=[],
+        increment=increment,
+    )
+    save_plan(folder, plan)
+    logger.info("the changes to %r since %s, into %s", opts.db, base.path.name, folder)
     return plan, folder
 
 

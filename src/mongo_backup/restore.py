@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import pymongo.errors
+from bson.timestamp import Timestamp
 
 from .archive import BackupReader, open_backup
+from .chain import Link, read_manifest, resolve_chain
 from .errors import (
     EXIT_OK,
     EXIT_PARTIAL,
@@ -34,6 +36,7 @@ from .extjson import iter_documents, iter_lines
 from .manifest import CollectionEntry, Manifest
 from .mongo_source import connect
 from .redact import hosts_of, uri_secrets
+from .restore_chain import Replay, apply_increment, plan_chain
 from .restore_state import (
     RestoreState,
     load_state,
@@ -65,6 +68,7 @@ class RestoreOptions:
     verify_first: bool = True
     timeout: float = 30.0
     resume: bool = False
+    until: Timestamp | None = None  # restore a chain to this cluster time (restore_chain)
 
     def check(self) -> None:
         if not 1 <= self.jobs <= 64:
@@ -80,10 +84,12 @@ class RestoreResult:
     collections: list[CollectionOutcome]
     dry_run: bool
     duration: float
+    replays: list[Replay] = field(default_factory=list)  # changes and increments applied
 
     @property
     def exit_code(self) -> int:
-        return EXIT_OK if all(c.ok for c in self.collections) else EXIT_PARTIAL
+        ok = all(c.ok for c in self.collections) and not any(r.problems for r in self.replays)
+        return EXIT_OK if ok else EXIT_PARTIAL
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -91,6 +97,7 @@ class RestoreResult:
             "database": self.database,
             "dry_run": self.dry_run,
             "collections": [vars(c) | {"ok": c.ok} for c in self.collections],
+            "applied": [replay.to_json() for replay in self.replays],
             "duration_s": round(self.duration, 3),
             "exit_code": self.exit_code,
         }
@@ -114,8 +121,59 @@ def _open(opts: RestoreOptions) -> BackupReader:
 def run_restore(opts: RestoreOptions) -> RestoreResult:
     opts.check()
     started = time.perf_counter()
+    chain = _chain(opts)
     if opts.verify_first:
-        _verify_first(opts)
+        for source in [str(link.path) for link in chain] or [opts.source]:
+            _verify_first(replace(opts, source=source))
+    if chain:  # the full backup first, then each increment
+        result = _restore_one(replace(opts, source=str(chain[0].path)), started)
+        if not opts.dry_run:
+            result.replays.extend(_apply_increments(opts, result.database, chain[1:]))
+        result.source = opts.source
+        result.duration = time.perf_counter() - started
+        return result
+    return _restore_one(opts, started)
+
+
+def _chain(opts: RestoreOptions) -> list[Link]:
+    """The backups to apply when ``source`` is an increment or ``--until`` is given;
+    [] for a plain restore of one backup. Refuses a broken chain before any write."""
+    path = Path(opts.source)
+    if not path.is_file() or is_single_file(path):
+        if opts.until is not None:
+            raise ConfigError("--until needs a backup archive (a chain of them)")
+        return []
+    manifest = read_manifest(path)
+    if manifest.kind == "full" and opts.until is None:
+        return []
+    chain = plan_chain(resolve_chain(path, manifest), opts.until)
+    names = " -> ".join(link.path.name for link in chain)
+    logger.info("restoring the chain %s", names)
+    return chain
+
+
+def _apply_increments(opts: RestoreOptions, target: str, links: list[Link]) -> list[Replay]:
+    include, exclude = set(opts.collections), set(opts.exclude)
+
+    def wanted(name: str) -> bool:
+        return (not include or name in include) and name not in exclude
+
+    client = connect(opts.uri, timeout=opts.timeout)
+    try:
+        return [
+            apply_increment(client[target], link, wanted, opts.until, opts.verify_first)
+            for link in links
+        ]
+    except pymongo.errors.PyMongoError as error:
+        raise MongoBackupError(
+            f"applying an increment to {target!r}: "
+            f"{driver_error_text(error, uri_secrets(opts.uri))}"
+        ) from None
+    finally:
+        client.close()
+
+
+def _restore_one(opts: RestoreOptions, started: float) -> RestoreResult:
     with _open(opts) as reader:
         manifest = reader.manifest
         target = opts.db or manifest.database
@@ -140,7 +198,14 @@ def run_restore(opts: RestoreOptions) -> RestoreResult:
             client.close()
     if state is not None:
         remove_state(state_file)
-    return RestoreResult(opts.source, target, outcomes, opts.dry_run, time.perf_counter() - started)
+    return RestoreResult(
+        opts.source,
+        target,
+        outcomes,
+        opts.dry_run,
+        time.perf_counter() - started,
+        restorer.replays,
+    )
 
 
 def _starting_state(opts: RestoreOptions, path: Path, target: str) -> RestoreState | None:
@@ -187,7 +252,8 @@ def _select(manifest: Manifest, opts: RestoreOptions) -> list[CollectionEntry]:
     return [
         entry
         for entry in manifest.collections
-        if (not opts.collections or entry.name in opts.collections)
+        if entry.type != "changes"
+        and (not opts.collections or entry.name in opts.collections)
         and entry.name not in opts.exclude
     ]
 

@@ -10,10 +10,11 @@ progress as it goes and continues where a previous run stopped (see
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import pymongo.errors
 from pymongo.database import Database
@@ -22,6 +23,7 @@ from .archive import BackupReader
 from .extjson import iter_documents, iter_lines
 from .manifest import CollectionEntry
 from .mongo_source import from_extjson
+from .restore_chain import Replay, events_of, replay, spooled
 from .restore_state import CollectionState, RestoreState, Watermark, progress_hook
 from .restore_writer import InsertCounts, RawInserter
 from .retry import driver_error_text
@@ -73,6 +75,11 @@ class Restorer:
         self.secrets = secrets
         self.state = state
         self.state_file = state_file
+        self.replays: list[Replay] = []
+        include, exclude = set(opts.collections), set(opts.exclude)
+        # Which collections' change events are replayed: those restored, and those the
+        # events create (unless --collection or --exclude leave them out).
+        self.wanted = lambda name: (not include or name in include) and name not in exclude
 
     def _error(self, error: BaseException) -> str:
         return driver_error_text(error, self.secrets)
@@ -105,26 +112,46 @@ class Restorer:
                     self.state.collections[entry.name] = CollectionState()
         if self.state is not None:
             self.state.save(self.state_file)
-        # Members stream in archive order; the unselected ones are read past, not held.
-        for entry, stream in reader.members():
-            if entry.name not in chosen or entry.type == "view":
-                continue
-            outcome = outcomes[entry.name]
-            if self.state is None:
-                continue  # a dry run
-            saved = self.state.collections.setdefault(entry.name, CollectionState())
-            if saved.status == "done":
-                outcome.already = entry.count
-                continue
-            self._insert(entry, stream, outcome, saved)
-            saved.status = "done"
-            self.state.save(self.state_file)
-        for entry in selected:
-            if entry.type != "view" and self.opts.indexes:
-                self._build_indexes(entry, outcomes[entry.name])
-        for entry in _views_in_order([e for e in selected if e.type == "view"]):
-            self._create_view(entry, outcomes[entry.name], entry.name in existing)
+        with contextlib.ExitStack() as stack:
+            changes: IO[bytes] | None = None
+            # Members stream in archive order; the unselected ones are read past, not held.
+            for entry, stream in reader.members():
+                if entry.type == "changes" and not self.opts.dry_run:
+                    changes = stack.enter_context(spooled(stream))  # replayed after indexes
+                    continue
+                if entry.name not in chosen or entry.type == "view":
+                    continue
+                self._restore_member(entry, stream, outcomes[entry.name])
+            for entry in selected:
+                if entry.type != "view" and self.opts.indexes:
+                    self._build_indexes(entry, outcomes[entry.name])
+            for entry in _views_in_order([e for e in selected if e.type == "view"]):
+                self._create_view(entry, outcomes[entry.name], entry.name in existing)
+            changes_entry = reader.manifest.changes
+            if changes is not None and changes_entry is not None:
+                self.replays.append(
+                    replay(
+                        self.db,
+                        reader.manifest.backup_id or "backup",
+                        events_of(changes, changes_entry, self.opts.verify_first),
+                        self.wanted,
+                        self.opts.until,
+                    )
+                )
         return list(outcomes.values())
+
+    def _restore_member(
+        self, entry: CollectionEntry, stream: Any, outcome: CollectionOutcome
+    ) -> None:
+        if self.state is None:
+            return  # a dry run
+        saved = self.state.collections.setdefault(entry.name, CollectionState())
+        if saved.status == "done":
+            outcome.already = entry.count
+            return
+        self._insert(entry, stream, outcome, saved)
+        saved.status = "done"
+        self.state.save(self.state_file)
 
     def _prepare(self, entry: CollectionEntry, outcome: CollectionOutcome, exists: bool) -> None:
         if exists and self.opts.drop:

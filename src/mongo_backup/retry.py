@@ -10,6 +10,7 @@ by waiting (authentication, permissions, a bad query) fail at once.
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import pymongo.errors
@@ -28,6 +29,10 @@ TRANSIENT_CODES = frozenset(
         175,  # QueryPlanKilled
         189,  # PrimarySteppedDown
         237,  # CursorKilled
+        # The snapshot a backup reads has left the server's history window: the reader
+        # sets the snapshot aside (see MongoSource) and reads on from where it was.
+        239,  # SnapshotTooOld
+        246,  # SnapshotUnavailable
         262,  # ExceededTimeLimit
         9001,  # SocketException
         10107,  # NotWritablePrimary
@@ -76,7 +81,7 @@ NO_RETRIES = RetryPolicy(retries=0)
 def driver_error_text(error: BaseException, secrets: list[str]) -> str:
     """One line of text about a driver error, credentials removed."""
     details = getattr(error, "details", None)
-    if isinstance(details, dict) and details.get("errmsg"):
+    if isinstance(details, Mapping) and details.get("errmsg"):  # also raw BSON replies
         # The server's own message and code name, not the driver's dump of the reply.
         text = str(details.get("errmsg") or error)
         if details.get("codeName"):

@@ -18,13 +18,15 @@ import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO, Any
 
 import bson
 from bson.raw_bson import RawBSONDocument
 
 from .archive import BackupReader, open_backup
-from .errors import LineFormatError
+from .chain import resolve_chain
+from .errors import ArchiveError, ConfigError, LineFormatError
 from .extjson import StreamStats, document_from_line, iter_document_texts, iter_lines
 from .manifest import CollectionEntry, Manifest
 from .mongo_source import MongoSource, connect, to_extjson
@@ -71,10 +73,15 @@ class VerifyResult:
     members: list[MemberReport]
     against: list[AgainstReport] | None
     duration: float
+    # An increment: the archives of its chain, full backup first, and what is wrong
+    # with them (a missing or mismatching link, a damaged archive).
+    chain: list[str] = field(default_factory=list)
+    chain_problems: list[str] = field(default_factory=list)
 
     @property
     def problems(self) -> list[str]:
-        found = [f"{m.file}: {p}" for m in self.members for p in m.problems]
+        found = list(self.chain_problems)
+        found += [f"{m.file}: {p}" for m in self.members for p in m.problems]
         for report in self.against or []:
             if not report.ok:
                 found.append(
@@ -96,6 +103,7 @@ class VerifyResult:
             "against": [vars(a) | {"ok": a.ok} for a in self.against]
             if self.against is not None
             else None,
+            "chain": self.chain,
             "problems": self.problems,
             "duration_s": round(self.duration, 3),
         }
@@ -154,6 +162,11 @@ def verify(
     started = time.perf_counter()
     with open_backup(location) as reader:
         kept: dict[str, dict[bytes, bytes]] = {}
+        if against_uri and reader.manifest.kind == "incremental":
+            raise ConfigError(
+                "--against compares a full backup with a database; restore the chain of "
+                "an increment and compare that instead"
+            )
         members = list(_check_all(reader, kept if against_uri else None))
         manifest = reader.manifest
     against = None
@@ -161,7 +174,31 @@ def verify(
         against = compare_with_database(
             manifest, kept, against_uri, against_db or manifest.database, timeout
         )
-    return VerifyResult(location, manifest, members, against, time.perf_counter() - started)
+    result = VerifyResult(location, manifest, members, against, 0.0)
+    if manifest.kind == "incremental":
+        _check_chain(result)
+    result.duration = time.perf_counter() - started
+    return result
+
+
+def _check_chain(result: VerifyResult) -> None:
+    """An increment restores only with its whole chain: check every link and archive."""
+    try:
+        links = resolve_chain(Path(result.location), result.manifest)
+    except ArchiveError as error:
+        result.chain_problems.append(str(error))
+        return
+    result.chain = [str(link.path) for link in links]
+    for link in links[:-1]:
+        try:
+            with open_backup(link.path) as reader:
+                reports = list(_check_all(reader, None))
+        except ArchiveError as error:
+            result.chain_problems.append(f"chain: {error}")
+            continue
+        result.chain_problems += [
+            f"chain: {link.path.name}: {m.file}: {p}" for m in reports for p in m.problems
+        ]
 
 
 def _check_all(
@@ -183,6 +220,8 @@ def compare_with_database(
         live = {intent.name: intent for intent in source.intents()}
         reports = []
         for entry in manifest.collections:
+            if entry.type == "changes":
+                continue  # events, not a collection: restore replays them
             report = AgainstReport(entry.name)
             intent = live.get(entry.name)
             if intent is None:

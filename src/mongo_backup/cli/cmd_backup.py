@@ -119,6 +119,27 @@ def add_parser(commands: Any, parent: argparse.ArgumentParser, epilog: str) -> N
         metavar="SECONDS",
         help="how often the progress of a collection is made durable for --resume (default: 1)",
     )
+    history = parser.add_argument_group("increments (see README: Consistency and increments)")
+    history.add_argument(
+        "--incremental",
+        action="store_true",
+        help="back up only what changed since the previous backup of this database in "
+        "OUT_DIR (or --base): its change events (replica sets), or with --since-field the "
+        "documents whose field moved on",
+    )
+    history.add_argument(
+        "--since-field",
+        metavar="FIELD",
+        help="an updatedAt-style field: with --incremental, export the documents whose FIELD "
+        "is at or after the previous backup's high-water mark (deletes are not captured); "
+        "without, a full backup that records the marks",
+    )
+    history.add_argument(
+        "--base",
+        type=Path,
+        metavar="ARCHIVE",
+        help="the backup an --incremental continues (default: the newest in OUT_DIR)",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -159,6 +180,9 @@ def run(args: argparse.Namespace) -> int:
         checkpoint_interval=args.checkpoint_interval,
         lock_wait=args.lock_wait,
         resume=args.resume,
+        incremental=args.incremental,
+        since_field=args.since_field,
+        base=args.base,
     )
     with progress_for(args.quiet or args.json) as progress:
         result = run_backup(options, progress)

@@ -8,7 +8,9 @@ import json
 from typing import Any
 
 from ..archive import open_backup
+from ..cluster_time import from_json, show
 from ..errors import EXIT_OK
+from ..manifest import Manifest
 from .tables import print_table
 
 
@@ -43,6 +45,8 @@ def run(args: argparse.Namespace) -> int:
         f"compression {manifest.compression}, consistency {manifest.consistency}, "
         f"tool {manifest.tool_version}"
     )
+    for line in history_lines(manifest):
+        print(line)
     rows = [
         [
             c.name,
@@ -58,3 +62,27 @@ def run(args: argparse.Namespace) -> int:
         "collections", ["collection", "type", "documents", "bytes", "indexes", "status"], rows
     )
     return EXIT_OK
+
+
+def history_lines(manifest: Manifest) -> list[str]:
+    """Where the backup stands in the server's history, and what it continues."""
+    lines = []
+    if manifest.point:
+        lines.append(
+            f"consistent at cluster time {show(from_json(manifest.point['cluster_time']))}"
+        )
+    if manifest.kind == "incremental" and manifest.parent:
+        increment = manifest.increment or {}
+        if increment.get("mode") == "changes":
+            what = (
+                f"change events from {show(from_json(increment['from']))} "
+                f"to {show(from_json(increment['to']))}"
+            )
+        else:
+            what = f"documents whose {increment.get('field')!r} moved on (deletes not captured)"
+        lines.append(f"incremental: {what}")
+        parent = manifest.parent
+        lines.append(f"parent: {parent['id']} (manifest sha256 {parent['manifest_sha256']})")
+    else:
+        lines.append("full backup")
+    return lines

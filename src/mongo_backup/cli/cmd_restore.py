@@ -6,6 +6,10 @@ import argparse
 import json
 from typing import Any
 
+from bson.timestamp import Timestamp
+
+from ..cluster_time import parse_until
+from ..errors import ConfigError
 from ..restore import RestoreOptions, RestoreResult, run_restore
 from .options import add_collection_filters, add_connection_options, connection_from
 from .tables import print_table
@@ -57,8 +61,22 @@ def add_parser(commands: Any, parent: argparse.ArgumentParser, epilog: str) -> N
         help="continue an interrupted restore of this backup into this database: finished "
         "collections are kept, the one in progress goes on after its last answered batch",
     )
+    group.add_argument(
+        "--until",
+        type=until_time,
+        metavar="TIME",
+        help="restore the chain only up to TIME: ISO-8601 (2026-11-26T12:00:00Z) or a "
+        "cluster time SECONDS:INCREMENT; an increment SOURCE brings its whole chain anyway",
+    )
     group.add_argument("--json", action="store_true", help="print a JSON result object on stdout")
     parser.set_defaults(handler=run)
+
+
+def until_time(text: str) -> Timestamp:
+    try:
+        return parse_until(text)
+    except ConfigError as error:
+        raise argparse.ArgumentTypeError(str(error).removeprefix(f"--until {text!r}: ")) from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -80,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
             verify_first=not args.no_verify,
             timeout=args.timeout,
             resume=args.resume,
+            until=args.until,
         )
     )
     if args.json:
@@ -120,3 +139,10 @@ def report(result: RestoreResult) -> None:
         ],
         rows,
     )
+    for replay in result.replays:
+        applied = ", ".join(f"{n} {kind}" for kind, n in sorted(replay.counts.items()) if n)
+        what = "change events" if replay.mode == "changes" else "documents upserted"
+        until = " (stopped at --until)" if replay.stopped_at_until else ""
+        print(f"{replay.backup}: {what}: {applied or 'none'}{until}")
+        for problem in replay.problems:
+            print(f"{replay.backup}: problem: {problem}")

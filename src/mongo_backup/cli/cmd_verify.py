@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Any
 
 from ..config import resolve_connection
@@ -79,4 +80,8 @@ def report(result: VerifyResult) -> None:
             ["collection", "missing", "extra", "different", "status"],
             rows,
         )
+    if result.chain:
+        print("chain: " + " -> ".join(Path(path).name for path in result.chain))
+    for problem in result.chain_problems:
+        print(problem)
     print("OK" if result.ok else f"FAILED: {len(result.problems)} problem(s)")

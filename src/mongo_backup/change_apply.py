@@ -1,0 +1,236 @@
+"""Applying captured change events to a database, in order, idempotently.
+
+Restore replays the events a backup captured (the changes made while a full backup ran,
+or an incremental backup's changes) after the documents are in. Replaying must give the
+source's state at the last event even when a document already reflects some of the
+events (a full backup read it after they happened), as mongorestore's oplog replay
+does: inserts and replaces become upserts of the whole document, updates set and unset
+fields, deletes and drops of what is already gone are no-ops.
+
+Document events of one collection go to the server as ordered bulk writes of up to
+:data:`BULK_OPS` operations; collection events (create, drop, rename, indexes) are
+applied between them, in the order they happened. Events later than ``until`` are not
+applied (restore ``--until``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import pymongo.errors
+from bson import decode, encode
+from bson.codec_options import CodecOptions, DatetimeConversion
+from bson.raw_bson import RawBSONDocument
+from bson.timestamp import Timestamp
+from pymongo import DeleteOne, ReplaceOne, UpdateOne
+from pymongo.database import Database
+
+logger = logging.getLogger(__name__)
+
+BULK_OPS = 1000
+_RAW = CodecOptions(document_class=RawBSONDocument)
+# Decoding for the rare update that must be applied here: every value kept as it was.
+_EXACT: CodecOptions[dict[str, Any]] = CodecOptions(
+    datetime_conversion=DatetimeConversion.DATETIME_AUTO
+)
+_IGNORED_CODES = {
+    26,  # NamespaceNotFound: renaming or indexing what a later event dropped
+    27,  # IndexNotFound
+    48,  # NamespaceExists: created by the full backup already
+    85,  # IndexOptionsConflict: the index is there already
+    86,  # IndexKeySpecsConflict
+}
+_DOCUMENT_EVENTS = {"insert", "replace", "update", "delete"}
+
+
+class ChangeApplier:
+    """Applies raw change events to ``db``; ``counts`` tallies what was done."""
+
+    def __init__(
+        self, db: Database[Any], *, wanted: Callable[[str], bool], until: Timestamp | None = None
+    ) -> None:
+        self.db = db
+        self.wanted = wanted
+        self.until = until
+        self.counts: Counter[str] = Counter()
+        self.last_time: Timestamp | None = None
+        self.stopped = False  # an event later than ``until`` was reached
+        self.problems: list[str] = []  # what could not be applied as it happened
+        self._pending: list[Any] = []
+        self._pending_collection: str | None = None
+
+    def apply_all(self, events: Iterable[bytes]) -> None:
+        for raw in events:
+            if not self.apply(raw):
+                break
+        self.flush()
+
+    def apply(self, raw: bytes) -> bool:
+        """Apply one event; False once an event is later than ``until``."""
+        event = RawBSONDocument(raw, _RAW)
+        cluster_time = event["clusterTime"]
+        if self.until is not None and cluster_time > self.until:
+            self.stopped = True
+            return False
+        kind = event["operationType"]
+        namespace = event.get("ns") or {}
+        collection = str(namespace.get("coll") or "")
+        target = event.get("to")
+        renamed_to = str(target["coll"]) if target is not None else ""
+        if not self._wanted(collection) and not (renamed_to and self._wanted(renamed_to)):
+            self.counts["skipped"] += 1
+            return True
+        if kind in _DOCUMENT_EVENTS:
+            self._document_event(kind, collection, event)
+        else:
+            self.flush()
+            self._collection_event(kind, collection, event)
+        self.counts[kind] += 1
+        self.last_time = cluster_time
+        return True
+
+    def _wanted(self, collection: str) -> bool:
+        if collection.startswith("system.") and collection != "system.js":
+            return False
+        return collection == "" or self.wanted(collection)
+
+    def _document_event(self, kind: str, collection: str, event: RawBSONDocument) -> None:
+        if collection != self._pending_collection or len(self._pending) >= BULK_OPS:
+            self.flush()
+            self._pending_collection = collection
+        key = {"_id": event["documentKey"]["_id"]}
+        if kind in ("insert", "replace"):
+            self._pending.append(ReplaceOne(key, event["fullDocument"], upsert=True))
+        elif kind == "delete":
+            self._pending.append(DeleteOne(key))
+        else:
+            self._update(collection, key, event["updateDescription"])
+
+    def _update(self, collection: str, key: dict[str, Any], description: Any) -> None:
+        if description.get("disambiguatedPaths"):
+            # Field names with dots or digits that a dotted path would misread.
+            self.flush()
+            self._update_exactly(collection, key, description)
+            return
+        for truncated in description.get("truncatedArrays") or []:
+            push = {"$push": {truncated["field"]: {"$each": [], "$slice": truncated["newSize"]}}}
+            self._pending.append(UpdateOne(key, push))
+        update: dict[str, Any] = {}
+        if len(description["updatedFields"]):
+            update["$set"] = description["updatedFields"]
+        removed = description.get("removedFields") or []
+        if removed:
+            update["$unset"] = {field: "" for field in removed}
+        if update:
+            self._pending.append(UpdateOne(key, update))
+
+    def _update_exactly(self, collection: str, key: dict[str, Any], description: Any) -> None:
+        """Apply an update whose paths need the exact field names, on the document as
+        the target holds it."""
+        target = self.db[collection]
+        raw = target.with_options(codec_options=_RAW).find_one(key)
+        if raw is None:
+            return  # deleted by a later event: the replay will get there
+        document = decode(raw.raw, _EXACT)
+        updated = decode(description["updatedFields"].raw, _EXACT)
+        paths = decode(description["disambiguatedPaths"].raw, _EXACT)
+        for truncated in description.get("truncatedArrays") or []:
+            name = truncated["field"]
+            path = paths.get(name) or name.split(".")
+            holder, last = _walk(document, path)
+            if holder is not None:
+                holder[last] = holder[last][: truncated["newSize"]]
+        for name, value in updated.items():
+            holder, last = _walk(document, paths.get(name) or name.split("."), create=True)
+            if holder is not None:
+                if isinstance(holder, list) and isinstance(last, int) and last >= len(holder):
+                    holder.extend([None] * (last + 1 - len(holder)))
+                holder[last] = value
+        for name in description.get("removedFields") or []:
+            holder, last = _walk(document, paths.get(name) or name.split("."))
+            if isinstance(holder, dict):
+                holder.pop(last, None)
+        target.replace_one(key, RawBSONDocument(encode(document, codec_options=_EXACT)))
+
+    def _collection_event(self, kind: str, collection: str, event: RawBSONDocument) -> None:
+        description = event.get("operationDescription")
+        described = decode(description.raw, _EXACT) if description is not None else {}
+        try:
+            if kind == "create":
+                described.pop("idIndex", None)
+                self.db.command({"create": collection, **described})
+            elif kind == "drop":
+                self.db.drop_collection(collection)
+            elif kind == "rename":
+                target = event["to"]
+                if target["db"] != event["ns"]["db"] or not self._wanted(str(target["coll"])):
+                    self.db.drop_collection(collection)  # moved out of what is restored
+                elif not self._wanted(collection):
+                    self.problems.append(
+                        f"{target['coll']!r} was renamed from {collection!r}, which is not "
+                        f"restored, so it is incomplete (add --collection {collection})"
+                    )
+                else:
+                    self.db.client.admin.command(
+                        "renameCollection",
+                        f"{self.db.name}.{collection}",
+                        to=f"{self.db.name}.{target['coll']}",
+                        dropTarget=True,
+                    )
+            elif kind == "createIndexes":
+                self.db.command({"createIndexes": collection, "indexes": described["indexes"]})
+            elif kind == "dropIndexes":
+                for index in described.get("indexes", []):
+                    self.db[collection].drop_index(index["name"])
+            elif kind == "modify":
+                described.pop("index", None)
+                if described:
+                    self.db.command({"collMod": collection, **described})
+            elif kind == "dropDatabase":
+                for name in self.db.list_collection_names():
+                    if self._wanted(name):
+                        self.db.drop_collection(name)
+            else:
+                logger.warning("a %r event on %r is not applied (not supported)", kind, collection)
+        except pymongo.errors.OperationFailure as error:
+            if error.code not in _IGNORED_CODES:
+                raise
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        assert self._pending_collection is not None
+        self.db[self._pending_collection].bulk_write(self._pending, ordered=True)
+        self._pending = []
+
+
+def _walk(document: Any, path: list[Any], create: bool = False) -> tuple[Any, Any]:
+    """The container holding the last step of ``path`` and that step (a field name or
+    an array index), or (None, None) when the path leads nowhere."""
+    holder = document
+    for step in path[:-1]:
+        if isinstance(holder, dict):
+            if step not in holder:
+                if not create:
+                    return None, None
+                holder[step] = {}
+            holder = holder[step]
+        elif isinstance(holder, list) and (index := _index(step)) is not None:
+            if index >= len(holder):
+                return None, None
+            holder = holder[index]
+        else:
+            return None, None
+    last = path[-1]
+    if isinstance(holder, list):
+        last = _index(last)
+    return (holder, last) if last is not None else (None, None)
+
+
+def _index(step: Any) -> int | None:
+    if isinstance(step, int):
+        return step
+    return int(step) if isinstance(step, str) and step.isdigit() else None

@@ -1,0 +1,207 @@
+"""Which moment a backup reflects, and the change events that get it there.
+
+On a replica set or sharded cluster, a full backup:
+
+1. before reading, notes a change stream position and the majority-committed cluster
+   time T0 (:func:`begin`), and reads every collection at T0 with read concern
+   ``snapshot`` (``MongoSource.snapshot_at``);
+2. afterwards (:func:`finish`): if every read was answered at T0 (checked by
+   :class:`~mongo_backup.cluster_time.SnapshotCheck`), the backup is a snapshot at T0
+   (guarantee ``snapshot``). If not (the reads outlived the server's snapshot window,
+   the server does not keep snapshots, or the backup was resumed), it captures the
+   change events from T0 to the majority point at the end into the ``~changes.jsonl``
+   member, as ``mongodump --oplog`` does; restore replays them after the documents, so
+   the restored data is the source at that end point (guarantee ``oplog``). If that
+   history is gone too, the guarantee is ``none``, with a warning.
+
+A standalone server has no cluster time: guarantee ``none``, warned once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pymongo.errors
+from bson.timestamp import Timestamp
+from pymongo import MongoClient
+
+from .archive_writer import MemberWriter
+from .change_capture import Captured, capture, stream_position
+from .checkpoint import Plan, save_plan
+from .cluster_time import SnapshotCheck, from_json, majority_point, show, to_json
+from .errors import MongoBackupError
+from .extjson import BatchEncoder
+from .manifest import CHANGES_FILE, CHANGES_NAME, CollectionEntry
+from .mongo_source import MongoSource, from_extjson, to_extjson
+from .retry import driver_error_text
+
+logger = logging.getLogger(__name__)
+
+ENCODE_BYTES = 1 << 20  # raw events gathered before they are converted and written
+
+
+@dataclass
+class Outcome:
+    consistency: str  # "snapshot", "oplog" or "none"
+    point: dict[str, Any] | None  # {"cluster_time", "resume_token"}
+    changes: CollectionEntry | None  # the captured events' member, if any
+
+
+def begin(client: MongoClient[Any], source: MongoSource, topology: str) -> dict[str, Any]:
+    """The plan's ``consistency``: where the backup starts in the server's history."""
+    if topology == "standalone":
+        return {}
+    try:
+        token = stream_position(source.db)
+    except pymongo.errors.PyMongoError as error:  # no change streams here (roles, server)
+        logger.warning(
+            "cannot open a change stream (%s): the backup is not tied to one moment "
+            "(consistency: none)",
+            driver_error_text(error, source.secrets),
+        )
+        return {}
+    start = majority_point(client)
+    if start is None:
+        return {}
+    return {"start": to_json(start), "start_token": to_extjson(token), "snapshot": True}
+
+
+def start_reads(source: MongoSource, plan: Plan, resumed: bool, folder: Path) -> None:
+    """Point the reads at the plan's start time (not after a resume: the first run's
+    reads may not have been at one moment, so the changes are captured instead)."""
+    if not plan.consistency:
+        return
+    if resumed and plan.consistency.get("snapshot"):
+        plan.consistency["snapshot"] = False
+        save_plan(folder, plan)
+    if plan.consistency.get("snapshot"):
+        source.snapshot_at = from_json(plan.consistency["start"])
+
+
+def finish(
+    client: MongoClient[Any],
+    source: MongoSource,
+    folder: Path,
+    plan: Plan,
+    check: SnapshotCheck,
+    wanted: Callable[[str], bool],
+) -> Outcome:
+    """The guarantee of a full backup whose collections are all read."""
+    state = plan.consistency
+    if not state:
+        return Outcome("none", None, None)
+    start = from_json(state["start"])
+    token = from_extjson(state["start_token"])
+    if state.get("snapshot") and check.honoured and not source.snapshot_lost:
+        logger.info("consistent snapshot at cluster time %s", show(start))
+        return Outcome(
+            "snapshot", {"cluster_time": state["start"], "resume_token": to_extjson(token)}, None
+        )
+    until = majority_point(client)
+    if until is None:
+        return Outcome("none", None, None)
+    try:
+        entry, captured = write_changes(
+            source, folder, plan, token=token, after=start, until=until, wanted=wanted
+        )
+    except MongoBackupError as error:
+        logger.warning(
+            "the changes made during the backup cannot be read (%s): the backup is not "
+            "consistent at one moment (consistency: none)",
+            error,
+        )
+        return Outcome("none", None, None)
+    logger.info(
+        "consistent at cluster time %s: %d changes made during the backup are captured",
+        show(until),
+        captured.events,
+    )
+    point = {"cluster_time": to_json(until), "resume_token": to_extjson(captured.token)}
+    return Outcome("oplog", point, entry)
+
+
+def write_changes(
+    source: MongoSource,
+    folder: Path,
+    plan: Plan,
+    *,
+    token: dict[str, Any],
+    after: Timestamp,
+    until: Timestamp,
+    wanted: Callable[[str], bool],
+) -> tuple[CollectionEntry | None, Captured]:
+    """Capture the events in ``(after, until]`` into the changes member of ``folder``;
+    no member (None) when there are none."""
+    options = plan.options
+    writer = MemberWriter(folder, CHANGES_FILE, options["compress"], options["keep_folder"])
+    # Canonical whatever the backup's format: replaying needs every type exactly.
+    encoder = BatchEncoder("canonical", options["pretty"])
+    pending: list[bytes] = []
+    size = count = 0
+
+    def write_pending() -> None:
+        nonlocal size, count
+        text, documents = encoder.encode(b"".join(pending))
+        writer.write(text)
+        count += documents
+        pending.clear()
+        size = 0
+
+    def sink(raw: bytes) -> None:
+        nonlocal size
+        pending.append(raw)
+        size += len(raw)
+        if size >= ENCODE_BYTES:
+            write_pending()
+
+    try:
+        captured = capture(
+            source.db,
+            start_token=token,
+            after=after,
+            until=until,
+            sink=sink,
+            wanted=wanted,
+            secrets=source.secrets,
+        )
+        if pending:
+            write_pending()
+        writer.close()
+    except BaseException:
+        writer.discard()
+        raise
+    if count == 0:  # nothing changed: no member (the data is already that moment's)
+        writer.discard()
+        return None, captured
+    entry = CollectionEntry(
+        name=CHANGES_NAME,
+        type="changes",
+        file=CHANGES_FILE,
+        count=count,
+        bytes=writer.bytes,
+        sha256=writer.sha256,
+        escaped=encoder.escaped,
+    )
+    return entry, captured
+
+
+def capture_increment(
+    source: MongoSource, folder: Path, plan: Plan, wanted: Callable[[str], bool]
+) -> Outcome:
+    """A change-stream increment: the events since the base backup's point."""
+    assert plan.increment is not None
+    until = majority_point(source.client)
+    if until is None:
+        raise MongoBackupError("a change-stream increment needs a replica set or sharded cluster")
+    after = from_json(plan.increment["from"])
+    token = from_extjson(plan.increment["start_token"])
+    entry, captured = write_changes(
+        source, folder, plan, token=token, after=after, until=until, wanted=wanted
+    )
+    logger.info("%d changes from %s to %s", captured.events, show(after), show(until))
+    point = {"cluster_time": to_json(until), "resume_token": to_extjson(captured.token)}
+    return Outcome("oplog", point, entry)

@@ -1,0 +1,888 @@
+"""Issue 5, one moment for the whole database: the point a backup is consistent at.
+
+On a replica set a full backup reads every collection at the majority-committed cluster
+time T0 it noted before reading. When every read was answered at T0 the backup is a
+``snapshot`` at T0; when not (SecantusDB answers at its latest time, a snapshot that got
+too old, a resumed backup) it captures the change events of (T0, T_end] and restore
+replays them: ``oplog`` at T_end. Either way a restore must equal the source at the
+manifest's ``point.cluster_time``, which these tests check with writers and DDL running
+during the backup, each write stamped with the ``operationTime`` the server acknowledged
+it at. A standalone server gives ``none`` and no point. Pure unit tests of
+:mod:`mongo_backup.cluster_time` and the resume-token reader close the file.
+
+Tests run against SecantusDB or any real replica set (``MONGO_TEST_URI``): where the
+server decides between ``snapshot`` and ``oplog``, both are accepted.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+from bson import json_util
+from bson.json_util import CANONICAL_JSON_OPTIONS
+from bson.timestamp import Timestamp
+from pymongo import MongoClient
+from pymongo.errors import OperationFailure
+
+from bsontools import archive_members, raw_docs_by_id, read_manifest
+from conftest import CliResult, CliRunner
+from mongo_backup.change_capture import token_time
+from mongo_backup.cluster_time import (
+    SnapshotCheck,
+    after,
+    from_json,
+    parse_until,
+    show,
+    to_json,
+)
+from mongo_backup.embedded import EmbeddedServer
+from mongo_backup.errors import ConfigError
+from mongo_backup.mongo_source import APP_NAME
+from restoretools import (
+    assert_same_bytes,
+    assert_single_error_line,
+    backup_archive,
+    index_specs,
+    restore_cli,
+    user_collections,
+)
+
+# The modules, not the functions mongo_backup/__init__ re-exports under the same names.
+backup_module = importlib.import_module("mongo_backup.backup")
+planning_module = importlib.import_module("mongo_backup.planning")
+
+GUARANTEES = ("snapshot", "oplog")
+CHANGES_MEMBER = "~changes.jsonl"
+LAST_INCREMENT = 2**32 - 1
+
+
+# --- helpers ------------------------------------------------------------------------
+
+
+def point_of(manifest: dict[str, Any]) -> Timestamp:
+    """The manifest's point.cluster_time (the manifest must have a point)."""
+    point = manifest["point"]
+    assert isinstance(point, dict), manifest
+    assert set(point) == {"cluster_time", "resume_token"}, point
+    return from_json(point["cluster_time"])
+
+
+def changes_entry(manifest: dict[str, Any]) -> dict[str, Any] | None:
+    found = [entry for entry in manifest["collections"] if entry["type"] == "changes"]
+    assert len(found) <= 1, manifest["collections"]
+    return found[0] if found else None
+
+
+def check_guarantee(archive: Path) -> tuple[dict[str, Any], Timestamp]:
+    """A full replica-set backup's guarantee: snapshot or oplog, with a point; the changes
+    member exactly when oplog. Returns the manifest and the point."""
+    manifest = read_manifest(archive)
+    assert manifest["kind"] == "full"
+    assert manifest["consistency"] in GUARANTEES, manifest["consistency"]
+    point = point_of(manifest)
+    changes = changes_entry(manifest)
+    if manifest["consistency"] == "oplog":
+        assert changes is not None, manifest["collections"]
+        assert changes["name"] == "$changes" and changes["file"] == CHANGES_MEMBER
+        assert CHANGES_MEMBER in archive_members(archive)
+    else:
+        assert changes is None, changes
+        assert CHANGES_MEMBER not in archive_members(archive)
+    return manifest, point
+
+
+def filler(client: MongoClient[Any], db: str, names: tuple[str, ...], count: int) -> None:
+    """``count`` documents of a few hundred bytes in each collection of ``names``."""
+    for name in names:
+        client[db][name].insert_many(
+            [{"_id": i, "n": i, "s": f"{name}-{i}", "pad": "p" * 200} for i in range(count)]
+        )
+
+
+def arm_fail_point(client: MongoClient[Any], mode: Any, **data: Any) -> bool:
+    """failCommand on for mongo-backup's connections; False if the server refuses it."""
+    try:
+        client.admin.command(
+            {
+                "configureFailPoint": "failCommand",
+                "mode": mode,
+                "data": {"appName": APP_NAME, **data},
+            }
+        )
+    except OperationFailure:
+        return False
+    return True
+
+
+def disarm_fail_point(client: MongoClient[Any]) -> None:
+    client.admin.command({"configureFailPoint": "failCommand", "mode": "off"})
+
+
+@pytest.fixture
+def fail_points(client: MongoClient[Any]) -> Iterator[None]:
+    """Whatever a test arms is off again afterwards (fail points are server-global)."""
+    yield
+    try:
+        disarm_fail_point(client)
+    except OperationFailure:
+        pass  # the server has no test commands: nothing was armed
+
+
+def when_reads_start(
+    monkeypatch: pytest.MonkeyPatch, hook: Callable[[], None]
+) -> list[BaseException]:
+    """Run ``hook`` in the backup right before it reads the first document: after it has
+    noted its change stream position and its start time T0. Errors are collected in the
+    returned list (the hook must not be what fails the backup)."""
+    real = backup_module.start_reads
+    errors: list[BaseException] = []
+
+    def start_reads(*args: Any, **kwargs: Any) -> None:
+        try:
+            hook()
+        except BaseException as error:
+            errors.append(error)
+        real(*args, **kwargs)
+
+    monkeypatch.setattr(backup_module, "start_reads", start_reads)
+    return errors
+
+
+# --- 1. the Percona Backup for MongoDB bounds check: writes around and during a backup
+
+
+@dataclass(frozen=True)
+class Write:
+    time: Timestamp  # the operationTime the server acknowledged the write at
+    id: int
+    value: int
+
+
+# The writers write in bursts, all at once, with a pause between: a backup notes its
+# change stream position only once the stream has been quiet for a moment, and would
+# wait for thousands of writes on a database that never pauses (see
+# test_backup_starts_promptly_on_a_database_that_never_pauses).
+BURST_SECONDS = 0.5
+PAUSE_SECONDS = 0.3
+
+
+@dataclass
+class Writer:
+    """Inserts and increments its own counter documents in a causally consistent session
+    until ``stop``; records every acknowledged write. Runs in a thread of its own."""
+
+    client: MongoClient[Any]
+    db: str
+    number: int
+    stop: threading.Event
+    rhythm: float  # the monotonic time the bursts are counted from
+    writes: list[Write] = field(default_factory=list)
+    error: BaseException | None = None
+    thread: threading.Thread | None = None
+
+    COUNTERS = 4
+
+    def pause_if_due(self) -> None:
+        cycle = BURST_SECONDS + PAUSE_SECONDS
+        phase = (time.monotonic() - self.rhythm) % cycle
+        if phase >= BURST_SECONDS:
+            self.stop.wait(cycle - phase)
+
+    def start(self) -> None:
+        self.thread = threading.Thread(target=self._run, name=f"writer {self.number}")
+        self.thread.start()
+
+    def join(self) -> None:
+        assert self.thread is not None
+        self.thread.join(timeout=60)
+        assert not self.thread.is_alive(), f"writer {self.number} did not stop"
+
+    def _run(self) -> None:
+        try:
+            self._write()
+        except BaseException as error:
+            self.error = error
+
+    def _write(self) -> None:
+        collection = self.client[self.db]["counters"]
+        base = (self.number + 1) * 1_000_000
+        values: dict[int, int] = {}
+        inserted = 0
+        with self.client.start_session(causal_consistency=True) as session:
+
+            def record(doc_id: int, value: int) -> None:
+                stamp = session.operation_time
+                assert isinstance(stamp, Timestamp), stamp
+                self.writes.append(Write(stamp, doc_id, value))
+
+            for j in range(self.COUNTERS):
+                collection.insert_one({"_id": base + j, "c": 0}, session=session)
+                values[base + j] = 0
+                record(base + j, 0)
+            step = 0
+            while not self.stop.is_set():
+                step += 1
+                if step % 4 == 0:  # a new document, later counted up like the others
+                    doc_id = base + 1000 + inserted
+                    inserted += 1
+                    collection.insert_one({"_id": doc_id, "c": 0}, session=session)
+                    values[doc_id] = 0
+                else:
+                    doc_id = list(values)[step % len(values)]
+                    result = collection.update_one(
+                        {"_id": doc_id}, {"$inc": {"c": 1}}, session=session
+                    )
+                    assert result.matched_count == 1, doc_id
+                    values[doc_id] += 1
+                record(doc_id, values[doc_id])
+                time.sleep(0.001)  # leave the backup its share of a small machine
+                self.pause_if_due()
+
+
+def test_restore_holds_exactly_the_writes_up_to_the_point(
+    cli: CliRunner,
+    client: MongoClient[Any],
+    mongo_uri: str,
+    db_name: str,
+    target_db: str,
+    tmp_path: Path,
+) -> None:
+    fillers = ("alpha", "beta", "gamma")
+    filler(client, db_name, fillers, 3000)
+    stop = threading.Event()
+    rhythm = time.monotonic()
+    writers = [Writer(client, db_name, number, stop, rhythm) for number in range(3)]
+    for writer in writers:
+        writer.start()
+    try:
+        deadline = time.monotonic() + 30
+        while any(len(w.writes) < 2 * Writer.COUNTERS for w in writers):
+            assert time.monotonic() < deadline, "the writers did not get going"
+            assert not any(w.error for w in writers), [w.error for w in writers]
+            time.sleep(0.01)
+        archive = backup_archive(
+            cli, mongo_uri, db_name, tmp_path / "out", "-j", "2", "--batch-size", "500"
+        )
+        # Writes after the backup too: they must not be in the restore.
+        written = sum(len(w.writes) for w in writers)
+        deadline = time.monotonic() + 30
+        while sum(len(w.writes) for w in writers) < written + 30:
+            assert time.monotonic() < deadline, "the writers stopped writing"
+            assert not any(w.error for w in writers), [w.error for w in writers]
+            time.sleep(0.01)
+    finally:
+        stop.set()
+        for writer in writers:
+            writer.join()
+    assert not any(w.error for w in writers), [w.error for w in writers]
+
+    manifest, point = check_guarantee(archive)
+    restored = restore_cli(cli, archive, mongo_uri, "--db", target_db)
+    assert restored.code == 0, restored.err
+
+    writes = [write for writer in writers for write in writer.writes]
+    before = [write for write in writes if write.time <= point]
+    later = [write for write in writes if write.time > point]
+    assert before and later, f"point {point}: {len(before)} writes before, {len(later)} after"
+    for writer in writers:  # one session's writes are acknowledged at rising times
+        times = [write.time for write in writer.writes]
+        assert times == sorted(times) and len(set(times)) == len(times), writer.number
+    if manifest["consistency"] == "oplog":  # the writers ran while the backup read
+        changes = changes_entry(manifest)
+        assert changes is not None and changes["count"] > 0, changes
+        with open("/tmp/explore/log", "a") as f:
+            f.write(f"{changes['count']} {len(before)} {len(later)}\n")
+
+    expected: dict[int, Write] = {}  # the last write at or before the point, per document
+    for write in sorted(before, key=lambda w: w.time):
+        expected[write.id] = write
+    actual = {doc["_id"]: doc["c"] for doc in client[target_db]["counters"].find()}
+    missing = sorted(set(expected) - set(actual))
+    assert not missing, f"point {point}: writes before it are missing: {missing[:5]}"
+    extra = sorted(set(actual) - set(expected))
+    assert not extra, (
+        f"point {point}: documents inserted after it are restored: "
+        f"{[(i, [w.time for w in later if w.id == i][:1]) for i in extra[:5]]}"
+    )
+    wrong = {
+        doc_id: (actual[doc_id], write.value, write.time)
+        for doc_id, write in expected.items()
+        if actual[doc_id] != write.value
+    }
+    assert not wrong, f"point {point}: (restored, value at the point, its time): {wrong}"
+    for name in fillers:
+        assert assert_same_bytes(client, db_name, target_db, name) == 3000
+
+
+# --- 2. the guarantee and the point on a replica set
+
+
+def test_replica_set_backup_has_a_guarantee_and_a_point(
+    cli: CliRunner,
+    client: MongoClient[Any],
+    mongo_uri: str,
+    db_name: str,
+    target_db: str,
+    tmp_path: Path,
+) -> None:
+    filler(client, db_name, ("one", "two"), 200)
+    with client.start_session(causal_consistency=True) as session:
+        client[db_name]["one"].insert_one({"_id": "before"}, session=session)
+        written_before = session.operation_time
+        archive = backup_archive(cli, mongo_uri, db_name, tmp_path / "out")
+        client[db_name]["one"].insert_one({"_id": "after"}, session=session)
+        written_after = session.operation_time
+    assert isinstance(written_before, Timestamp) and isinstance(written_after, Timestamp)
+    manifest, point = check_guarantee(archive)
+    # The point follows every write acknowledged before the backup, precedes those after.
+    assert written_before <= point < written_after, (written_before, point, written_after)
+    assert archive.name.startswith(manifest["backup_id"]), (archive.name, manifest["backup_id"])
+    assert isinstance(manifest["point"]["resume_token"], dict)
+
+    inspected = cli("inspect", archive, "--json")
+    assert inspected.code == 0, inspected.err
+    shown = json.loads(inspected.out)
+    assert shown["consistency"] == manifest["consistency"]
+    assert shown["point"] == manifest["point"]
+    assert shown["kind"] == "full"
+
+    verified = cli("verify", archive, "-q")
+    assert verified.code == 0, verified.out + verified.err
+
+    # --until the point itself restores the backup; earlier than the point is refused.
+    until = f"{point.time}:{point.inc}"
+    restored = restore_cli(cli, archive, mongo_uri, "--db", target_db, "--until", until)
+    assert restored.code == 0, restored.err
+    assert assert_same_bytes(client, db_name, target_db, "two") == 200
+    assert client[target_db]["one"].count_documents({}) == 201
+    assert client[target_db]["one"].find_one({"_id": "after"}) is None
+    earlier = f"{point.time - 1}:{point.inc}"
+    refused = restore_cli(cli, archive, mongo_uri, "--db", f"{target_db}x", "--until", earlier)
+    assert refused.code == 2, refused.err
+    line = assert_single_error_line(refused)
+    assert "--until" in line, line
+    assert f"{target_db}x" not in client.list_database_names()
+
+
+# --- 3. the snapshot gets too old in the middle of the backup
+
+
+@pytest.mark.parametrize("command", ["find", "getMore"])
+def test_snapshot_too_old_mid_backup_falls_back_to_oplog(
+    cli: CliRunner,
+    client: MongoClient[Any],
+    mongo_uri: str,
+    db_name: str,
+    target_db: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    fail_points: None,
+    command: str,
+) -> None:
+    """SnapshotTooOld (239) on one read, once: armed once the backup has its start
+    point, so that it hits a data read and not the change stream the backup opens
+    before reading (its getMore would be hit first)."""
+    filler(client, db_name, ("docs",), 300)
+    filler(client, db_name, ("other",), 40)
+    armed: list[bool] = []
+
+    def arm() -> None:
+        armed.append(arm_fail_point(client, {"times": 1}, failCommands=[command], errorCode=239))
+
+    hook_errors = when_reads_start(monkeypatch, arm)
+    result = cli(
+        "backup",
+        "--uri",
+        mongo_uri,
+        "--db",
+        db_name,
+        "--out-dir",
+        tmp_path / "out",
+        "-q",
+        "--batch-size",
+        "10",
+        "--retry-delay",
+        "0.01",
+    )
+    assert not hook_errors, hook_errors
+    if armed != [True]:
+        pytest.skip("the server refuses configureFailPoint failCommand")
+    assert result.code == 0, result.err
+    assert "no longer holds the snapshot" in result.err, result.err
+    archive = Path(result.out.strip())
+    manifest, _point = check_guarantee(archive)
+    assert manifest["consistency"] == "oplog", manifest["consistency"]
+    counts = {e["name"]: (e["status"], e["count"]) for e in manifest["collections"]}
+    assert counts["docs"] == ("ok", 300) and counts["other"] == ("ok", 40), counts
+    restored = restore_cli(cli, archive, mongo_uri, "--db", target_db)
+    assert restored.code == 0, restored.err
+    assert user_collections(client, target_db) == ["docs", "other"]
+    assert assert_same_bytes(client, db_name, target_db, "docs") == 300
+    assert assert_same_bytes(client, db_name, target_db, "other") == 40
+
+
+# --- 4. a standalone server: no point
+
+
+@pytest.fixture
+def standalone_uri() -> Iterator[str]:
+    if os.environ.get("MONGO_TEST_URI"):
+        pytest.skip("needs the embedded SecantusDB (started --standalone)")
+    server = EmbeddedServer(extra_args=["--standalone"])
+    server.start()
+    try:
+        yield server.uri
+    finally:
+        server.stop()
+
+
+def test_standalone_backup_has_no_point_and_until_is_refused(
+    cli: CliRunner, standalone_uri: str, tmp_path: Path
+) -> None:
+    alone: MongoClient[Any] = MongoClient(standalone_uri, serverSelectionTimeoutMS=10_000)
+    try:
+        assert not alone.admin.command("hello").get("setName"), "not a standalone server"
+        alone["solo"]["docs"].insert_many([{"_id": i} for i in range(50)])
+        result = cli("backup", "--uri", standalone_uri, "--db", "solo", "--out-dir", tmp_path, "-q")
+        assert result.code == 0, result.err
+        warnings = [line for line in result.err.splitlines() if "WARNING" in line]
+        assert any("standalone" in line for line in warnings), result.err
+        archive = Path(result.out.strip())
+        manifest = read_manifest(archive)
+        assert manifest["consistency"] == "none"
+        assert manifest["point"] is None
+        assert manifest["kind"] == "full"
+        assert changes_entry(manifest) is None
+
+        refused = restore_cli(
+            cli, archive, standalone_uri, "--db", "back", "--until", "2030-01-01T00:00:00Z"
+        )
+        assert refused.code == 2, refused.err
+        line = assert_single_error_line(refused)
+        assert "--until" in line and "no cluster time" in line, line
+        assert "back" not in alone.list_database_names()
+
+        restored = restore_cli(cli, archive, standalone_uri, "--db", "back")
+        assert restored.code == 0, restored.err
+        assert alone["back"]["docs"].count_documents({}) == 50
+    finally:
+        alone.close()
+
+
+# --- 5. collections created and dropped, an index built while the backup reads
+
+
+@dataclass
+class DdlOps:
+    """Times the server acknowledged each DDL change at (None: not done yet)."""
+
+    created: Timestamp | None = None
+    filled: Timestamp | None = None
+    dropped: Timestamp | None = None
+    indexed: Timestamp | None = None
+
+    def done(self) -> list[Timestamp]:
+        times = [self.created, self.filled, self.dropped, self.indexed]
+        assert all(isinstance(t, Timestamp) for t in times), self
+        return cast(list[Timestamp], times)
+
+
+def run_ddl(client: MongoClient[Any], db: str, ops: DdlOps) -> None:
+    database = client[db]
+    with client.start_session(causal_consistency=True) as session:
+        database.create_collection(
+            "fresh", validator={"$jsonSchema": {"required": ["n"]}}, session=session
+        )
+        ops.created = session.operation_time
+        database["fresh"].insert_many([{"_id": i, "n": i} for i in range(25)], session=session)
+        ops.filled = session.operation_time
+        database.drop_collection("doomed", session=session)
+        ops.dropped = session.operation_time
+        database["stable"].create_index("k", name="k_1", session=session)
+        ops.indexed = session.operation_time
+
+
+def check_ddl_restore(
+    client: MongoClient[Any],
+    source: str,
+    target: str,
+    ops: DdlOps,
+    point: Timestamp,
+    doomed_docs: dict[str, bytes],
+) -> None:
+    """The restore is the source as it was at ``point``: each change is there exactly
+    when the server acknowledged it at or before the point."""
+    created, filled, dropped, indexed = ops.done()
+    expected = {"stable"}
+    if created <= point:
+        expected.add("fresh")
+    if dropped > point:
+        expected.add("doomed")
+    assert user_collections(client, target) == sorted(expected), (point, ops)
+    assert assert_same_bytes(client, source, target, "stable") == 300
+    indexes = set(index_specs(client, target, "stable"))
+    assert indexes == ({"_id_", "k_1"} if indexed <= point else {"_id_"}), (point, ops)
+    if created <= point:
+        fresh = raw_docs_by_id(client, target, "fresh")
+        assert fresh == (raw_docs_by_id(client, source, "fresh") if filled <= point else {})
+        options = {i["name"]: i.get("options", {}) for i in client[target].list_collections()}
+        assert "validator" in options["fresh"], options["fresh"]
+    if dropped > point:
+        assert raw_docs_by_id(client, target, "doomed") == doomed_docs
+
+
+def ddl_source(client: MongoClient[Any], db: str) -> dict[str, bytes]:
+    """``stable`` (300 documents) and ``doomed`` (60); returns doomed's raw documents."""
+    client[db]["stable"].insert_many([{"_id": i, "k": i % 17} for i in range(300)])
+    client[db]["doomed"].insert_many([{"_id": i, "gone": True} for i in range(60)])
+    return raw_docs_by_id(client, db, "doomed")
+
+
+def test_ddl_during_the_reads_is_restored_as_of_the_point(
+    cli: CliRunner,
+    client: MongoClient[Any],
+    mongo_uri: str,
+    db_name: str,
+    target_db: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    fail_points: None,
+) -> None:
+    """The backup's finds are held back (failCommand blockConnection) while a thread
+    creates a collection, drops one and builds an index. Where the server reads at T0
+    (snapshot) none of it is in the backup; where it captures changes (oplog) all of it
+    is, the DDL being done well before the reads end."""
+    doomed_docs = ddl_source(client, db_name)
+    ops = DdlOps()
+    blocked: list[bool] = []
+    threads: list[threading.Thread] = []
+    thread_errors: list[BaseException] = []
+
+    def ddl_later() -> None:
+        try:
+            time.sleep(0.3)  # the backup's first finds are on their way
+            run_ddl(client, db_name, ops)
+        except BaseException as error:
+            thread_errors.append(error)
+
+    def start_ddl() -> None:
+        blocked.append(
+            arm_fail_point(
+                client,
+                {"times": 2},
+                failCommands=["find"],
+                blockConnection=True,
+                blockTimeMS=2500,
+            )
+        )
+        thread = threading.Thread(target=ddl_later, name="ddl")
+        threads.append(thread)
+        thread.start()
+
+    hook_errors = when_reads_start(monkeypatch, start_ddl)
+    archive = backup_archive(cli, mongo_uri, db_name, tmp_path / "out", "-j", "2")
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not hook_errors and not thread_errors, (hook_errors, thread_errors)
+    assert threads, "the backup never started reading"
+    manifest, point = check_guarantee(archive)
+    times = ops.done()
+    if blocked == [True]:  # the DDL was certainly done while the finds were held
+        if manifest["consistency"] == "oplog":
+            assert all(t <= point for t in times), (point, ops)
+        else:
+            assert all(t > point for t in times), (point, ops)
+    restored = restore_cli(cli, archive, mongo_uri, "--db", target_db)
+    assert restored.code == 0, restored.err
+    check_ddl_restore(client, db_name, target_db, ops, point, doomed_docs)
+
+
+def test_ddl_between_listing_collections_and_the_start_point_is_restored(
+    cli: CliRunner,
+    client: MongoClient[Any],
+    mongo_uri: str,
+    db_name: str,
+    target_db: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The same DDL landing after the backup listed the collections and their indexes
+    but before it noted its start point T0 (the change stream position it opens first
+    takes a while): every change is before the point, so all must be restored."""
+    doomed_docs = ddl_source(client, db_name)
+    ops = DdlOps()
+    real_begin = planning_module.begin
+
+    def begin(*args: Any, **kwargs: Any) -> Any:
+        run_ddl(client, db_name, ops)
+        return real_begin(*args, **kwargs)
+
+    monkeypatch.setattr(planning_module, "begin", begin)
+    archive = backup_archive(cli, mongo_uri, db_name, tmp_path / "out")
+    _manifest, point = check_guarantee(archive)
+    assert all(t <= point for t in ops.done()), (point, ops)
+    restored = restore_cli(cli, archive, mongo_uri, "--db", target_db)
+    assert restored.code == 0, restored.err
+    check_ddl_restore(client, db_name, target_db, ops, point, doomed_docs)
+
+
+# --- 6. unit tests: cluster times, the snapshot check, resume tokens (no server)
+
+SECONDS = 1_795_695_659  # 2026-11-26T12:20:59Z
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (f"{SECONDS}:128", Timestamp(SECONDS, 128)),
+        (f" {SECONDS}:0 ", Timestamp(SECONDS, 0)),
+        (f"Timestamp({SECONDS}, 128)", Timestamp(SECONDS, 128)),
+        (f"Timestamp({SECONDS},7)", Timestamp(SECONDS, 7)),
+        (f"0:{LAST_INCREMENT}", Timestamp(0, LAST_INCREMENT)),
+        ("2026-11-26T12:20:59Z", Timestamp(SECONDS, LAST_INCREMENT)),
+        ("2026-11-26T12:20:59", Timestamp(SECONDS, LAST_INCREMENT)),  # no zone: UTC
+        ("2026-11-26T12:20:59.750Z", Timestamp(SECONDS, LAST_INCREMENT)),
+        ("2026-11-26T13:20:59+01:00", Timestamp(SECONDS, LAST_INCREMENT)),
+        ("2026-11-26 12:20:59+00:00", Timestamp(SECONDS, LAST_INCREMENT)),
+    ],
+)
+def test_parse_until_accepts(text: str, expected: Timestamp) -> None:
+    parsed = parse_until(text)
+    assert parsed == expected
+    assert (parsed.time, parsed.inc) == (expected.time, expected.inc)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "yesterday",
+        "12:34:56:78",
+        "1:2:3",
+        "-5:1",
+        "1.5:2",
+        f"{2**32}:0",  # seconds out of range
+        f"1:{2**32}",  # increment out of range
+        "Timestamp(1; 2)",
+        "2026-13-01T00:00:00Z",
+        "1960-01-01T00:00:00Z",  # before cluster times begin
+        "2200-01-01T00:00:00Z",  # after they end
+    ],
+)
+def test_parse_until_refuses(text: str) -> None:
+    with pytest.raises(ConfigError, match="--until"):
+        parse_until(text)
+
+
+def test_parse_until_iso_means_every_write_of_that_second() -> None:
+    second = parse_until("2026-11-26T12:20:59Z")
+    assert Timestamp(SECONDS, 0) <= second
+    assert Timestamp(SECONDS, 5000) <= second
+    assert second < Timestamp(SECONDS + 1, 0)
+    assert parse_until(f"{SECONDS}:3") < parse_until(f"{SECONDS}:4")
+
+
+@pytest.mark.parametrize(
+    "ts",
+    [Timestamp(0, 0), Timestamp(SECONDS, 1), Timestamp(2**32 - 1, LAST_INCREMENT)],
+)
+def test_to_json_from_json_round_trip(ts: Timestamp) -> None:
+    value = to_json(ts)
+    assert value == {"$timestamp": {"t": ts.time, "i": ts.inc}}
+    # What the driver's canonical Extended JSON writes too.
+    assert value == json.loads(json_util.dumps(ts, json_options=CANONICAL_JSON_OPTIONS))
+    assert from_json(json.loads(json.dumps(value))) == ts
+    # show() names it as --until takes it back.
+    assert parse_until(show(ts).split()[0]) == ts
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,
+        "1795698059:1",
+        [1, 2],
+        {},
+        {"$timestamp": None},
+        {"$timestamp": "t"},
+        {"$timestamp": {"t": 1}},
+        {"$timestamp": {"i": 1}},
+        {"$timestamp": {"t": "1", "i": 2}},
+        {"$timestamp": {"t": 1.0, "i": 2}},
+        {"$timestamp": {"t": True, "i": 2}},
+        {"$timestamp": {"t": 1, "i": False}},
+        {"$timestamp": {"t": -1, "i": 0}},
+        {"$timestamp": {"t": 1, "i": -1}},
+        {"$timestamp": {"t": 2**32, "i": 0}},
+        {"$timestamp": {"t": 0, "i": 2**32}},
+        {"$date": 0},
+    ],
+)
+def test_from_json_refuses(value: Any) -> None:
+    with pytest.raises(ValueError):
+        from_json(value)
+
+
+def test_after_is_the_next_cluster_time() -> None:
+    assert after(Timestamp(SECONDS, 4)) == Timestamp(SECONDS, 5)
+    assert after(Timestamp(SECONDS, LAST_INCREMENT)) == Timestamp(SECONDS + 1, 0)
+    assert show(Timestamp(SECONDS, 4)) == f"{SECONDS}:4 (2026-11-26T12:20:59Z)"
+
+
+@dataclass
+class FakeStarted:
+    command_name: str
+    command: dict[str, Any]
+    request_id: int
+
+
+@dataclass
+class FakeSucceeded:
+    command_name: str
+    reply: dict[str, Any]
+    request_id: int
+
+
+@dataclass
+class FakeFailed:
+    command_name: str
+    request_id: int
+
+
+def snapshot_find(asked: Timestamp | None, level: str = "snapshot") -> dict[str, Any]:
+    concern: dict[str, Any] = {"level": level}
+    if asked is not None:
+        concern["atClusterTime"] = asked
+    return {"find": "docs", "filter": {}, "readConcern": concern}
+
+
+def find_reply(answered: Timestamp | None) -> dict[str, Any]:
+    cursor: dict[str, Any] = {"id": 0, "ns": "db.docs", "firstBatch": []}
+    if answered is not None:
+        cursor["atClusterTime"] = answered
+    return {"cursor": cursor, "ok": 1.0}
+
+
+def started(check: SnapshotCheck, request_id: int, command: dict[str, Any]) -> None:
+    name = next(iter(command))
+    check.started(cast(Any, FakeStarted(name, command, request_id)))
+
+
+def succeeded(check: SnapshotCheck, request_id: int, reply: dict[str, Any], name: str) -> None:
+    check.succeeded(cast(Any, FakeSucceeded(name, reply, request_id)))
+
+
+def test_snapshot_check_honoured_when_every_find_is_answered_at_t0() -> None:
+    t0 = Timestamp(SECONDS, 10)
+    check = SnapshotCheck()
+    for request_id in (1, 2, 3):
+        started(check, request_id, snapshot_find(t0))
+    for request_id in (3, 1, 2):  # replies in any order, from any thread
+        succeeded(check, request_id, find_reply(Timestamp(SECONDS, 10)), "find")
+    assert check.honoured
+    assert check.unhonoured is None
+    assert check.answered == 3
+
+
+def test_snapshot_check_notes_the_first_other_time() -> None:
+    t0 = Timestamp(SECONDS, 10)
+    check = SnapshotCheck()
+    for request_id in (1, 2, 3):
+        started(check, request_id, snapshot_find(t0))
+    succeeded(check, 1, find_reply(t0), "find")
+    succeeded(check, 2, find_reply(Timestamp(SECONDS, 12)), "find")
+    succeeded(check, 3, find_reply(Timestamp(SECONDS, 15)), "find")
+    assert not check.honoured
+    assert check.unhonoured == Timestamp(SECONDS, 12)
+    assert check.answered == 3
+
+
+def test_snapshot_check_reply_without_a_time_is_not_honoured() -> None:
+    t0 = Timestamp(SECONDS, 10)
+    check = SnapshotCheck()
+    started(check, 7, snapshot_find(t0))
+    succeeded(check, 7, find_reply(None), "find")
+    assert not check.honoured
+    assert check.unhonoured == t0
+
+
+def test_snapshot_check_ignores_other_commands_and_failed_finds() -> None:
+    t0 = Timestamp(SECONDS, 10)
+    other = Timestamp(SECONDS, 99)
+    check = SnapshotCheck()
+    # Not snapshot finds: never judged, whatever the reply says.
+    started(check, 1, {"aggregate": "docs", "readConcern": {"level": "snapshot"}})
+    started(check, 2, snapshot_find(t0, level="majority"))
+    started(check, 3, snapshot_find(None))
+    started(check, 4, {"find": "docs", "filter": {}})
+    for request_id in (1, 2, 3, 4):
+        succeeded(check, request_id, find_reply(other), "find")
+    # A getMore's reply is not a find's; one nobody started is ignored too.
+    succeeded(check, 5, find_reply(other), "getMore")
+    # A failed snapshot find is forgotten: a later reply with its id means nothing.
+    started(check, 6, snapshot_find(t0))
+    check.failed(cast(Any, FakeFailed("find", 6)))
+    succeeded(check, 6, find_reply(other), "find")
+    assert check.honoured
+    assert check.answered == 0
+
+
+def mongodb_token(ts: Timestamp, upper: bool = True) -> dict[str, Any]:
+    """A resume token in MongoDB's format: KeyString hex, type byte 0x82 (Timestamp),
+    then the 8 bytes of the timestamp (seconds, then increment), then more fields."""
+    stamp = f"{(ts.time << 32) | ts.inc:016x}"
+    data = "82" + stamp + "000000012B042C0100296E5A1004A5093ABB38FE4B9EA67F01BB1A96D812463C"
+    return {"_data": data.upper() if upper else data.lower()}
+
+
+@pytest.mark.parametrize("upper", [True, False])
+@pytest.mark.parametrize(
+    "ts", [Timestamp(SECONDS, 1), Timestamp(SECONDS, LAST_INCREMENT), Timestamp(1, 0)]
+)
+def test_token_time_of_a_mongodb_token(ts: Timestamp, upper: bool) -> None:
+    assert token_time(mongodb_token(ts, upper)) == ts
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        # SecantusDB's own format (no Timestamp type byte first).
+        {"_data": "380000001073006f00000011740001000000802d086b026e0012000000"},
+        {"_data": "82" + "1" * 15},  # too short for a timestamp
+        {"_data": "82" + "g" * 16 + "00"},  # not hex
+        {"_data": 82},
+        {"_data": None},
+        {"other": "82" + "0" * 30},
+        {},
+        None,
+        "82" + "0" * 30,
+    ],
+)
+def test_token_time_of_other_tokens_is_none(token: Any) -> None:
+    assert token_time(token) is None
+
+
+def test_cli_until_refuses_garbage_with_one_line(cli: CliRunner, tmp_path: Path) -> None:
+    archive = tmp_path / "backup_20260101_000000.tar"
+    archive.write_bytes(b"")
+    result: CliResult = cli(
+        "restore", archive, "--uri", "mongodb://127.0.0.1:1", "--until", "soon", "-q"
+    )
+    assert result.code == 2
+    assert "--until" in result.err and "Traceback" not in result.err
+
+
+def test_iso_until_covers_the_whole_second() -> None:
+    when = dt.datetime(2026, 11, 26, 12, 20, 59, tzinfo=dt.UTC)
+    assert int(when.timestamp()) == SECONDS
+    assert parse_until(when.isoformat()) == Timestamp(SECONDS, LAST_INCREMENT)
