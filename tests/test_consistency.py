@@ -16,10 +16,13 @@ server decides between ``snapshot`` and ``oplog``, both are accepted.
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import datetime as dt
 import importlib
 import json
 import os
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -32,6 +35,7 @@ from bson import json_util
 from bson.json_util import CANONICAL_JSON_OPTIONS
 from bson.timestamp import Timestamp
 from pymongo import MongoClient
+from pymongo.client_session import ClientSession
 from pymongo.errors import OperationFailure
 
 from bsontools import archive_members, raw_docs_by_id, read_manifest
@@ -56,6 +60,7 @@ from restoretools import (
     restore_cli,
     user_collections,
 )
+from resumetools import FAST_CHECKPOINTS, BackupProcess, resume_backup, wait_mid_unit
 
 # The modules, not the functions mongo_backup/__init__ re-exports under the same names.
 backup_module = importlib.import_module("mongo_backup.backup")
@@ -63,6 +68,7 @@ planning_module = importlib.import_module("mongo_backup.planning")
 
 GUARANTEES = ("snapshot", "oplog")
 CHANGES_MEMBER = "~changes.jsonl"
+PROMPT_SECONDS = 20.0  # a small backup takes 1-2 s; slow machines get ten times that
 LAST_INCREMENT = 2**32 - 1
 
 
@@ -77,6 +83,13 @@ def point_of(manifest: dict[str, Any]) -> Timestamp:
     return from_json(point["cluster_time"])
 
 
+def op_time(session: ClientSession) -> Timestamp:
+    """The operationTime of the session's last command."""
+    stamp = session.operation_time
+    assert isinstance(stamp, Timestamp), stamp
+    return stamp
+
+
 def changes_entry(manifest: dict[str, Any]) -> dict[str, Any] | None:
     found = [entry for entry in manifest["collections"] if entry["type"] == "changes"]
     assert len(found) <= 1, manifest["collections"]
@@ -84,20 +97,22 @@ def changes_entry(manifest: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def check_guarantee(archive: Path) -> tuple[dict[str, Any], Timestamp]:
-    """A full replica-set backup's guarantee: snapshot or oplog, with a point; the changes
-    member exactly when oplog. Returns the manifest and the point."""
+    """A full replica-set backup's guarantee: snapshot or oplog, with a point; a changes
+    member only with oplog, and then only when something changed while the backup read
+    (its data is that moment's already otherwise). Returns the manifest and the point."""
     manifest = read_manifest(archive)
     assert manifest["kind"] == "full"
     assert manifest["consistency"] in GUARANTEES, manifest["consistency"]
     point = point_of(manifest)
     changes = changes_entry(manifest)
-    if manifest["consistency"] == "oplog":
-        assert changes is not None, manifest["collections"]
-        assert changes["name"] == "$changes" and changes["file"] == CHANGES_MEMBER
-        assert CHANGES_MEMBER in archive_members(archive)
+    members = archive_members(archive)
+    if changes is not None:
+        assert manifest["consistency"] == "oplog", manifest["consistency"]
+        assert changes["name"] == "$changes" and changes["file"] == CHANGES_MEMBER, changes
+        assert changes["count"] > 0 and changes["status"] == "ok", changes
+        assert CHANGES_MEMBER in members, members
     else:
-        assert changes is None, changes
-        assert CHANGES_MEMBER not in archive_members(archive)
+        assert CHANGES_MEMBER not in members, members
     return manifest, point
 
 
@@ -132,10 +147,8 @@ def disarm_fail_point(client: MongoClient[Any]) -> None:
 def fail_points(client: MongoClient[Any]) -> Iterator[None]:
     """Whatever a test arms is off again afterwards (fail points are server-global)."""
     yield
-    try:
+    with contextlib.suppress(OperationFailure):  # no test commands: nothing was armed
         disarm_fail_point(client)
-    except OperationFailure:
-        pass  # the server has no test commands: nothing was armed
 
 
 def when_reads_start(
@@ -160,20 +173,31 @@ def when_reads_start(
 
 # --- 1. the Percona Backup for MongoDB bounds check: writes around and during a backup
 
+NEVER = Timestamp(0, 0)
+
+
+def when(lower: Timestamp, upper: Timestamp, point: Timestamp) -> str:
+    """Whether a write acknowledged at operationTime ``upper``, in a causally consistent
+    session whose previous write was acknowledged at ``lower``, happened at or before
+    ``point``: "before", "after" or "either".
+
+    A reply's operationTime is at or after the write's own cluster time (SecantusDB
+    sometimes answers with a later time than the write's: other sessions wrote in
+    between), and the session's next write happens after it. So the write happened in
+    ``(lower, upper]``; only a write whose interval holds the point is undecided."""
+    if upper <= point:
+        return "before"
+    if lower >= point:
+        return "after"
+    return "either"
+
 
 @dataclass(frozen=True)
 class Write:
-    time: Timestamp  # the operationTime the server acknowledged the write at
+    lower: Timestamp  # the operationTime of the session's previous write
+    time: Timestamp  # the operationTime the server acknowledged this write at
     id: int
     value: int
-
-
-# The writers write in bursts, all at once, with a pause between: a backup notes its
-# change stream position only once the stream has been quiet for a moment, and would
-# wait for thousands of writes on a database that never pauses (see
-# test_backup_starts_promptly_on_a_database_that_never_pauses).
-BURST_SECONDS = 0.5
-PAUSE_SECONDS = 0.3
 
 
 @dataclass
@@ -185,18 +209,11 @@ class Writer:
     db: str
     number: int
     stop: threading.Event
-    rhythm: float  # the monotonic time the bursts are counted from
     writes: list[Write] = field(default_factory=list)
     error: BaseException | None = None
     thread: threading.Thread | None = None
 
     COUNTERS = 4
-
-    def pause_if_due(self) -> None:
-        cycle = BURST_SECONDS + PAUSE_SECONDS
-        phase = (time.monotonic() - self.rhythm) % cycle
-        if phase >= BURST_SECONDS:
-            self.stop.wait(cycle - phase)
 
     def start(self) -> None:
         self.thread = threading.Thread(target=self._run, name=f"writer {self.number}")
@@ -220,15 +237,16 @@ class Writer:
         inserted = 0
         with self.client.start_session(causal_consistency=True) as session:
 
-            def record(doc_id: int, value: int) -> None:
-                stamp = session.operation_time
-                assert isinstance(stamp, Timestamp), stamp
-                self.writes.append(Write(stamp, doc_id, value))
+            def record(doc_id: int) -> None:
+                stamp = op_time(session)
+                lower = self.writes[-1].time if self.writes else NEVER
+                assert stamp > lower, (lower, stamp)
+                self.writes.append(Write(lower, stamp, doc_id, values[doc_id]))
 
             for j in range(self.COUNTERS):
                 collection.insert_one({"_id": base + j, "c": 0}, session=session)
                 values[base + j] = 0
-                record(base + j, 0)
+                record(base + j)
             step = 0
             while not self.stop.is_set():
                 step += 1
@@ -244,9 +262,8 @@ class Writer:
                     )
                     assert result.matched_count == 1, doc_id
                     values[doc_id] += 1
-                record(doc_id, values[doc_id])
+                record(doc_id)
                 time.sleep(0.001)  # leave the backup its share of a small machine
-                self.pause_if_due()
 
 
 def test_restore_holds_exactly_the_writes_up_to_the_point(
@@ -257,11 +274,13 @@ def test_restore_holds_exactly_the_writes_up_to_the_point(
     target_db: str,
     tmp_path: Path,
 ) -> None:
+    """Every write acknowledged at or before the point is in the restore with its value,
+    none after it is: each counter holds the value of its last write up to the point,
+    and documents inserted later are absent."""
     fillers = ("alpha", "beta", "gamma")
     filler(client, db_name, fillers, 3000)
     stop = threading.Event()
-    rhythm = time.monotonic()
-    writers = [Writer(client, db_name, number, stop, rhythm) for number in range(3)]
+    writers = [Writer(client, db_name, number, stop) for number in range(3)]
     for writer in writers:
         writer.start()
     try:
@@ -271,7 +290,7 @@ def test_restore_holds_exactly_the_writes_up_to_the_point(
             assert not any(w.error for w in writers), [w.error for w in writers]
             time.sleep(0.01)
         archive = backup_archive(
-            cli, mongo_uri, db_name, tmp_path / "out", "-j", "2", "--batch-size", "500"
+            cli, mongo_uri, db_name, tmp_path / "out", "-j", "2", "--batch-size", "200"
         )
         # Writes after the backup too: they must not be in the restore.
         written = sum(len(w.writes) for w in writers)
@@ -291,37 +310,88 @@ def test_restore_holds_exactly_the_writes_up_to_the_point(
     assert restored.code == 0, restored.err
 
     writes = [write for writer in writers for write in writer.writes]
-    before = [write for write in writes if write.time <= point]
-    later = [write for write in writes if write.time > point]
-    assert before and later, f"point {point}: {len(before)} writes before, {len(later)} after"
-    for writer in writers:  # one session's writes are acknowledged at rising times
-        times = [write.time for write in writer.writes]
-        assert times == sorted(times) and len(set(times)) == len(times), writer.number
+    kinds = {write: when(write.lower, write.time, point) for write in writes}
+    counted = collections.Counter(kinds.values())
+    assert counted["before"] and counted["after"], f"point {point}: {counted}"
+    assert counted["either"] <= len(writers), counted  # one per session at most
     if manifest["consistency"] == "oplog":  # the writers ran while the backup read
         changes = changes_entry(manifest)
         assert changes is not None and changes["count"] > 0, changes
-        with open("/tmp/explore/log", "a") as f:
-            f.write(f"{changes['count']} {len(before)} {len(later)}\n")
 
-    expected: dict[int, Write] = {}  # the last write at or before the point, per document
-    for write in sorted(before, key=lambda w: w.time):
-        expected[write.id] = write
+    # Per document: the value of its last write before the point, or of the one write
+    # that may be either side of it (absent if that one inserted it).
+    must: dict[int, Write] = {}
+    may: dict[int, list[Write]] = collections.defaultdict(list)
+    for write in sorted(writes, key=lambda w: w.time):
+        if kinds[write] == "before":
+            must[write.id] = write
+        elif kinds[write] == "either":
+            may[write.id].append(write)
     actual = {doc["_id"]: doc["c"] for doc in client[target_db]["counters"].find()}
-    missing = sorted(set(expected) - set(actual))
-    assert not missing, f"point {point}: writes before it are missing: {missing[:5]}"
-    extra = sorted(set(actual) - set(expected))
+    missing = sorted(set(must) - set(actual))
+    assert not missing, (
+        f"point {point}: writes before it are missing: {[(i, must[i].time) for i in missing[:5]]}"
+    )
+    extra = sorted(set(actual) - set(must) - set(may))
     assert not extra, (
         f"point {point}: documents inserted after it are restored: "
-        f"{[(i, [w.time for w in later if w.id == i][:1]) for i in extra[:5]]}"
+        f"{[(i, next(w.time for w in writes if w.id == i)) for i in extra[:5]]}"
     )
-    wrong = {
-        doc_id: (actual[doc_id], write.value, write.time)
-        for doc_id, write in expected.items()
-        if actual[doc_id] != write.value
-    }
-    assert not wrong, f"point {point}: (restored, value at the point, its time): {wrong}"
+    wrong: dict[int, str] = {}
+    for doc_id, value in actual.items():
+        allowed = [must[doc_id]] if doc_id in must else []
+        allowed += may.get(doc_id, [])
+        if value not in {write.value for write in allowed}:
+            later = [w for w in writes if w.id == doc_id and w.value == value]
+            wrong[doc_id] = (
+                f"restored {value} (written at {later[0].time if later else '?'}), "
+                f"at the point: {[(w.value, w.time) for w in allowed]}"
+            )
+    assert not wrong, f"point {point}: {wrong}"
     for name in fillers:
         assert assert_same_bytes(client, db_name, target_db, name) == 3000
+
+
+def test_backup_starts_promptly_on_a_database_that_never_pauses(
+    client: MongoClient[Any], mongo_uri: str, db_name: str, tmp_path: Path
+) -> None:
+    """A backup of a small database whose writes never pause for 200 ms (here 25 a
+    second) must not wait for the writes to stop. (Noting the change stream position
+    once read the new stream until it was quiet for one 200 ms wait, or up to 10,000
+    events: here the backup would have started after ~400 s.)"""
+    client[db_name]["docs"].insert_many([{"_id": i} for i in range(100)])
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def trickle() -> None:
+        try:
+            n = 0
+            while not stop.wait(0.04):
+                n += 1
+                client[db_name]["ticks"].insert_one({"_id": n})
+        except BaseException as error:
+            errors.append(error)
+
+    writer = threading.Thread(target=trickle, name="trickle")
+    writer.start()
+    try:
+        time.sleep(0.3)
+        process = BackupProcess(mongo_uri, db_name, tmp_path / "out", "-q")
+        try:
+            result = process.wait(timeout=PROMPT_SECONDS)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            pytest.fail(
+                f"a backup of 100 documents took over {PROMPT_SECONDS:g} s while another "
+                "client wrote 25 times a second (waiting for a quiet change stream)"
+            )
+    finally:
+        stop.set()
+        writer.join(timeout=30)
+    assert not errors, errors
+    assert result.code == 0, result.err
+    manifest, _point = check_guarantee(Path(result.out.strip()))
+    assert manifest["collections"][0]["count"] == 100
 
 
 # --- 2. the guarantee and the point on a replica set
@@ -334,18 +404,34 @@ def test_replica_set_backup_has_a_guarantee_and_a_point(
     db_name: str,
     target_db: str,
     tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """A write before the backup, one while it reads (after it noted T0), one after.
+    Snapshot: the point is T0 and the write during the reads is not in the restore.
+    Oplog: the point is after the reads, that write is one of the captured changes."""
     filler(client, db_name, ("one", "two"), 200)
+    times: list[Timestamp] = []
     with client.start_session(causal_consistency=True) as session:
-        client[db_name]["one"].insert_one({"_id": "before"}, session=session)
-        written_before = session.operation_time
+
+        def write(doc_id: str) -> None:
+            client[db_name]["one"].insert_one({"_id": doc_id}, session=session)
+            times.append(op_time(session))
+
+        write("before")
+        hook_errors = when_reads_start(monkeypatch, lambda: write("during"))
         archive = backup_archive(cli, mongo_uri, db_name, tmp_path / "out")
-        client[db_name]["one"].insert_one({"_id": "after"}, session=session)
-        written_after = session.operation_time
-    assert isinstance(written_before, Timestamp) and isinstance(written_after, Timestamp)
+        write("after")
+    assert not hook_errors, hook_errors
     manifest, point = check_guarantee(archive)
+    written_before, written_during, written_after = times
     # The point follows every write acknowledged before the backup, precedes those after.
-    assert written_before <= point < written_after, (written_before, point, written_after)
+    assert written_before <= point < written_after, (times, point)
+    during = when(written_before, written_during, point)
+    if manifest["consistency"] == "oplog":
+        assert during == "before", (times, point)
+        assert changes_entry(manifest) is not None, manifest["collections"]
+    else:
+        assert during == "after", (times, point)
     assert archive.name.startswith(manifest["backup_id"]), (archive.name, manifest["backup_id"])
     assert isinstance(manifest["point"]["resume_token"], dict)
 
@@ -364,8 +450,9 @@ def test_replica_set_backup_has_a_guarantee_and_a_point(
     restored = restore_cli(cli, archive, mongo_uri, "--db", target_db, "--until", until)
     assert restored.code == 0, restored.err
     assert assert_same_bytes(client, db_name, target_db, "two") == 200
-    assert client[target_db]["one"].count_documents({}) == 201
-    assert client[target_db]["one"].find_one({"_id": "after"}) is None
+    restored_ids = {doc["_id"] for doc in client[target_db]["one"].find({}, {"_id": 1})}
+    expected_ids = set(range(200)) | {"before"} | ({"during"} if during == "before" else set())
+    assert restored_ids == expected_ids, sorted(map(str, restored_ids ^ expected_ids))
     earlier = f"{point.time - 1}:{point.inc}"
     refused = restore_cli(cli, archive, mongo_uri, "--db", f"{target_db}x", "--until", earlier)
     assert refused.code == 2, refused.err
@@ -391,13 +478,16 @@ def test_snapshot_too_old_mid_backup_falls_back_to_oplog(
 ) -> None:
     """SnapshotTooOld (239) on one read, once: armed once the backup has its start
     point, so that it hits a data read and not the change stream the backup opens
-    before reading (its getMore would be hit first)."""
+    before reading. Two documents change then too: the captured changes bring them to
+    the point, wherever the reads saw them."""
     filler(client, db_name, ("docs",), 300)
     filler(client, db_name, ("other",), 40)
     armed: list[bool] = []
 
     def arm() -> None:
         armed.append(arm_fail_point(client, {"times": 1}, failCommands=[command], errorCode=239))
+        client[db_name]["docs"].update_one({"_id": 250}, {"$set": {"late": 1}})
+        client[db_name]["other"].update_one({"_id": 30}, {"$unset": {"pad": ""}})
 
     hook_errors = when_reads_start(monkeypatch, arm)
     result = cli(
@@ -422,6 +512,8 @@ def test_snapshot_too_old_mid_backup_falls_back_to_oplog(
     archive = Path(result.out.strip())
     manifest, _point = check_guarantee(archive)
     assert manifest["consistency"] == "oplog", manifest["consistency"]
+    changes = changes_entry(manifest)
+    assert changes is not None and changes["count"] == 2, changes
     counts = {e["name"]: (e["status"], e["count"]) for e in manifest["collections"]}
     assert counts["docs"] == ("ok", 300) and counts["other"] == ("ok", 40), counts
     restored = restore_cli(cli, archive, mongo_uri, "--db", target_db)
@@ -484,32 +576,38 @@ def test_standalone_backup_has_no_point_and_until_is_refused(
 
 @dataclass
 class DdlOps:
-    """Times the server acknowledged each DDL change at (None: not done yet)."""
+    """The operationTimes the server acknowledged the DDL at, in order: ``times[0]`` is a
+    read's just before the first change, so change k happened in (times[k-1], times[k]]
+    (see :func:`when`)."""
 
-    created: Timestamp | None = None
-    filled: Timestamp | None = None
-    dropped: Timestamp | None = None
-    indexed: Timestamp | None = None
+    STEPS = ("created", "filled", "dropped", "indexed")
 
-    def done(self) -> list[Timestamp]:
-        times = [self.created, self.filled, self.dropped, self.indexed]
-        assert all(isinstance(t, Timestamp) for t in times), self
-        return cast(list[Timestamp], times)
+    times: list[Timestamp] = field(default_factory=list)
+
+    def where(self, point: Timestamp) -> dict[str, str]:
+        """{step: "before", "after" or "either" the point}."""
+        assert len(self.times) == len(self.STEPS) + 1, self.times
+        return {
+            step: when(self.times[k], self.times[k + 1], point) for k, step in enumerate(self.STEPS)
+        }
 
 
 def run_ddl(client: MongoClient[Any], db: str, ops: DdlOps) -> None:
+    """Create ``fresh`` (validated) and fill it, drop ``doomed``, index ``stable``."""
     database = client[db]
     with client.start_session(causal_consistency=True) as session:
+        database["stable"].find_one({}, session=session)
+        ops.times.append(op_time(session))
         database.create_collection(
             "fresh", validator={"$jsonSchema": {"required": ["n"]}}, session=session
         )
-        ops.created = session.operation_time
+        ops.times.append(op_time(session))
         database["fresh"].insert_many([{"_id": i, "n": i} for i in range(25)], session=session)
-        ops.filled = session.operation_time
+        ops.times.append(op_time(session))
         database.drop_collection("doomed", session=session)
-        ops.dropped = session.operation_time
+        ops.times.append(op_time(session))
         database["stable"].create_index("k", name="k_1", session=session)
-        ops.indexed = session.operation_time
+        ops.times.append(op_time(session))
 
 
 def check_ddl_restore(
@@ -521,23 +619,30 @@ def check_ddl_restore(
     doomed_docs: dict[str, bytes],
 ) -> None:
     """The restore is the source as it was at ``point``: each change is there exactly
-    when the server acknowledged it at or before the point."""
-    created, filled, dropped, indexed = ops.done()
-    expected = {"stable"}
-    if created <= point:
-        expected.add("fresh")
-    if dropped > point:
-        expected.add("doomed")
-    assert user_collections(client, target) == sorted(expected), (point, ops)
+    when it happened at or before the point (either way for a change whose interval
+    holds the point)."""
+    where = ops.where(point)
+    names = set(user_collections(client, target))
+    assert names - {"fresh", "doomed"} == {"stable"}, (names, point, ops)
     assert assert_same_bytes(client, source, target, "stable") == 300
-    indexes = set(index_specs(client, target, "stable"))
-    assert indexes == ({"_id_", "k_1"} if indexed <= point else {"_id_"}), (point, ops)
-    if created <= point:
+    if where["created"] != "either":
+        assert ("fresh" in names) == (where["created"] == "before"), (names, point, where)
+    if where["dropped"] != "either":
+        assert ("doomed" in names) == (where["dropped"] == "after"), (names, point, where)
+    if where["indexed"] != "either":
+        indexes = set(index_specs(client, target, "stable"))
+        expected = {"_id_", "k_1"} if where["indexed"] == "before" else {"_id_"}
+        assert indexes == expected, (point, where)
+    if "fresh" in names:
         fresh = raw_docs_by_id(client, target, "fresh")
-        assert fresh == (raw_docs_by_id(client, source, "fresh") if filled <= point else {})
+        filled = raw_docs_by_id(client, source, "fresh")
+        empty: dict[str, bytes] = {}
+        choices = {"before": [filled], "after": [empty], "either": [filled, empty]}
+        allowed = choices[where["filled"]]
+        assert fresh in allowed, (len(fresh), point, where)
         options = {i["name"]: i.get("options", {}) for i in client[target].list_collections()}
         assert "validator" in options["fresh"], options["fresh"]
-    if dropped > point:
+    if "doomed" in names:
         assert raw_docs_by_id(client, target, "doomed") == doomed_docs
 
 
@@ -596,12 +701,9 @@ def test_ddl_during_the_reads_is_restored_as_of_the_point(
     assert not hook_errors and not thread_errors, (hook_errors, thread_errors)
     assert threads, "the backup never started reading"
     manifest, point = check_guarantee(archive)
-    times = ops.done()
     if blocked == [True]:  # the DDL was certainly done while the finds were held
-        if manifest["consistency"] == "oplog":
-            assert all(t <= point for t in times), (point, ops)
-        else:
-            assert all(t > point for t in times), (point, ops)
+        wanted = "before" if manifest["consistency"] == "oplog" else "after"
+        assert set(ops.where(point).values()) == {wanted}, (point, ops)
     restored = restore_cli(cli, archive, mongo_uri, "--db", target_db)
     assert restored.code == 0, restored.err
     check_ddl_restore(client, db_name, target_db, ops, point, doomed_docs)
@@ -630,10 +732,163 @@ def test_ddl_between_listing_collections_and_the_start_point_is_restored(
     monkeypatch.setattr(planning_module, "begin", begin)
     archive = backup_archive(cli, mongo_uri, db_name, tmp_path / "out")
     _manifest, point = check_guarantee(archive)
-    assert all(t <= point for t in ops.done()), (point, ops)
+    assert set(ops.where(point).values()) == {"before"}, (point, ops)
     restored = restore_cli(cli, archive, mongo_uri, "--db", target_db)
     assert restored.code == 0, restored.err
     check_ddl_restore(client, db_name, target_db, ops, point, doomed_docs)
+
+
+def test_collection_renamed_during_the_reads_is_restored_as_of_the_point(
+    cli: CliRunner,
+    client: MongoClient[Any],
+    mongo_uri: str,
+    db_name: str,
+    target_db: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    fail_points: None,
+) -> None:
+    """``old`` renamed to ``moved`` (and one more document put in it) while the backup's
+    finds are held back. At the point ``moved`` holds all of old's documents and the new
+    one, and ``old`` is gone."""
+    client[db_name]["stable"].insert_many([{"_id": i} for i in range(100)])
+    client[db_name]["old"].insert_many([{"_id": i, "x": i} for i in range(50)])
+    old_docs = raw_docs_by_id(client, db_name, "old")
+    times: list[Timestamp] = []
+    threads: list[threading.Thread] = []
+    errors: list[BaseException] = []
+
+    def rename_later() -> None:
+        try:
+            time.sleep(0.3)
+            with client.start_session(causal_consistency=True) as session:
+                client[db_name]["stable"].find_one({}, session=session)
+                times.append(op_time(session))
+                client.admin.command(
+                    "renameCollection", f"{db_name}.old", to=f"{db_name}.moved", session=session
+                )
+                times.append(op_time(session))
+                client[db_name]["moved"].insert_one({"_id": "new"}, session=session)
+                times.append(op_time(session))
+        except BaseException as error:
+            errors.append(error)
+
+    def start_rename() -> None:
+        arm_fail_point(
+            client, {"times": 2}, failCommands=["find"], blockConnection=True, blockTimeMS=2500
+        )
+        thread = threading.Thread(target=rename_later, name="rename")
+        threads.append(thread)
+        thread.start()
+
+    hook_errors = when_reads_start(monkeypatch, start_rename)
+    archive = backup_archive(cli, mongo_uri, db_name, tmp_path / "out", "-j", "2")
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not hook_errors and not errors, (hook_errors, errors)
+    _manifest, point = check_guarantee(archive)
+    assert len(times) == 3, times
+    renamed = when(times[0], times[1], point)
+    inserted = when(times[1], times[2], point)
+    restored = restore_cli(cli, archive, mongo_uri, "--db", target_db)
+    assert restored.code == 0, restored.err
+    names = user_collections(client, target_db)
+    if renamed == "before":
+        assert names == ["moved", "stable"], (names, point, times)
+        moved = raw_docs_by_id(client, target_db, "moved")
+        assert set(old_docs) <= set(moved), (
+            f"point {point}: {len(set(old_docs) - set(moved))} of the {len(old_docs)} "
+            "documents of the renamed collection are missing"
+        )
+        assert {k: moved[k] for k in old_docs} == old_docs
+        if inserted == "before":
+            assert len(moved) == len(old_docs) + 1, len(moved)
+    elif renamed == "after":
+        assert names == ["old", "stable"], (names, point, times)
+        assert raw_docs_by_id(client, target_db, "old") == old_docs
+    assert assert_same_bytes(client, db_name, target_db, "stable") == 100
+
+
+@pytest.mark.parametrize(
+    "selection",
+    [("--collection", "keep"), ("--exclude-collection", "skip")],
+    ids=["collection", "exclude-collection"],
+)
+def test_changes_of_unselected_collections_stay_out(
+    cli: CliRunner,
+    client: MongoClient[Any],
+    mongo_uri: str,
+    db_name: str,
+    target_db: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    selection: tuple[str, str],
+) -> None:
+    """Writes while the backup reads, to the collection backed up, to one left out and
+    to a new one: only the selected collections' changes are in the restore."""
+    client[db_name]["keep"].insert_many([{"_id": i} for i in range(50)])
+    client[db_name]["skip"].insert_many([{"_id": i} for i in range(50)])
+    times: list[Timestamp] = []
+
+    def write() -> None:
+        with client.start_session(causal_consistency=True) as session:
+            client[db_name]["keep"].find_one({}, session=session)
+            times.append(op_time(session))
+            for name in ("keep", "skip", "brand_new"):
+                client[db_name][name].insert_one({"_id": "new"}, session=session)
+                times.append(op_time(session))
+
+    hook_errors = when_reads_start(monkeypatch, write)
+    archive = backup_archive(cli, mongo_uri, db_name, tmp_path / "out", *selection)
+    assert not hook_errors, hook_errors
+    manifest, point = check_guarantee(archive)
+    assert [e["name"] for e in manifest["collections"] if e["type"] != "changes"] == ["keep"]
+    kept, _skipped, created = (when(times[k], times[k + 1], point) for k in range(3))
+    restored = restore_cli(cli, archive, mongo_uri, "--db", target_db)
+    assert restored.code == 0, restored.err
+    expected = {"keep"}
+    if selection[0] == "--exclude-collection" and created == "before":
+        expected.add("brand_new")  # a new collection is not excluded
+    names = set(user_collections(client, target_db))
+    if created != "either":
+        assert names == expected, (names, point, times)
+    ids = {doc["_id"] for doc in client[target_db]["keep"].find({}, {"_id": 1})}
+    if kept != "either":
+        assert ("new" in ids) == (kept == "before"), (point, times)
+    assert ids - {"new"} == set(range(50))
+
+
+RESUME_DOCS = 12_000  # a -j 1 backup of them with small batches takes a second or two
+
+
+def test_resumed_backup_captures_the_changes_since_its_first_start(
+    client: MongoClient[Any],
+    cli: CliRunner,
+    mongo_uri: str,
+    db_name: str,
+    target_db: str,
+    tmp_path: Path,
+) -> None:
+    """A backup killed halfway and resumed after documents changed (ones read already
+    and ones not yet read): not one snapshot, so oplog, and the restore is the source."""
+    docs = client[db_name]["docs"]
+    docs.insert_many([{"_id": i, "n": i, "s": f"d{i}"} for i in range(RESUME_DOCS)])
+    out = tmp_path / "out"
+    process = BackupProcess(mongo_uri, db_name, out, "-q", "-j", "1", *FAST_CHECKPOINTS)
+    folder, _unit = wait_mid_unit(process, 1_000)
+    process.kill()
+    docs.update_one({"_id": 0}, {"$set": {"s": "changed"}})  # read by the first run
+    docs.update_one({"_id": RESUME_DOCS - 1}, {"$set": {"s": "changed"}})  # not read yet
+    docs.delete_one({"_id": 1})
+    docs.insert_one({"_id": RESUME_DOCS, "n": RESUME_DOCS})
+    archive = resume_backup(mongo_uri, db_name, out, folder, "-q", *FAST_CHECKPOINTS)
+    manifest, _point = check_guarantee(archive)
+    assert manifest["consistency"] == "oplog", manifest["consistency"]
+    changes = changes_entry(manifest)
+    assert changes is not None and changes["count"] >= 4, changes
+    restored = restore_cli(cli, archive, mongo_uri, "--db", target_db)
+    assert restored.code == 0, restored.err
+    assert assert_same_bytes(client, db_name, target_db, "docs") == RESUME_DOCS
 
 
 # --- 6. unit tests: cluster times, the snapshot check, resume tokens (no server)

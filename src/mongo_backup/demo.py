@@ -3,7 +3,10 @@
 Starts SecantusDB on a free port with a temporary store, loads a small shop database
 (orders with nested documents, arrays, Decimal128, Int64, UUIDs, dates; users; a capped
 log; a validated collection; a view; secondary indexes), then: backup -> verify ->
-restore into a scratch database -> verify against it. Prints a summary table.
+restore into a scratch database -> verify against it. Then it changes the shop (inserts,
+updates, deletes, a new index), takes an incremental backup (the change events since the
+first one), restores the chain into a second scratch database and compares it with the
+shop. Prints a summary table.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from bson import Binary, Decimal128, Int64, ObjectId, Regex, Timestamp
+from bson.codec_options import CodecOptions
+from bson.raw_bson import RawBSONDocument
 from pymongo import MongoClient
 
 from .backup import BackupOptions, run_backup
@@ -23,12 +28,14 @@ from .cli.tables import print_table
 from .embedded import EmbeddedServer
 from .errors import EXIT_FAILURE, EXIT_OK
 from .restore import restore
-from .verify import verify
+from .verify import id_key, verify
 
 logger = logging.getLogger(__name__)
 
 DEMO_DB = "shop"
 RESTORED_DB = "shop_restored"
+CHAIN_DB = "shop_chain"
+_RAW: CodecOptions[RawBSONDocument] = CodecOptions(document_class=RawBSONDocument)
 
 
 def load_demo_data(client: MongoClient[Any], db_name: str, orders: int, seed: int = 7) -> None:
@@ -135,6 +142,7 @@ def run_demo(out_dir: str, orders: int = 2000, quiet: bool = False) -> int:
         if not compared.ok:
             verdict = "DIFFERENT: " + "; ".join(compared.problems)
         print(f"compare: {verdict}")
+        chain_ok = _increment_step(client, server.uri, out_dir)
         client.close()
 
     against = {report.name: report for report in compared.against or []}
@@ -159,5 +167,47 @@ def run_demo(out_dir: str, orders: int = 2000, quiet: bool = False) -> int:
         rows,
     )
     ok = checked.ok and compared.ok and restored.exit_code == 0 and backup_result.exit_code == 0
+    ok = ok and chain_ok
     print("demo finished: all good" if ok else "demo finished with problems (see above)")
     return EXIT_OK if ok else EXIT_FAILURE
+
+
+def change_the_shop(client: MongoClient[Any]) -> None:
+    """A day in the shop: new orders, paid and cancelled ones, a new index."""
+    db = client[DEMO_DB]
+    db.orders.insert_many(
+        [
+            {"orderNo": Int64(20_000_000 + i), "customer": {"email": f"n{i}@example.com"}}
+            | {"status": "new", "createdAt": dt.datetime(2026, 11, 26, tzinfo=dt.UTC)}
+            for i in range(25)
+        ]
+    )
+    db.orders.update_many({"status": "new"}, {"$set": {"status": "paid"}, "$inc": {"edits": 1}})
+    db.orders.delete_many({"status": "shipped", "flags.gift": True})
+    db.users.update_one({"_id": 0}, {"$unset": {"avatar": ""}, "$set": {"name": "renamed"}})
+    db.products.create_index("name")
+
+
+def snapshot(client: MongoClient[Any], db_name: str) -> dict[str, Any]:
+    """Every collection's documents (exact bytes by _id) and index names."""
+    db = client.get_database(db_name, codec_options=_RAW)
+    state: dict[str, Any] = {}
+    for name in db.list_collection_names():
+        if db[name].options().get("viewOn"):
+            continue
+        documents = {id_key(bytes(doc.raw)): bytes(doc.raw) for doc in db[name].find()}
+        state[name] = (documents, sorted(index["name"] for index in db[name].list_indexes()))
+    return state
+
+
+def _increment_step(client: MongoClient[Any], uri: str, out_dir: str) -> bool:
+    change_the_shop(client)
+    result = run_backup(BackupOptions(uri=uri, db=DEMO_DB, out_dir=Path(out_dir), incremental=True))
+    changes = result.manifest.changes
+    events = changes.count if changes else 0
+    print(f"increment: {result.archive} ({events} change events since the first backup)")
+    chain = restore(str(result.archive), uri, CHAIN_DB, drop=True)
+    same = snapshot(client, CHAIN_DB) == snapshot(client, DEMO_DB)
+    verdict = "identical to the shop now" if same else "DIFFERENT from the shop"
+    print(f"restore of the chain (full + increment) into {CHAIN_DB!r}: {verdict}")
+    return same and chain.exit_code == 0 and result.exit_code == 0

@@ -127,7 +127,9 @@ def run_restore(opts: RestoreOptions) -> RestoreResult:
             _verify_first(replace(opts, source=source))
     if chain:  # the full backup first, then each increment
         result = _restore_one(replace(opts, source=str(chain[0].path)), started)
-        if not opts.dry_run:
+        if opts.dry_run:
+            result.replays.extend(Replay(link.id, "would apply") for link in chain[1:])
+        else:
             result.replays.extend(_apply_increments(opts, result.database, chain[1:]))
         result.source = opts.source
         result.duration = time.perf_counter() - started

@@ -140,6 +140,9 @@ def report(result: RestoreResult) -> None:
         rows,
     )
     for replay in result.replays:
+        if result.dry_run:
+            print(f"{replay.backup}: increment that would be applied")
+            continue
         applied = ", ".join(f"{n} {kind}" for kind, n in sorted(replay.counts.items()) if n)
         what = "change events" if replay.mode == "changes" else "documents upserted"
         until = " (stopped at --until)" if replay.stopped_at_until else ""
