@@ -10,6 +10,10 @@ during the backup, each write stamped with the ``operationTime`` the server ackn
 it at. A standalone server gives ``none`` and no point. Pure unit tests of
 :mod:`mongo_backup.cluster_time` and the resume-token reader close the file.
 
+Moments inside the backup (after it noted T0, around its listing of the collections)
+are reached by wrapping ``backup.start_reads`` and ``MongoSource.intents``; reads are
+held back there with failCommand ``blockConnection`` where the server has test commands.
+
 Tests run against SecantusDB or any real replica set (``MONGO_TEST_URI``): where the
 server decides between ``snapshot`` and ``oplog``, both are accepted.
 """
@@ -51,7 +55,7 @@ from mongo_backup.cluster_time import (
 )
 from mongo_backup.embedded import EmbeddedServer
 from mongo_backup.errors import ConfigError
-from mongo_backup.mongo_source import APP_NAME
+from mongo_backup.mongo_source import APP_NAME, MongoSource
 from restoretools import (
     assert_same_bytes,
     assert_single_error_line,
@@ -62,9 +66,8 @@ from restoretools import (
 )
 from resumetools import FAST_CHECKPOINTS, BackupProcess, resume_backup, wait_mid_unit
 
-# The modules, not the functions mongo_backup/__init__ re-exports under the same names.
+# The module, not the function mongo_backup/__init__ re-exports under the same name.
 backup_module = importlib.import_module("mongo_backup.backup")
-planning_module = importlib.import_module("mongo_backup.planning")
 
 GUARANTEES = ("snapshot", "oplog")
 CHANGES_MEMBER = "~changes.jsonl"
@@ -426,12 +429,14 @@ def test_replica_set_backup_has_a_guarantee_and_a_point(
     written_before, written_during, written_after = times
     # The point follows every write acknowledged before the backup, precedes those after.
     assert written_before <= point < written_after, (times, point)
-    during = when(written_before, written_during, point)
-    if manifest["consistency"] == "oplog":
-        assert during == "before", (times, point)
+    # The write during the reads came after T0: in a snapshot at T0 it is not, in the
+    # changes up to the end of the reads it is.
+    captured = manifest["consistency"] == "oplog"
+    if captured:
+        assert written_during <= point, (times, point)
         assert changes_entry(manifest) is not None, manifest["collections"]
     else:
-        assert during == "after", (times, point)
+        assert written_during > point, (times, point)
     assert archive.name.startswith(manifest["backup_id"]), (archive.name, manifest["backup_id"])
     assert isinstance(manifest["point"]["resume_token"], dict)
 
@@ -451,7 +456,7 @@ def test_replica_set_backup_has_a_guarantee_and_a_point(
     assert restored.code == 0, restored.err
     assert assert_same_bytes(client, db_name, target_db, "two") == 200
     restored_ids = {doc["_id"] for doc in client[target_db]["one"].find({}, {"_id": 1})}
-    expected_ids = set(range(200)) | {"before"} | ({"during"} if during == "before" else set())
+    expected_ids = set(range(200)) | {"before"} | ({"during"} if captured else set())
     assert restored_ids == expected_ids, sorted(map(str, restored_ids ^ expected_ids))
     earlier = f"{point.time - 1}:{point.inc}"
     refused = restore_cli(cli, archive, mongo_uri, "--db", f"{target_db}x", "--until", earlier)
@@ -505,6 +510,7 @@ def test_snapshot_too_old_mid_backup_falls_back_to_oplog(
         "0.01",
     )
     assert not hook_errors, hook_errors
+    assert armed, "the backup never started reading"
     if armed != [True]:
         pytest.skip("the server refuses configureFailPoint failCommand")
     assert result.code == 0, result.err
@@ -709,7 +715,8 @@ def test_ddl_during_the_reads_is_restored_as_of_the_point(
     check_ddl_restore(client, db_name, target_db, ops, point, doomed_docs)
 
 
-def test_ddl_between_listing_collections_and_the_start_point_is_restored(
+@pytest.mark.parametrize("moment", ["before", "after"])
+def test_ddl_around_the_listing_of_the_collections_is_restored(
     cli: CliRunner,
     client: MongoClient[Any],
     mongo_uri: str,
@@ -717,22 +724,28 @@ def test_ddl_between_listing_collections_and_the_start_point_is_restored(
     target_db: str,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
+    moment: str,
 ) -> None:
-    """The same DDL landing after the backup listed the collections and their indexes
-    but before it noted its start point T0 (the change stream position it opens first
-    takes a while): every change is before the point, so all must be restored."""
+    """The same DDL landing just before or just after the backup lists the collections
+    and their indexes, while it plans: between listing and start point or between start
+    point and listing, whichever order it plans in. The restore is the source at the
+    point (every change is before it on a server that does not keep snapshots)."""
     doomed_docs = ddl_source(client, db_name)
     ops = DdlOps()
-    real_begin = planning_module.begin
+    real_intents = MongoSource.intents
 
-    def begin(*args: Any, **kwargs: Any) -> Any:
-        run_ddl(client, db_name, ops)
-        return real_begin(*args, **kwargs)
+    def intents(self: MongoSource, *args: Any, **kwargs: Any) -> Any:
+        first = not ops.times
+        if first and moment == "before":
+            run_ddl(client, db_name, ops)
+        listed = real_intents(self, *args, **kwargs)
+        if first and moment == "after":
+            run_ddl(client, db_name, ops)
+        return listed
 
-    monkeypatch.setattr(planning_module, "begin", begin)
+    monkeypatch.setattr(MongoSource, "intents", intents)
     archive = backup_archive(cli, mongo_uri, db_name, tmp_path / "out")
     _manifest, point = check_guarantee(archive)
-    assert set(ops.where(point).values()) == {"before"}, (point, ops)
     restored = restore_cli(cli, archive, mongo_uri, "--db", target_db)
     assert restored.code == 0, restored.err
     check_ddl_restore(client, db_name, target_db, ops, point, doomed_docs)
@@ -750,7 +763,9 @@ def test_collection_renamed_during_the_reads_is_restored_as_of_the_point(
 ) -> None:
     """``old`` renamed to ``moved`` (and one more document put in it) while the backup's
     finds are held back. At the point ``moved`` holds all of old's documents and the new
-    one, and ``old`` is gone."""
+    one, and ``old`` is gone. A backup that cannot get there (the documents read under
+    the old name may be any part of them) must say so: consistency "none", no point,
+    a warning, as mongodump --oplog refuses such a dump."""
     client[db_name]["stable"].insert_many([{"_id": i} for i in range(100)])
     client[db_name]["old"].insert_many([{"_id": i, "x": i} for i in range(50)])
     old_docs = raw_docs_by_id(client, db_name, "old")
@@ -782,10 +797,21 @@ def test_collection_renamed_during_the_reads_is_restored_as_of_the_point(
         thread.start()
 
     hook_errors = when_reads_start(monkeypatch, start_rename)
-    archive = backup_archive(cli, mongo_uri, db_name, tmp_path / "out", "-j", "2")
+    out = tmp_path / "out"
+    result = cli("backup", "--uri", mongo_uri, "--db", db_name, "--out-dir", out, "-q", "-j", "2")
     for thread in threads:
         thread.join(timeout=60)
     assert not hook_errors and not errors, (hook_errors, errors)
+    assert result.code == 0, result.err
+    archive = Path(result.out.strip())
+    manifest = read_manifest(archive)
+    if manifest["consistency"] == "none":
+        assert manifest["point"] is None, manifest["point"]
+        assert changes_entry(manifest) is None, manifest["collections"]
+        assert CHANGES_MEMBER not in archive_members(archive)
+        warnings = [line for line in result.err.splitlines() if "WARNING" in line]
+        assert any("renamed" in line and "'old'" in line for line in warnings), result.err
+        return
     _manifest, point = check_guarantee(archive)
     assert len(times) == 3, times
     renamed = when(times[0], times[1], point)
@@ -858,7 +884,7 @@ def test_changes_of_unselected_collections_stay_out(
     assert ids - {"new"} == set(range(50))
 
 
-RESUME_DOCS = 12_000  # a -j 1 backup of them with small batches takes a second or two
+RESUME_DOCS = 5_000  # a -j 1 backup of them in batches of 50 takes a second or two
 
 
 def test_resumed_backup_captures_the_changes_since_its_first_start(
@@ -874,14 +900,15 @@ def test_resumed_backup_captures_the_changes_since_its_first_start(
     docs = client[db_name]["docs"]
     docs.insert_many([{"_id": i, "n": i, "s": f"d{i}"} for i in range(RESUME_DOCS)])
     out = tmp_path / "out"
-    process = BackupProcess(mongo_uri, db_name, out, "-q", "-j", "1", *FAST_CHECKPOINTS)
-    folder, _unit = wait_mid_unit(process, 1_000)
+    slow = (*FAST_CHECKPOINTS, "--batch-size", "50")
+    process = BackupProcess(mongo_uri, db_name, out, "-q", "-j", "1", *slow)
+    folder, _unit = wait_mid_unit(process, 500)
     process.kill()
     docs.update_one({"_id": 0}, {"$set": {"s": "changed"}})  # read by the first run
     docs.update_one({"_id": RESUME_DOCS - 1}, {"$set": {"s": "changed"}})  # not read yet
     docs.delete_one({"_id": 1})
     docs.insert_one({"_id": RESUME_DOCS, "n": RESUME_DOCS})
-    archive = resume_backup(mongo_uri, db_name, out, folder, "-q", *FAST_CHECKPOINTS)
+    archive = resume_backup(mongo_uri, db_name, out, folder, "-q", *slow)
     manifest, _point = check_guarantee(archive)
     assert manifest["consistency"] == "oplog", manifest["consistency"]
     changes = changes_entry(manifest)
@@ -1127,17 +1154,20 @@ def test_token_time_of_other_tokens_is_none(token: Any) -> None:
     assert token_time(token) is None
 
 
-def test_cli_until_refuses_garbage_with_one_line(cli: CliRunner, tmp_path: Path) -> None:
+def test_cli_refuses_an_until_that_is_no_time(cli: CliRunner, tmp_path: Path) -> None:
+    """A usage error (exit 2) before anything is opened or connected to."""
     archive = tmp_path / "backup_20260101_000000.tar"
     archive.write_bytes(b"")
     result: CliResult = cli(
         "restore", archive, "--uri", "mongodb://127.0.0.1:1", "--until", "soon", "-q"
     )
     assert result.code == 2
-    assert "--until" in result.err and "Traceback" not in result.err
+    last = result.err.strip().splitlines()[-1]
+    assert "--until" in last and "not a time" in last, result.err
+    assert "Traceback" not in result.err
 
 
 def test_iso_until_covers_the_whole_second() -> None:
-    when = dt.datetime(2026, 11, 26, 12, 20, 59, tzinfo=dt.UTC)
-    assert int(when.timestamp()) == SECONDS
-    assert parse_until(when.isoformat()) == Timestamp(SECONDS, LAST_INCREMENT)
+    moment = dt.datetime(2026, 11, 26, 12, 20, 59, tzinfo=dt.UTC)
+    assert int(moment.timestamp()) == SECONDS
+    assert parse_until(moment.isoformat()) == Timestamp(SECONDS, LAST_INCREMENT)

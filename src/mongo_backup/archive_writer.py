@@ -82,14 +82,21 @@ def _compress_block(data: bytes, compression: str) -> bytes:
 def _archive_stream(path: Path, compression: str) -> Iterator[tuple[IO[bytes], str]]:
     """The file to write the tar into, and how blocks must be framed for it."""
     with private_file(path) as raw:
-        if compression == "gzip":
-            with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=GZIP_LEVEL, mtime=0) as out:
-                # One gzip member: GzipFile compresses everything written to it.
-                yield cast(IO[bytes], out), "none"
-        else:
-            yield raw, compression
+        with framed(raw, compression) as framing:
+            yield framing
         raw.flush()
         os.fsync(raw.fileno())
+
+
+@contextlib.contextmanager
+def framed(raw: IO[bytes], compression: str) -> Iterator[tuple[IO[bytes], str]]:
+    """``raw`` as the tar is written into it, and how blocks must be framed for it."""
+    if compression == "gzip":
+        with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=GZIP_LEVEL, mtime=0) as out:
+            # One gzip member: GzipFile compresses everything written to it.
+            yield cast(IO[bytes], out), "none"
+    else:
+        yield raw, compression
 
 
 def compressed_name(file_name: str) -> str:
@@ -325,32 +332,37 @@ def write_archive(
     if compression not in COMPRESSIONS:
         raise ValueError(f"unknown compression {compression!r}")
     temporary = destination.with_name(f".{destination.name}.{os.getpid()}.partial")
-    now = int(time.time())
     try:
         with _archive_stream(temporary, compression) as (out, framing):
-            manifest = (folder / MANIFEST_NAME).read_bytes()
-            pending = _header(MANIFEST_NAME, len(manifest), now)
-            pending += manifest + _padding(len(manifest))
-            offset = len(pending)
-            for name, size in members:
-                header = _header(name, size, now)
-                out.write(_compress_block(pending + header, framing))
-                source = folder / (compressed_name(name) if framing == "zstd" else name)
-                with open(source, "rb") as part:
-                    shutil.copyfileobj(part, out, _COPY_CHUNK)
-                pending = _padding(size)
-                offset += len(header) + size + len(pending)
-            # End of archive: two zero blocks, then zeros up to a whole record, as tar does.
-            pending += b"\0" * (2 * _BLOCK)
-            offset += 2 * _BLOCK
-            pending += b"\0" * (-offset % _RECORD)
-            out.write(_compress_block(pending, framing))
+            write_tar(folder, members, out, framing)
         os.replace(temporary, destination)
     except BaseException:
         with contextlib.suppress(OSError):
             temporary.unlink()
         raise
     return destination
+
+
+def write_tar(folder: Path, members: list[tuple[str, int]], out: IO[bytes], framing: str) -> None:
+    """The tar of ``manifest.json`` and ``members`` into ``out`` (see :func:`framed`)."""
+    now = int(time.time())
+    manifest = (folder / MANIFEST_NAME).read_bytes()
+    pending = _header(MANIFEST_NAME, len(manifest), now)
+    pending += manifest + _padding(len(manifest))
+    offset = len(pending)
+    for name, size in members:
+        header = _header(name, size, now)
+        out.write(_compress_block(pending + header, framing))
+        source = folder / (compressed_name(name) if framing == "zstd" else name)
+        with open(source, "rb") as part:
+            shutil.copyfileobj(part, out, _COPY_CHUNK)
+        pending = _padding(size)
+        offset += len(header) + size + len(pending)
+    # End of archive: two zero blocks, then zeros up to a whole record, as tar does.
+    pending += b"\0" * (2 * _BLOCK)
+    offset += 2 * _BLOCK
+    pending += b"\0" * (-offset % _RECORD)
+    out.write(_compress_block(pending, framing))
 
 
 def remove_compressed(folder: Path, members: list[tuple[str, int]]) -> None:

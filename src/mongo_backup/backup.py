@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import encryption
 from .archive_writer import COMPRESSIONS, SUFFIXES, private_file, remove_compressed, write_archive
 from .backup_manifest import build_manifest
 from .chain import find_base
@@ -37,6 +38,8 @@ from .change_capture import HistoryLost
 from .checkpoint import remove_checkpoints
 from .cluster_time import SnapshotCheck
 from .consistency import Outcome, capture_increment, finish, start_reads
+from .delivery import deliver_file, deliver_stream
+from .destinations import DestinationError, open_destination
 from .errors import (
     EXIT_OK,
     EXIT_PARTIAL,
@@ -64,6 +67,12 @@ class BackupResult:
     manifest: Manifest
     duration: float
     exit_code: int
+    url: str | None = None  # where --dest uploaded the archive
+
+    @property
+    def location(self) -> str:
+        """What the CLI prints: the archive's URL, or its path."""
+        return self.url or str(self.archive)
 
     @property
     def collections(self) -> list[CollectionEntry]:
@@ -72,6 +81,7 @@ class BackupResult:
     def to_json(self) -> dict[str, Any]:
         return {
             "archive": str(self.archive) if self.archive else None,
+            "url": self.url,
             "database": self.manifest.database,
             "kind": self.manifest.kind,
             "consistency": self.manifest.consistency,
@@ -119,6 +129,11 @@ class BackupOptions:
     incremental: bool = False  # changes since the base backup (see increments.py)
     since_field: str | None = None  # incremental by this field; a full records its marks
     base: Path | None = None  # the backup an increment continues (default: the newest)
+    dest: str | None = None  # upload the archive there (folder or storage URL)
+    endpoint_url: str | None = None  # S3-compatible endpoint for --dest
+    keep_local: bool = False  # keep the local archive after --dest uploaded it
+    stream: bool = False  # --dest without a local archive file
+    encrypt_to: list[str] = field(default_factory=list)  # age / SSH recipients
 
     def check(self) -> None:
         if self.json_format not in JSON_FORMATS:
@@ -141,6 +156,18 @@ class BackupOptions:
             raise ConfigError("--retry-delay must not be negative")
         if self.checkpoint_interval <= 0:
             raise ConfigError("--checkpoint-interval must be positive")
+        if self.stream and not self.dest:
+            raise ConfigError("--stream uploads as it goes: it needs --dest")
+        if self.keep_local and not self.dest:
+            raise ConfigError("--keep-local keeps the local copy of an upload: it needs --dest")
+        if self.stream and self.keep_local:
+            raise ConfigError("--stream writes no local archive to keep: drop --keep-local")
+        if self.endpoint_url and not self.dest:
+            raise ConfigError("--endpoint-url applies to --dest")
+        if self.encrypt_to:
+            encryption.recipients(self.encrypt_to)  # refuse a bad key before any work
+        if self.dest:
+            open_destination(self.dest, endpoint_url=self.endpoint_url)  # a bad URL: now
         if self.base is not None and not self.incremental:
             raise ConfigError("--base names the backup an increment continues: add --incremental")
         if self.since_field is not None and (
@@ -219,14 +246,15 @@ def _locked_backup(opts: BackupOptions, progress: Progress) -> BackupResult:
         manifest = build_manifest(folder, plan, runner, opts, outcome)
         with private_file(folder / MANIFEST_NAME) as handle:
             handle.write(manifest_bytes(manifest))
-        archive = _archive(folder, manifest, opts)
+        archive, url = _archive(folder, manifest, opts)
     except KeyboardInterrupt:
         raise Interrupted(
             f"interrupted; the partial backup is kept in {folder}: "
             "run the same backup with --resume to continue it"
         ) from None
     exit_code = EXIT_PARTIAL if manifest.failed else EXIT_OK
-    return BackupResult(archive, folder, manifest, time.perf_counter() - started, exit_code)
+    took = time.perf_counter() - started
+    return BackupResult(archive, folder, manifest, took, exit_code, url)
 
 
 def _wanted(opts: BackupOptions) -> Callable[[str], bool]:
@@ -235,17 +263,43 @@ def _wanted(opts: BackupOptions) -> Callable[[str], bool]:
     return lambda name: name == "" or ((not include or name in include) and name not in exclude)
 
 
-def _archive(folder: Path, manifest: Manifest, opts: BackupOptions) -> Path | None:
+def _archive(
+    folder: Path, manifest: Manifest, opts: BackupOptions
+) -> tuple[Path | None, str | None]:
+    """Write (or stream) the archive, then encrypt and upload it as asked: the local
+    archive left, and the URL it was uploaded to."""
     archive_dir = Path(opts.out_dir) / ARCHIVE_FOLDER
     destination = archive_dir / f"{folder.name}{SUFFIXES[opts.compress]}"
     members = [(entry.file, entry.bytes) for entry in manifest.data_entries if entry.file]
+    recipients = encryption.recipients(opts.encrypt_to) if opts.encrypt_to else []
+    url: str | None = None
+    local: Path | None = destination
     try:
-        archive_dir.mkdir(parents=True, exist_ok=True)
-        write_archive(folder, members, destination, opts.compress)
+        if opts.stream and opts.dest:
+            local, url = (
+                None,
+                deliver_stream(
+                    folder,
+                    members,
+                    manifest,
+                    compression=opts.compress,
+                    dest=opts.dest,
+                    endpoint_url=opts.endpoint_url,
+                    recipients=recipients,
+                ),
+            )
+        else:
+            archive_dir.mkdir(parents=True, exist_ok=True)
+            write_archive(folder, members, destination, opts.compress)
     except OSError as error:
         raise ArchiveError(
             f"archiving failed ({error.strerror or error}); the exported files are kept in "
             f"{folder}: run the same backup with --resume to archive them"
+        ) from error
+    except DestinationError as error:
+        raise DestinationError(
+            f"{error}; the exported files are kept in {folder}: run the same backup with "
+            "--resume to upload them"
         ) from error
     if opts.keep_folder:
         remove_compressed(folder, members)
@@ -253,8 +307,18 @@ def _archive(folder: Path, manifest: Manifest, opts: BackupOptions) -> Path | No
     else:
         remove_checkpoints(folder)  # first: a half-removed folder is no unfinished backup
         shutil.rmtree(folder, ignore_errors=True)
-    logger.info("archive written: %s", destination)
-    return destination
+    if local is not None:
+        logger.info("archive written: %s", local)
+        if recipients or opts.dest:
+            local, url = deliver_file(
+                local,
+                manifest,
+                dest=opts.dest,
+                endpoint_url=opts.endpoint_url,
+                recipients=recipients,
+                keep_local=opts.keep_local,
+            )
+    return local, url
 
 
 def backup_database(mongo_uri: str, db_name: str, out_root: str, pretty: bool = False) -> str:

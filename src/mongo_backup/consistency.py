@@ -26,10 +26,11 @@ from pathlib import Path
 from typing import Any
 
 import pymongo.errors
+from bson.raw_bson import RawBSONDocument
 from bson.timestamp import Timestamp
 from pymongo import MongoClient
 
-from .archive_writer import MemberWriter
+from .archive_writer import MemberWriter, remove_member
 from .change_capture import Captured, capture, stream_position
 from .checkpoint import Plan, save_plan
 from .cluster_time import SnapshotCheck, from_json, majority_point, show, to_json
@@ -51,23 +52,59 @@ class Outcome:
     changes: CollectionEntry | None  # the captured events' member, if any
 
 
-def begin(client: MongoClient[Any], source: MongoSource, topology: str) -> dict[str, Any]:
-    """The plan's ``consistency``: where the backup starts in the server's history."""
+def begin(
+    client: MongoClient[Any], source: MongoSource, topology: str
+) -> tuple[dict[str, Any], str | None]:
+    """The plan's ``consistency``: where the backup starts in the server's history, and
+    a warning to log once the database is known to be readable (None if all is well).
+    The reads are pointed at the start time here (``source.snapshot_at``)."""
     if topology == "standalone":
-        return {}
+        return {}, None
     try:
         token = stream_position(source.db)
     except pymongo.errors.PyMongoError as error:  # no change streams here (roles, server)
-        logger.warning(
-            "cannot open a change stream (%s): the backup is not tied to one moment "
-            "(consistency: none)",
-            driver_error_text(error, source.secrets),
+        return {}, (
+            f"cannot open a change stream ({driver_error_text(error, source.secrets)}): "
+            "the backup is not tied to one moment (consistency: none)"
         )
-        return {}
     start = majority_point(client)
     if start is None:
-        return {}
-    return {"start": to_json(start), "start_token": to_extjson(token), "snapshot": True}
+        return {}, None
+    source.snapshot_at = start
+    return {"start": to_json(start), "start_token": to_extjson(token), "snapshot": True}, None
+
+
+def mark_listed(source: MongoSource, state: dict[str, Any]) -> None:
+    """Note when the namespaces were listed: a collection created, dropped or renamed
+    between the start and then would be missing from a snapshot (see :func:`finish`)."""
+    if state:
+        listed = majority_point(source.client)
+        state["listed"] = to_json(listed) if listed is not None else state["start"]
+
+
+_DDL_EVENTS = {b"create", b"drop", b"rename", b"dropDatabase"}
+
+
+def _ddl_after_start(source: MongoSource, state: dict[str, Any], token: dict[str, Any]) -> bool:
+    """True if a collection was created, dropped or renamed between the start point and
+    the listing of the namespaces."""
+    seen: list[bytes] = []
+
+    def sink(raw: bytes) -> None:
+        kind = RawBSONDocument(raw)["operationType"]
+        if kind.encode() in _DDL_EVENTS:
+            seen.append(kind.encode())
+
+    capture(
+        source.db,
+        start_token=token,
+        after=from_json(state["start"]),
+        until=from_json(state.get("listed", state["start"])),
+        sink=sink,
+        wanted=lambda name: True,
+        secrets=source.secrets,
+    )
+    return bool(seen)
 
 
 def start_reads(source: MongoSource, plan: Plan, resumed: bool, folder: Path) -> None:
@@ -96,7 +133,11 @@ def finish(
         return Outcome("none", None, None)
     start = from_json(state["start"])
     token = from_extjson(state["start_token"])
-    if state.get("snapshot") and check.honoured and not source.snapshot_lost:
+    snapshot = state.get("snapshot") and check.honoured and not source.snapshot_lost
+    if snapshot and _ddl_after_start(source, state, token):
+        logger.info("collections changed while they were listed: capturing the changes")
+        snapshot = False
+    if snapshot:
         logger.info("consistent snapshot at cluster time %s", show(start))
         return Outcome(
             "snapshot", {"cluster_time": state["start"], "resume_token": to_extjson(token)}, None
@@ -104,9 +145,17 @@ def finish(
     until = majority_point(client)
     if until is None:
         return Outcome("none", None, None)
+    renamed = _RenameWatch({intent["name"] for intent in plan.intents})
     try:
         entry, captured = write_changes(
-            source, folder, plan, token=token, after=start, until=until, wanted=wanted
+            source,
+            folder,
+            plan,
+            token=token,
+            after=start,
+            until=until,
+            wanted=wanted,
+            observe=renamed,
         )
     except MongoBackupError as error:
         logger.warning(
@@ -115,6 +164,19 @@ def finish(
             error,
         )
         return Outcome("none", None, None)
+    if renamed.names:
+        # The documents read under the old name may be any part of them: no replay
+        # makes that one moment (mongodump --oplog refuses such dumps too).
+        logger.warning(
+            "%s renamed while the backup ran: the backup is not consistent at one moment "
+            "(consistency: none); run it again for a consistent one",
+            ", ".join(repr(name) for name in renamed.names),
+        )
+        if entry is not None:
+            remove_member(
+                folder, CHANGES_FILE, plan.options["compress"], plan.options["keep_folder"]
+            )
+        return Outcome("none", None, None)
     logger.info(
         "consistent at cluster time %s: %d changes made during the backup are captured",
         show(until),
@@ -122,6 +184,24 @@ def finish(
     )
     point = {"cluster_time": to_json(until), "resume_token": to_extjson(captured.token)}
     return Outcome("oplog", point, entry)
+
+
+class _RenameWatch:
+    """Collects the listed collections renamed while the backup ran (unless created
+    during it: then all their documents are in the changes)."""
+
+    def __init__(self, listed: set[str]) -> None:
+        self.listed = set(listed)
+        self.names: list[str] = []
+
+    def __call__(self, raw: bytes) -> None:
+        event = RawBSONDocument(raw)
+        kind = event["operationType"]
+        name = str((event.get("ns") or {}).get("coll") or "")
+        if kind == "create":
+            self.listed.discard(name)
+        elif kind == "rename" and name in self.listed and name not in self.names:
+            self.names.append(name)
 
 
 def write_changes(
@@ -133,6 +213,7 @@ def write_changes(
     after: Timestamp,
     until: Timestamp,
     wanted: Callable[[str], bool],
+    observe: Callable[[bytes], None] | None = None,
 ) -> tuple[CollectionEntry | None, Captured]:
     """Capture the events in ``(after, until]`` into the changes member of ``folder``;
     no member (None) when there are none."""
@@ -153,6 +234,8 @@ def write_changes(
 
     def sink(raw: bytes) -> None:
         nonlocal size
+        if observe is not None:
+            observe(raw)
         pending.append(raw)
         size += len(raw)
         if size >= ENCODE_BYTES:

@@ -51,9 +51,10 @@ def watermark_of(source: MongoSource, name: str, field: str, floor: Any = None) 
     server (some do not walk an index backwards for a plain sort)."""
     condition = {"$gte": from_extjson(floor)} if floor is not None else {"$exists": True}
     try:
-        document = source.db[name].find_one(
-            {field: condition}, {field: 1, "_id": 0}, sort=[(field, -1)]
-        )
+        with source.snapshot_session() as session:  # at the time the documents are read
+            document = source.db[name].find_one(
+                {field: condition}, {field: 1, "_id": 0}, sort=[(field, -1)], session=session
+            )
     except pymongo.errors.PyMongoError as error:
         raise MongoBackupError(
             f"reading the high-water mark of {name!r}.{field}: "

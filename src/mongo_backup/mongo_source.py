@@ -17,6 +17,7 @@ Contracts:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Callable, Generator, Iterator
@@ -31,6 +32,7 @@ from bson.json_util import CANONICAL_JSON_OPTIONS
 from bson.regex import Regex
 from bson.timestamp import Timestamp
 from pymongo import MongoClient
+from pymongo.client_session import ClientSession
 
 from .errors import ConnectionFailed, MongoBackupError
 from .prefetch import IdKey, id_key_of, id_key_value, prefetched, resumable
@@ -328,6 +330,18 @@ class MongoSource:
             batch_size=batch_size,
         )
 
+    @contextlib.contextmanager
+    def snapshot_session(self) -> Iterator[ClientSession | None]:
+        """A session reading at ``snapshot_at`` (None when there is no such time)."""
+        if self.snapshot_at is None or self.snapshot_lost:
+            yield None
+            return
+        with self.client.start_session(snapshot=True) as session:
+            # The driver sends a snapshot session's time as atClusterTime; set before
+            # the first read, it is the time every worker reads at.
+            session._snapshot_time = self.snapshot_at  # type: ignore[assignment]
+            yield session
+
     def _in_snapshot(
         self,
         find: Callable[[IdKey | None, int, Any], Iterator[bytes]],
@@ -336,10 +350,7 @@ class MongoSource:
     ) -> Iterator[bytes]:
         """A cursor read at ``snapshot_at``, in a snapshot session of its own (sessions
         are not shared between threads)."""
-        with self.client.start_session(snapshot=True) as session:
-            # The driver sends a snapshot session's time as atClusterTime; set before
-            # the first read, it is the time every worker reads at.
-            session._snapshot_time = self.snapshot_at  # type: ignore[assignment]
+        with self.snapshot_session() as session:
             try:
                 yield from find(start, batch_size, session)
             except pymongo.errors.OperationFailure as error:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from .archive_writer import SUFFIXES
 from .checkpoint import PLAN_NAME, CheckpointError, Plan, Unit, encode_key, load_plan, save_plan
-from .consistency import begin
+from .consistency import begin, mark_listed
 from .errors import ConfigError, MongoBackupError
 from .increments import plan_increment, watermarks
 from .mongo_source import Intent, MongoSource
@@ -115,6 +115,9 @@ def new_plan(
     server = source.server_info()
     if base is not None and opts.since_field is None:
         return _changes_plan(source, opts, base, started_at, server)
+    # The start point first: a collection created or dropped after it is then either in
+    # the listing or in the changes read from it (see consistency.finish).
+    consistency, problem = begin(source.client, source, server["topology"])
     intents = source.intents(opts.collections, opts.exclude)
     missing = sorted(set(opts.collections) - {intent.name for intent in intents})
     if missing:
@@ -130,12 +133,14 @@ def new_plan(
         logger.warning(
             "standalone server: collections are read one after another, not at one moment"
         )
+    if problem:
+        logger.warning("%s", problem)
+    mark_listed(source, consistency)
     increment = plan_increment(base, opts.since_field, intents) if base is not None else None
     floors = increment["since"] if increment else {}
-    # The marks before the start of the reads: a write after a mark, even one the reads
-    # miss (a snapshot before it), carries a value at or after the mark.
+    # Read at the start point, as the documents will be: a write the reads do not see
+    # then carries a value at or after the mark.
     marks = watermarks(source, intents, opts.since_field, floors) if opts.since_field else {}
-    consistency = begin(source.client, source, server["topology"])
     files = file_names(intent.name for intent in intents if intent.has_data)
     units = [
         unit

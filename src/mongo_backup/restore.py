@@ -36,6 +36,7 @@ from .extjson import iter_documents, iter_lines
 from .manifest import CollectionEntry, Manifest
 from .mongo_source import connect
 from .redact import hosts_of, uri_secrets
+from .remote import local_copy
 from .restore_chain import Replay, apply_increment, plan_chain
 from .restore_state import (
     RestoreState,
@@ -69,6 +70,8 @@ class RestoreOptions:
     timeout: float = 30.0
     resume: bool = False
     until: Timestamp | None = None  # restore a chain to this cluster time (restore_chain)
+    identity: Path | None = None  # age identity file for an encrypted (.age) archive
+    endpoint_url: str | None = None  # S3-compatible endpoint when source is a URL
 
     def check(self) -> None:
         if not 1 <= self.jobs <= 64:
@@ -119,7 +122,16 @@ def _open(opts: RestoreOptions) -> BackupReader:
 
 
 def run_restore(opts: RestoreOptions) -> RestoreResult:
+    """Restore ``opts.source``: a local backup, or a storage URL or encrypted archive,
+    fetched (checked, decrypted) into a temporary folder first."""
     opts.check()
+    with local_copy(opts.source, opts.identity, opts.endpoint_url) as local:
+        result = _run_restore(replace(opts, source=str(local)))
+    result.source = opts.source
+    return result
+
+
+def _run_restore(opts: RestoreOptions) -> RestoreResult:
     started = time.perf_counter()
     chain = _chain(opts)
     if opts.verify_first:

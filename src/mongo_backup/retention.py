@@ -33,8 +33,8 @@ already broken, and the incremental is kept or removed by the policy alone.
 
 Durations (:func:`parse_duration`) use restic's syntax, ``1y2m3d4h``, where ``m`` is
 months. restic subtracts years and months on the calendar; a timedelta cannot, so here
-a year is 365 days and a month 30 days. The cutoff can thus differ from restic's by a
-day or two for ``y``/``m`` durations; ``d`` and ``h`` are exact.
+a year is 365 days and a month 30 days: ``1y`` misses a leap day, ``12m`` is 360 days
+(restic: 365 or 366). ``d`` and ``h`` are exact.
 """
 
 from __future__ import annotations
@@ -146,11 +146,12 @@ def decide(backups: Sequence[BackupRef], policy: Policy, now: datetime.datetime)
     # restic lists "within" before the counts in each snapshot's reasons.
     if policy.within:
         _apply_within(ordered, policy.within, now, add)
-    for position, backup in enumerate(ordered[: _limit(policy.last, len(ordered))]):
+    last = len(ordered) if policy.last == UNLIMITED else policy.last
+    for position, backup in enumerate(ordered[:last]):
         add(backup, f"last snapshot #{position + 1}")
     for name, label_of in _BUCKETS:
         _apply_buckets(ordered, name, getattr(policy, name), label_of, add)
-    pass
+    _keep_ancestors(ordered, by_id, reasons)
 
     return Decision(
         keep=[b for b in ordered if b.id in reasons],
@@ -167,12 +168,10 @@ def _apply_within(
 ) -> None:
     text = _format_duration(within)
     reference = next((b.time for b in ordered if b.time <= now), None)
-    cutoff: datetime.datetime | None = None
-    if reference is not None:
-        try:
-            cutoff = reference - within
-        except OverflowError:
-            cutoff = None  # reaches before year 1: every backup is within
+    try:
+        cutoff = None if reference is None else reference - within
+    except OverflowError:
+        cutoff = None  # reaches before year 1: every backup is within
     for backup in ordered:
         if backup.time > now:
             add(backup, f"dated after now: kept by keep-within {text}")
@@ -216,10 +215,6 @@ def _keep_ancestors(
                 raise ValueError(f"parent links form a cycle through backup {current.id}")
             seen.add(current.id)
             reasons.setdefault(current.id, [f"needed by kept incremental {backup.id}"])
-
-
-def _limit(count: int, total: int) -> int:
-    return total if count == UNLIMITED else count
 
 
 def _require_aware(value: datetime.datetime, what: str) -> None:

@@ -31,6 +31,7 @@ from .extjson import StreamStats, document_from_line, iter_document_texts, iter_
 from .manifest import CollectionEntry, Manifest
 from .mongo_source import MongoSource, connect, to_extjson
 from .redact import uri_secrets
+from .remote import local_copy
 
 MAX_PROBLEMS_PER_MEMBER = 20
 MAX_DIFF_EXAMPLES = 5
@@ -158,6 +159,19 @@ def verify(
     against_uri: str | None = None,
     against_db: str | None = None,
     timeout: float = 30.0,
+    identity: Path | None = None,
+    endpoint_url: str | None = None,
+) -> VerifyResult:
+    """Check a backup (a path, a storage URL, or an encrypted archive with ``identity``):
+    manifest, every member, the chain of an increment, and optionally a live database."""
+    with local_copy(location, identity, endpoint_url) as local:
+        result = _verify(str(local), against_uri, against_db, timeout)
+    result.location = location
+    return result
+
+
+def _verify(
+    location: str, against_uri: str | None, against_db: str | None, timeout: float
 ) -> VerifyResult:
     started = time.perf_counter()
     with open_backup(location) as reader:

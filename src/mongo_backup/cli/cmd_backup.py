@@ -140,6 +140,33 @@ def add_parser(commands: Any, parent: argparse.ArgumentParser, epilog: str) -> N
         metavar="ARCHIVE",
         help="the backup an --incremental continues (default: the newest in OUT_DIR)",
     )
+    storage = parser.add_argument_group("destinations and encryption")
+    storage.add_argument(
+        "--dest",
+        metavar="URL",
+        help="upload the archive there: a folder, file://, s3://bucket/prefix, "
+        "gs://bucket/prefix or az://container/prefix (credentials from the provider's usual "
+        "environment variables); stdout is then the archive's URL",
+    )
+    storage.add_argument(
+        "--endpoint-url", metavar="URL", help="S3-compatible endpoint (MinIO, Ceph, ...)"
+    )
+    storage.add_argument(
+        "--keep-local", action="store_true", help="keep the local archive after the upload"
+    )
+    storage.add_argument(
+        "--stream",
+        action="store_true",
+        help="with --dest: upload the archive as it is assembled, without writing it locally",
+    )
+    storage.add_argument(
+        "--encrypt-to",
+        action="append",
+        default=[],
+        metavar="RECIPIENT",
+        help="encrypt the archive with age to this age or SSH public key (or a file of "
+        "them); repeatable; the archive becomes .tar.zst.age",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -183,11 +210,16 @@ def run(args: argparse.Namespace) -> int:
         incremental=args.incremental,
         since_field=args.since_field,
         base=args.base,
+        dest=args.dest,
+        endpoint_url=args.endpoint_url,
+        keep_local=args.keep_local,
+        stream=args.stream,
+        encrypt_to=args.encrypt_to,
     )
     with progress_for(args.quiet or args.json) as progress:
         result = run_backup(options, progress)
     if args.json:
         print(json.dumps(result.to_json(), ensure_ascii=False))
     else:
-        print(result.archive)
+        print(result.location)
     return result.exit_code

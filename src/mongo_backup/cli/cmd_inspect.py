@@ -11,6 +11,8 @@ from ..archive import open_backup
 from ..cluster_time import from_json, show
 from ..errors import EXIT_OK
 from ..manifest import Manifest
+from ..remote import local_copy
+from .options import add_source_options
 from .tables import print_table
 
 
@@ -25,11 +27,15 @@ def add_parser(commands: Any, parent: argparse.ArgumentParser, epilog: str) -> N
     )
     parser.add_argument("source", metavar="SOURCE", help="archive or backup folder")
     parser.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    add_source_options(parser)
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    with open_backup(args.source) as reader:
+    with (
+        local_copy(args.source, args.identity, args.endpoint_url) as local,
+        open_backup(local) as reader,
+    ):
         manifest = reader.manifest
     if args.json:
         print(json.dumps(dataclasses.asdict(manifest), ensure_ascii=False, indent=2))

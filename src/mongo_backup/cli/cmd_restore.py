@@ -11,7 +11,12 @@ from bson.timestamp import Timestamp
 from ..cluster_time import parse_until
 from ..errors import ConfigError
 from ..restore import RestoreOptions, RestoreResult, run_restore
-from .options import add_collection_filters, add_connection_options, connection_from
+from .options import (
+    add_collection_filters,
+    add_connection_options,
+    add_source_options,
+    connection_from,
+)
 from .tables import print_table
 
 
@@ -26,10 +31,13 @@ def add_parser(commands: Any, parent: argparse.ArgumentParser, epilog: str) -> N
         "verified first and nothing is written if it is damaged.",
     )
     parser.add_argument(
-        "source", metavar="SOURCE", help="archive, backup folder or .json/.jsonl file"
+        "source",
+        metavar="SOURCE",
+        help="archive (path or storage URL, maybe .age), backup folder or .json/.jsonl file",
     )
     add_connection_options(parser, "target database (default: the backup's database)")
     add_collection_filters(parser)
+    add_source_options(parser)
     group = parser.add_argument_group("restore")
     group.add_argument("--drop", action="store_true", help="drop each target collection first")
     group.add_argument("--no-indexes", action="store_true", help="do not build indexes")
@@ -99,6 +107,8 @@ def run(args: argparse.Namespace) -> int:
             timeout=args.timeout,
             resume=args.resume,
             until=args.until,
+            identity=args.identity,
+            endpoint_url=args.endpoint_url,
         )
     )
     if args.json:

@@ -10,6 +10,7 @@ from typing import Any
 from ..config import resolve_connection
 from ..errors import EXIT_FAILURE, EXIT_OK
 from ..verify import VerifyResult, verify
+from .options import add_source_options
 from .tables import print_table
 
 
@@ -33,6 +34,7 @@ def add_parser(commands: Any, parent: argparse.ArgumentParser, epilog: str) -> N
     )
     parser.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS")
     parser.add_argument("--json", action="store_true", help="print a JSON report on stdout")
+    add_source_options(parser)
     parser.set_defaults(handler=run)
 
 
@@ -41,7 +43,12 @@ def run(args: argparse.Namespace) -> int:
     if args.against_uri:
         against = resolve_connection(args.against_uri, args.against_db, require_db=False).uri
     result = verify(
-        args.source, against_uri=against, against_db=args.against_db, timeout=args.timeout
+        args.source,
+        against_uri=against,
+        against_db=args.against_db,
+        timeout=args.timeout,
+        identity=args.identity,
+        endpoint_url=args.endpoint_url,
     )
     if args.json:
         print(json.dumps(result.to_json(), ensure_ascii=False))

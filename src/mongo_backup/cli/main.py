@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from .. import __version__
 from ..errors import EXIT_FAILURE, EXIT_INTERRUPTED, MongoBackupError
 from ..redact import scrub_text, uri_secrets
-from . import cmd_backup, cmd_demo, cmd_inspect, cmd_restore, cmd_verify
+from . import cmd_backup, cmd_demo, cmd_inspect, cmd_list, cmd_restore, cmd_verify
 from .logs import configure_logging
 
 logger = logging.getLogger("mongo_backup.cli")
@@ -27,7 +27,7 @@ EXIT_CODES_HELP = (
     "3 done but some collections or documents failed, 130 interrupted"
 )
 
-COMMANDS = [cmd_backup, cmd_restore, cmd_verify, cmd_inspect, cmd_demo]
+COMMANDS = [cmd_backup, cmd_restore, cmd_verify, cmd_inspect, cmd_list, cmd_demo]
 
 
 def common_options() -> argparse.ArgumentParser:

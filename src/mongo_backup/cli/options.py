@@ -7,6 +7,7 @@ import getpass
 import logging
 import sys
 import urllib.parse
+from pathlib import Path
 
 from ..config import (
     AUTH_MECHANISMS,
@@ -140,4 +141,21 @@ def add_collection_filters(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="NAME",
         help="skip this collection (repeatable)",
+    )
+
+
+def add_source_options(parser: argparse.ArgumentParser) -> None:
+    """--identity and --endpoint-url, for commands that read an archive from anywhere."""
+    group = parser.add_argument_group("archives in storage or encrypted")
+    group.add_argument(
+        "--identity",
+        type=Path,
+        metavar="FILE",
+        help="age identity file (AGE-SECRET-KEY-1...) or SSH private key, to decrypt "
+        "a .age archive",
+    )
+    group.add_argument(
+        "--endpoint-url",
+        metavar="URL",
+        help="S3-compatible endpoint when SOURCE is an s3:// URL (MinIO, Ceph, ...)",
     )

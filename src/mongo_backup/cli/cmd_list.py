@@ -1,0 +1,155 @@
+"""``mongo-backup list LOCATION`` and ``mongo-backup prune LOCATION``: what a location
+holds, and removing backups by a retention policy (restic's ``forget`` rules)."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+from typing import Any
+
+from ..catalog import StoredBackup, list_backups, locked, plan_prune, remove
+from ..errors import EXIT_OK, ConfigError
+from ..remote import open_location
+from ..retention import Decision, Policy, parse_duration
+from .tables import print_table
+
+KEEP_OPTIONS = ("last", "hourly", "daily", "weekly", "monthly", "yearly")
+
+
+def add_parser(commands: Any, parent: argparse.ArgumentParser, epilog: str) -> None:
+    listing = commands.add_parser(
+        "list",
+        parents=[parent],
+        epilog=epilog,
+        help="list the backups at a location",
+        description="List the backups in a folder (an --out-dir or its backup_data) or at "
+        "an object store URL (s3://bucket/prefix, gs://..., az://..., file://...), newest "
+        "first: time, database, kind and parent, size, collections, status.",
+    )
+    _location_arguments(listing)
+    listing.add_argument("--json", action="store_true", help="one JSON array on stdout")
+    listing.set_defaults(handler=run_list)
+    prune = commands.add_parser(
+        "prune",
+        parents=[parent],
+        epilog=epilog,
+        help="remove backups by a retention policy",
+        description="Remove the backups at LOCATION that no --keep option keeps (restic's "
+        "forget rules; time buckets in UTC). A backup that a kept increment needs is always "
+        "kept. With --dry-run nothing is removed.",
+    )
+    _location_arguments(prune)
+    for name in KEEP_OPTIONS:
+        prune.add_argument(
+            f"--keep-{name}",
+            type=int,
+            default=0,
+            metavar="N",
+            help=f"keep the newest backup of each of the last N {name} periods (-1: all)"
+            if name != "last"
+            else "keep the N newest backups",
+        )
+    prune.add_argument(
+        "--keep-within",
+        type=_duration,
+        metavar="DURATION",
+        help="keep every backup within DURATION (1y2m3d4h) of the newest one",
+    )
+    prune.add_argument("--dry-run", action="store_true", help="show what would go, remove nothing")
+    prune.add_argument("--lock-wait", type=float, default=0.0, metavar="SECONDS")
+    prune.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    prune.set_defaults(handler=run_prune)
+
+
+def _location_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("location", metavar="LOCATION", help="folder or storage URL")
+    parser.add_argument(
+        "--endpoint-url", metavar="URL", help="S3-compatible endpoint (MinIO, Ceph, ...)"
+    )
+
+
+def _duration(text: str) -> dt.timedelta:
+    try:
+        return parse_duration(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _size(value: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024  # type: ignore[assignment]
+    return str(value)
+
+
+def _row(backup: StoredBackup, extra: list[str] | None = None) -> list[str]:
+    kind = backup.kind or "?"
+    if backup.parent:
+        kind += f" of {backup.parent}"
+    return [
+        backup.time.strftime("%Y-%m-%d %H:%M:%S"),
+        backup.key,
+        backup.database or "?",
+        kind,
+        _size(backup.size),
+        "?" if backup.collections is None else str(backup.collections),
+        ("encrypted, " if backup.encrypted else "") + backup.status,
+        *(extra or []),
+    ]
+
+
+HEADERS = ["time (UTC)", "archive", "database", "kind", "size", "collections", "status"]
+
+
+def run_list(args: argparse.Namespace) -> int:
+    destination = open_location(args.location, args.endpoint_url)
+    backups = list_backups(destination)
+    if args.json:
+        print(json.dumps([b.to_json() for b in backups], ensure_ascii=False))
+        return EXIT_OK
+    print_table(f"backups at {destination.url}", HEADERS, [_row(b) for b in backups])
+    return EXIT_OK
+
+
+def run_prune(args: argparse.Namespace) -> int:
+    policy = Policy(
+        **{name: getattr(args, f"keep_{name}") for name in KEEP_OPTIONS}, within=args.keep_within
+    )
+    destination = open_location(args.location, args.endpoint_url)
+    with locked(destination, args.lock_wait):
+        backups = list_backups(destination)
+        try:
+            decision = plan_prune(backups, policy, dt.datetime.now(dt.UTC))
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+        gone = {ref.id for ref in decision.remove}
+        removed = [b for b in backups if b.id in gone]
+        if not args.dry_run:
+            remove(destination, removed)
+    _report(args, backups, decision, removed)
+    return EXIT_OK
+
+
+def _report(
+    args: argparse.Namespace, backups: list[StoredBackup], decision: Decision, removed: list[Any]
+) -> None:
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "dry_run": args.dry_run,
+                    "keep": [
+                        {"id": r.id, "reasons": decision.reasons[r.id]} for r in decision.keep
+                    ],
+                    "remove": [b.key for b in removed],
+                },
+                ensure_ascii=False,
+            )
+        )
+        return
+    verb = "would remove" if args.dry_run else "removed"
+    rows = [_row(b, ["; ".join(decision.reasons.get(b.id, [])) or verb]) for b in backups]
+    print_table("prune" + (" (dry run)" if args.dry_run else ""), [*HEADERS, "why kept"], rows)
+    print(f"{len(backups) - len(removed)} kept, {len(removed)} {verb}")
