@@ -32,12 +32,13 @@ from types import SimpleNamespace
 from typing import Any
 
 from bench_increments import section_increments
+from bench_storage import section_destinations
 from pymongo import MongoClient  # a dependency of the project, so in its venv
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "bench"  # baselines: called by path, never copied
 RESULTS = REPO / "bench" / "results" / "latest.json"
-SECTIONS = ("backup", "restore", "verify", "resilience", "increments")
+SECTIONS = ("backup", "restore", "verify", "resilience", "increments", "destinations")
 
 try:  # use the installed package if there is one, else the source tree
     from mongo_backup.embedded import EmbeddedServer
@@ -488,6 +489,10 @@ def main() -> int:
                 say("")
                 say("== verify")
                 section_verify(c, backup)
+            if "destinations" in only:
+                say("")
+                say("== destinations")
+                section_destinations(c, SimpleNamespace(say=say, check=check), backup)
             if "increments" in only:
                 say("")
                 say("== increments")

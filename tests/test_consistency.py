@@ -174,6 +174,68 @@ def when_reads_start(
     return errors
 
 
+@dataclass
+class DuringReads:
+    """An action run in a thread of its own once the backup reads (after T0), while its
+    first finds are held back by failCommand ``blockConnection`` (if the server has
+    test commands): done well before the reads end."""
+
+    hook_errors: list[BaseException] = field(default_factory=list)
+    errors: list[BaseException] = field(default_factory=list)
+    threads: list[threading.Thread] = field(default_factory=list)
+    blocked: bool = False
+
+    def done(self) -> None:
+        """Wait for the action; it and the hook must have run without an error."""
+        for thread in self.threads:
+            thread.join(timeout=60)
+        assert not self.hook_errors and not self.errors, (self.hook_errors, self.errors)
+        assert self.threads, "the backup never started reading"
+
+
+BLOCK_MS = 2500  # how long the backup's first finds are held back
+
+
+def during_reads(
+    monkeypatch: pytest.MonkeyPatch, client: MongoClient[Any], action: Callable[[], None]
+) -> DuringReads:
+    state = DuringReads()
+
+    def run() -> None:
+        try:
+            time.sleep(0.3)  # the backup's first finds are on their way
+            action()
+        except BaseException as error:
+            state.errors.append(error)
+
+    def start() -> None:
+        state.blocked = arm_fail_point(
+            client, {"times": 2}, failCommands=["find"], blockConnection=True, blockTimeMS=BLOCK_MS
+        )
+        thread = threading.Thread(target=run, name="during the reads")
+        state.threads.append(thread)
+        thread.start()
+
+    state.hook_errors = when_reads_start(monkeypatch, start)
+    return state
+
+
+def database_state(client: MongoClient[Any], db: str) -> dict[str, Any]:
+    """{collection: (options, {index name: spec}, {_id key: raw document})}: what a
+    restore must reproduce (views: options only)."""
+    state: dict[str, Any] = {}
+    for info in client[db].list_collections():
+        name = info["name"]
+        if name.startswith("system."):
+            continue
+        options = info.get("options", {})
+        if info.get("type") == "view":
+            state[name] = (options, {}, {})
+        else:
+            state[name] = (options, index_specs(client, db, name), raw_docs_by_id(client, db, name))
+    return state
+
+
 # --- 1. the Percona Backup for MongoDB bounds check: writes around and during a backup
 
 NEVER = Timestamp(0, 0)
@@ -675,44 +737,131 @@ def test_ddl_during_the_reads_is_restored_as_of_the_point(
     is, the DDL being done well before the reads end."""
     doomed_docs = ddl_source(client, db_name)
     ops = DdlOps()
-    blocked: list[bool] = []
-    threads: list[threading.Thread] = []
-    thread_errors: list[BaseException] = []
-
-    def ddl_later() -> None:
-        try:
-            time.sleep(0.3)  # the backup's first finds are on their way
-            run_ddl(client, db_name, ops)
-        except BaseException as error:
-            thread_errors.append(error)
-
-    def start_ddl() -> None:
-        blocked.append(
-            arm_fail_point(
-                client,
-                {"times": 2},
-                failCommands=["find"],
-                blockConnection=True,
-                blockTimeMS=2500,
-            )
-        )
-        thread = threading.Thread(target=ddl_later, name="ddl")
-        threads.append(thread)
-        thread.start()
-
-    hook_errors = when_reads_start(monkeypatch, start_ddl)
+    during = during_reads(monkeypatch, client, lambda: run_ddl(client, db_name, ops))
     archive = backup_archive(cli, mongo_uri, db_name, tmp_path / "out", "-j", "2")
-    for thread in threads:
-        thread.join(timeout=60)
-    assert not hook_errors and not thread_errors, (hook_errors, thread_errors)
-    assert threads, "the backup never started reading"
+    during.done()
     manifest, point = check_guarantee(archive)
-    if blocked == [True]:  # the DDL was certainly done while the finds were held
+    if during.blocked:  # the DDL was certainly done while the finds were held
         wanted = "before" if manifest["consistency"] == "oplog" else "after"
         assert set(ops.where(point).values()) == {wanted}, (point, ops)
     restored = restore_cli(cli, archive, mongo_uri, "--db", target_db)
     assert restored.code == 0, restored.err
     check_ddl_restore(client, db_name, target_db, ops, point, doomed_docs)
+
+
+def check_changes_during_reads(
+    cli: CliRunner,
+    client: MongoClient[Any],
+    uri: str,
+    db: str,
+    target: str,
+    out: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    changes: Callable[[], None],
+) -> None:
+    """Back up ``db`` while ``changes`` run (during the reads, see :func:`during_reads`)
+    and restore it: the restore is the database before them (snapshot) or after them
+    (oplog: the reads end after they are done), options, indexes and documents."""
+    before = database_state(client, db)
+    times: list[Timestamp] = []
+
+    def action() -> None:
+        with client.start_session(causal_consistency=True) as session:
+            client[db].list_collection_names(session=session)
+            times.append(op_time(session))
+            changes()
+            client[db]["marker"].insert_one({"_id": "done"}, session=session)
+            times.append(op_time(session))
+
+    during = during_reads(monkeypatch, client, action)
+    archive = backup_archive(cli, uri, db, out, "-j", "2")
+    during.done()
+    after = database_state(client, db)
+    after.pop("marker")
+    manifest, point = check_guarantee(archive)
+    where = when(times[0], times[1], point)
+    if during.blocked:
+        assert where == ("before" if manifest["consistency"] == "oplog" else "after"), where
+    restored = restore_cli(cli, archive, uri, "--db", target)
+    assert restored.code == 0, restored.err
+    state = database_state(client, target)
+    state.pop("marker", None)
+    if where != "either":
+        expected = before if where == "after" else after
+        assert sorted(state) == sorted(expected), (sorted(state), sorted(expected), where)
+        for name, (options, indexes, documents) in expected.items():
+            got_options, got_indexes, got_documents = state[name]
+            assert got_options == options, (name, got_options, options)
+            assert got_indexes == indexes, (name, got_indexes, indexes)
+            different = sorted(
+                k
+                for k in set(documents) | set(got_documents)
+                if documents.get(k) != got_documents.get(k)
+            )
+            assert not different, (name, different[:5])
+
+
+def test_many_kinds_of_change_during_the_reads_are_restored(
+    cli: CliRunner,
+    client: MongoClient[Any],
+    mongo_uri: str,
+    db_name: str,
+    target_db: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    fail_points: None,
+) -> None:
+    """Updates of every shape (dotted paths, array elements, $pop, $push with $slice,
+    $unset), a replacement, a delete, an index dropped, collMod, a capped collection
+    created and filled: all replayed to the state at the point."""
+    db = client[db_name]
+    db["docs"].insert_many(
+        [{"_id": i, "a": {"b": i}, "arr": list(range(5)), "x": i} for i in range(200)]
+    )
+    db["docs"].create_index("x", name="x_1")
+    db["sub"].insert_many([{"_id": i} for i in range(5)])
+
+    def changes() -> None:
+        docs = db["docs"]
+        docs.update_one({"_id": 1}, {"$set": {"a.b": "dotted"}})
+        docs.update_one({"_id": 3}, {"$pop": {"arr": 1}})
+        docs.update_one({"_id": 4}, {"$unset": {"x": ""}})
+        docs.replace_one({"_id": 5}, {"replaced": True})
+        docs.delete_one({"_id": 6})
+        docs.update_one({"_id": 7}, {"$set": {"arr.1": "second"}})
+        docs.update_one({"_id": 8}, {"$push": {"arr": {"$each": [9], "$slice": 3}}})
+        docs.update_one({"_id": 9}, {"$inc": {"a.c": 2}, "$set": {"new": [1, {"n": 2}]}})
+        docs.insert_one({"_id": "late", "v": 1})
+        docs.drop_index("x_1")
+        db.command("collMod", "sub", validator={"$jsonSchema": {"required": ["_id"]}})
+        db.create_collection("capped", capped=True, size=100_000)
+        db["capped"].insert_many([{"_id": i} for i in range(3)])
+
+    check_changes_during_reads(
+        cli, client, mongo_uri, db_name, target_db, tmp_path / "out", monkeypatch, changes
+    )
+
+
+def test_view_created_during_the_reads_is_restored(
+    cli: CliRunner,
+    client: MongoClient[Any],
+    mongo_uri: str,
+    db_name: str,
+    target_db: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    fail_points: None,
+) -> None:
+    client[db_name]["base"].insert_many([{"_id": i, "x": i} for i in range(50)])
+
+    def changes() -> None:
+        client[db_name].create_collection(
+            "big_x", viewOn="base", pipeline=[{"$match": {"x": {"$gt": 10}}}]
+        )
+
+    check_changes_during_reads(
+        cli, client, mongo_uri, db_name, target_db, tmp_path / "out", monkeypatch, changes
+    )
 
 
 @pytest.mark.parametrize("moment", ["before", "after"])
@@ -770,38 +919,22 @@ def test_collection_renamed_during_the_reads_is_restored_as_of_the_point(
     client[db_name]["old"].insert_many([{"_id": i, "x": i} for i in range(50)])
     old_docs = raw_docs_by_id(client, db_name, "old")
     times: list[Timestamp] = []
-    threads: list[threading.Thread] = []
-    errors: list[BaseException] = []
 
-    def rename_later() -> None:
-        try:
-            time.sleep(0.3)
-            with client.start_session(causal_consistency=True) as session:
-                client[db_name]["stable"].find_one({}, session=session)
-                times.append(op_time(session))
-                client.admin.command(
-                    "renameCollection", f"{db_name}.old", to=f"{db_name}.moved", session=session
-                )
-                times.append(op_time(session))
-                client[db_name]["moved"].insert_one({"_id": "new"}, session=session)
-                times.append(op_time(session))
-        except BaseException as error:
-            errors.append(error)
+    def rename() -> None:
+        with client.start_session(causal_consistency=True) as session:
+            client[db_name]["stable"].find_one({}, session=session)
+            times.append(op_time(session))
+            client.admin.command(
+                "renameCollection", f"{db_name}.old", to=f"{db_name}.moved", session=session
+            )
+            times.append(op_time(session))
+            client[db_name]["moved"].insert_one({"_id": "new"}, session=session)
+            times.append(op_time(session))
 
-    def start_rename() -> None:
-        arm_fail_point(
-            client, {"times": 2}, failCommands=["find"], blockConnection=True, blockTimeMS=2500
-        )
-        thread = threading.Thread(target=rename_later, name="rename")
-        threads.append(thread)
-        thread.start()
-
-    hook_errors = when_reads_start(monkeypatch, start_rename)
+    during = during_reads(monkeypatch, client, rename)
     out = tmp_path / "out"
     result = cli("backup", "--uri", mongo_uri, "--db", db_name, "--out-dir", out, "-q", "-j", "2")
-    for thread in threads:
-        thread.join(timeout=60)
-    assert not hook_errors and not errors, (hook_errors, errors)
+    during.done()
     assert result.code == 0, result.err
     archive = Path(result.out.strip())
     manifest = read_manifest(archive)

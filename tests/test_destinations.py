@@ -41,8 +41,10 @@ from mongo_backup.destinations import objectstore as objectstore_module
 from mongo_backup.destinations.storeerrors import describe, is_transient, with_retries
 from mongo_backup.errors import ConfigError
 from mongo_backup.retry import RetryPolicy
-from s3tools import MotoS3
-from s3tools import moto_s3_fixture  # noqa: F401  (registers the fixture moto_s3)
+from s3tools import (
+    MotoS3,
+    moto_s3_fixture,  # noqa: F401  (registers the fixture moto_s3)
+)
 
 MiB = 1024 * 1024
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -111,6 +113,16 @@ def test_large_stream_in_small_chunks_round_trip(destination: Destination) -> No
         while piece := reader.read(1_000_003):  # an odd size: reads cross the ranges
             digest.update(piece)
     assert digest.hexdigest() == hashlib.sha256(data).hexdigest()
+
+
+def test_stream_read_from_another_object(destination: Destination) -> None:
+    # The chunks come from the store itself while the upload runs: on the object
+    # stores, reads inside the upload (obstore's runtime) must not collide.
+    data = pattern(7 * MiB, seed=3)
+    destination.put_stream("source", chunked(data, MiB))
+    with destination.open("source") as reader:
+        destination.put_stream("target", iter(lambda: reader.read(300_000), b""))
+    assert read_back(destination, "target") == data
 
 
 def test_empty_stream(destination: Destination) -> None:
@@ -269,6 +281,8 @@ def test_unsafe_keys_are_refused(destination: Destination, key: str) -> None:
     for call in calls:
         with pytest.raises(InvalidKey):
             call()
+    with pytest.raises(InvalidKey):
+        destination.list("../")
     assert [info.key for info in destination.list()] == ["fine"]
 
 
@@ -398,6 +412,21 @@ def test_s3_server_gone_mid_upload(moto_s3: MotoS3) -> None:
     moto_s3.clear(prefix)
 
 
+def test_s3_server_gone_mid_read(moto_s3: MotoS3) -> None:
+    destination, prefix = s3_destination(moto_s3, read_buffer=MiB)
+    destination.put_stream("k", chunked(pattern(6 * MiB), MiB))
+    try:
+        with destination.open("k") as reader:
+            assert len(reader.read(MiB)) == MiB
+            moto_s3.stop()
+            with pytest.raises(DestinationError) as raised:
+                reader.read()
+    finally:
+        moto_s3.restart()
+    assert "\n" not in str(raised.value) and "cannot read 'k'" in str(raised.value)
+    moto_s3.clear(prefix)
+
+
 def test_s3_transient_failure_is_retried(moto_s3: MotoS3) -> None:
     # obstore's own retries off: what brings the put through is the operation retry.
     destination, prefix = s3_destination(
@@ -471,7 +500,6 @@ def test_s3_copy_beyond_copy_object_limit(moto_s3: MotoS3, monkeypatch: pytest.M
     moto_s3.clear(prefix)
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads VmHWM from /proc")
 def test_s3_stream_memory_stays_bounded(moto_s3: MotoS3) -> None:
     # In a child process: its peak RSS (VmHWM) starts afresh, and moto's own memory

@@ -47,7 +47,8 @@ from .base import (
 )
 from .local import LocalFolder
 from .memory import MemoryDestination
-from .objectstore import ObjectStoreDestination, StoreSettings, open_object_store
+from .objectstore import ObjectStoreDestination, StoreSettings
+from .storeopen import open_object_store
 
 __all__ = [
     "FIRST_PART_SIZE",

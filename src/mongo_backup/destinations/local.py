@@ -69,6 +69,7 @@ class LocalFolder:
     def put_file(
         self, key: str, path: Path, *, metadata: dict[str, str] | None = None
     ) -> ObjectInfo:
+        check_key(key)
         meta = check_metadata(metadata)
         with _open_source(Path(path)) as source:
 
@@ -86,6 +87,7 @@ class LocalFolder:
         metadata: dict[str, str] | None = None,
         size_hint: int | None = None,
     ) -> ObjectInfo:
+        check_key(key)
         meta = check_metadata(metadata)
 
         def copy(sink: Sink) -> None:

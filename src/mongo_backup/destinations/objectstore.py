@@ -12,7 +12,7 @@ or an Azure emulator; plain ``http://`` is accepted for loopback endpoints only,
 Contracts, beyond those of :class:`~.base.Destination`:
 - Atomic visibility is the stores' own: a single PUT, or a multipart upload that only
   becomes an object when completed. A stream that fits in its first part goes up in
-  one PUT. A stream whose iterator raises is aborted (obstore calls abort); if the
+  one PUT. The upload of a stream whose iterator raises is aborted; if the
   abort itself fails (the server is gone), the upload stays pending, invisible, until a
   lifecycle rule removes it (configure one: AbortIncompleteMultipartUpload on S3).
 - Metadata is the stores' user metadata (``x-amz-meta-*``, ``x-goog-meta-*``,
@@ -27,13 +27,17 @@ Contracts, beyond those of :class:`~.base.Destination`:
   outlive ``request_timeout`` however large the object.
 
 What obstore cannot do, and what is done instead:
-- Parts of growing size. obstore 0.12 uploads an iterable in parts of one fixed size,
-  so parts cannot grow as the stream does (8 MiB, doubling every 1,000 parts). The size
-  is fixed up front by :func:`~.base.part_size_for` from ``size_hint`` (an upper bound
-  the caller knows, such as the database's data size); without a hint, 8 MiB parts
-  hold up to 78 GiB, and a longer stream is stopped, and its upload aborted, with a
-  message asking for a hint, before the store would refuse part 10,001. Memory stays
-  at about ``max_concurrency + 1`` parts.
+- Parts of growing size. obstore 0.12 uploads in parts of one fixed size (``put`` and
+  ``open_writer`` alike), so parts cannot grow as the stream does (8 MiB, doubling
+  every 1,000 parts). The size is fixed up front by :func:`~.base.part_size_for` from
+  ``size_hint`` (an upper bound the caller knows, such as the database's data size);
+  without a hint, 8 MiB parts hold up to 78 GiB, and a longer stream is stopped, and
+  its upload aborted, with a message asking for a hint, before the store would refuse
+  part 10,001. Memory stays at about ``max_concurrency + 1`` parts.
+- Calling the caller's iterator. ``obstore.put(iterable)`` calls the iterator from
+  inside obstore's runtime, where any obstore call the iterator makes (reading another
+  object, as a copy between stores does) panics. Streams are written through
+  ``open_writer`` instead, chunk by chunk from this thread (see :mod:`.storeio`).
 - Listing by string prefix. obstore lists by path segment ("a" finds "a/x", not "ab"),
   so ``list`` asks for the prefix's folder and filters.
 - Folder markers. obstore drops the trailing "/" of a key, so a zero-byte "folder/"
@@ -48,19 +52,14 @@ from __future__ import annotations
 
 import contextlib
 import io
-import ipaddress
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, TypeVar
-from urllib.parse import urlsplit
 
 import obstore
-from obstore.store import AzureStore, GCSStore, S3Store
 
-from ..errors import ConfigError
 from ..retry import RetryPolicy
 from .base import (
     FIRST_PART_SIZE,
@@ -76,16 +75,15 @@ from .base import (
     part_size_for,
 )
 from .storeerrors import describe, environment_secrets, with_retries
+from .storeio import RangedReader, StoreFailed, TooLarge, Upload
 
 if TYPE_CHECKING:
-    from obstore import ReadableFile, WritableFile
-    from obstore.store import ClientConfig, ObjectStore, RetryConfig
+    from obstore.store import ObjectStore
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-SCHEMES = ("s3", "gs", "az")
 # obstore's standard attributes; every other attribute is user metadata.
 _STANDARD_ATTRIBUTES = frozenset(
     {
@@ -98,7 +96,6 @@ _STANDARD_ATTRIBUTES = frozenset(
     }
 )
 S3_COPY_LIMIT = 5 * 1024**3  # CopyObject refuses larger sources
-_WRITE_SIZE = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -118,7 +115,7 @@ class StoreSettings:
 
 class ObjectStoreDestination:
     """One bucket (or container) and prefix of an object store (see the module
-    docstring). Build it with :func:`open_object_store`."""
+    docstring). Build it with :func:`.storeopen.open_object_store`."""
 
     def __init__(
         self,
@@ -204,7 +201,7 @@ class ObjectStoreDestination:
             buffer_size=part,
             max_concurrency=self.settings.max_concurrency,
         )
-        upload = _Upload(writer, limit=part * MAX_PARTS)
+        upload = Upload(writer, limit=part * MAX_PARTS)
         try:
             for chunk in head:
                 upload.send(chunk)
@@ -213,16 +210,17 @@ class ObjectStoreDestination:
                 upload.send(bytes(chunk))
             upload.finish()
         except BaseException as error:
-            # Whatever happened, the upload must not become an object (the abort is a
-            # no-op if finish() got as far as completing it, which then raised nothing).
+            # Whatever happened, the upload must not become an object: abort it. (When
+            # finish() itself failed, obstore has spent the writer, and the abort can
+            # only report so.)
             self._abort(upload, key, error)
-            if isinstance(error, _TooLarge):
+            if isinstance(error, TooLarge):
                 raise DestinationError(
                     f"{self._url}: cannot write {key!r}: the stream passed {upload.limit} "
                     f"bytes, all that {MAX_PARTS} parts of {part} bytes hold; "
                     "give a size hint of at least its size"
                 ) from None
-            if isinstance(error, _StoreFailed):
+            if isinstance(error, StoreFailed):
                 raise self._error("write", key, error.cause) from None
             raise  # the caller's own exception (or Ctrl-C), unchanged
         return self._stored(key, upload.size, meta)
@@ -259,7 +257,7 @@ class ObjectStoreDestination:
             key,
             lambda: obstore.open_reader(self._store, key, buffer_size=self.settings.read_buffer),
         )
-        raw = _RangedReader(reader, lambda error: self._error("read", key, error))
+        raw = RangedReader(reader, lambda error: self._error("read", key, error))
         return io.BufferedReader(raw, buffer_size=1024 * 1024)
 
     def stat(self, key: str) -> ObjectInfo | None:
@@ -315,7 +313,7 @@ class ObjectStoreDestination:
         reason = describe(error, environment_secrets())
         return DestinationError(f"{self._url}: cannot {action} {key!r}: {reason}")
 
-    def _abort(self, upload: _Upload, key: str, error: BaseException) -> None:
+    def _abort(self, upload: Upload, key: str, error: BaseException) -> None:
         try:
             # WritableFile's only way to abort: leaving its context with an exception.
             upload.writer.__exit__(type(error), error, error.__traceback__)
@@ -369,198 +367,9 @@ class ObjectStoreDestination:
             )
 
 
-class _TooLarge(Exception):
-    """The stream outgrew what MAX_PARTS parts of the chosen size hold."""
-
-
-class _StoreFailed(Exception):
-    """The store refused a chunk or the completion (``cause`` says why)."""
-
-    def __init__(self, cause: BaseException) -> None:
-        super().__init__(str(cause))
-        self.cause = cause
-
-
-class _Upload:
-    """One multipart upload through obstore's WritableFile: counts the bytes, stops
-    past ``limit``, and joins small chunks into writes of at least ``_WRITE_SIZE``
-    (each write is a round trip into obstore's runtime)."""
-
-    def __init__(self, writer: WritableFile, *, limit: int) -> None:
-        self.writer = writer
-        self.limit = limit
-        self.size = 0
-        self._pending: list[bytes] = []
-        self._pending_size = 0
-
-    def send(self, chunk: bytes) -> None:
-        self.size += len(chunk)
-        if self.size > self.limit:
-            raise _TooLarge()
-        self._pending.append(chunk)
-        self._pending_size += len(chunk)
-        if self._pending_size >= _WRITE_SIZE:
-            self._write_pending()
-
-    def finish(self) -> None:
-        self._write_pending()
-        try:
-            self.writer.close()
-        except Exception as error:
-            raise _StoreFailed(error) from error
-
-    def _write_pending(self) -> None:
-        if not self._pending:
-            return
-        block = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
-        self._pending.clear()
-        self._pending_size = 0
-        try:
-            self.writer.write(block)
-        except Exception as error:
-            raise _StoreFailed(error) from error
-
-
-class _RangedReader(io.RawIOBase):
-    """obstore's ReadableFile (ranged GETs) as a raw binary file; its failures become
-    DestinationError."""
-
-    def __init__(
-        self, reader: ReadableFile, translate: Callable[[BaseException], DestinationError]
-    ) -> None:
-        super().__init__()
-        self._reader = reader
-        self._translate = translate
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        try:
-            data = self._reader.read(len(buffer))
-        except Exception as error:
-            raise self._translate(error) from None
-        view = memoryview(data)
-        memoryview(buffer).cast("B")[: len(view)] = view
-        return len(view)
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        try:
-            return self._reader.seek(offset, whence)
-        except Exception as error:
-            raise self._translate(error) from None
-
-    def tell(self) -> int:
-        return self._reader.tell()
-
-    def close(self) -> None:
-        if not self.closed:
-            self._reader.close()
-        super().close()
-
-
 def _is_key(key: str) -> bool:
     try:
         check_key(key)
     except InvalidKey:
         return False  # a "folder/" marker, or a name written by another tool
     return True
-
-
-def _is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def open_object_store(
-    url: str, *, endpoint_url: str | None = None, settings: StoreSettings | None = None
-) -> ObjectStoreDestination:
-    """The destination for an ``s3://``, ``gs://`` or ``az://`` URL; ConfigError for a
-    URL that is malformed, carries credentials, or names a store obstore cannot build
-    (an Azure URL without an account, say). No request is made."""
-    settings = settings or StoreSettings()
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    bucket = parts.netloc
-    if scheme not in SCHEMES:
-        raise ConfigError(f"{scheme}://: not an object store URL (s3://, gs://, az://)")
-    # Bucket and container names hold neither "@" nor ":"; either one means user
-    # information ("KEY:SECRET@bucket", and a secret may even hold a "/" that ends the
-    # host part early). Such a URL is refused without quoting any of it.
-    if "@" in bucket or ":" in bucket:
-        raise ConfigError(
-            f"{scheme}://***: credentials in a storage URL are refused; "
-            "set them in the environment (AWS_*, GOOGLE_*, AZURE_*)"
-        )
-    if not bucket or parts.query or parts.fragment:
-        raise ConfigError(f"{scheme}://{bucket}: expected {scheme}://BUCKET/PREFIX")
-    shown = f"{scheme}://{bucket}"
-    prefix = parts.path.strip("/")
-    if prefix:
-        try:
-            check_key(prefix)
-        except InvalidKey as error:
-            raise ConfigError(f"{shown}: bad prefix: {error}") from None
-    location = f"{scheme}://{bucket}" + (f"/{prefix}" if prefix else "")
-
-    client: ClientConfig = {
-        "connect_timeout": timedelta(seconds=settings.connect_timeout),
-        "timeout": timedelta(seconds=settings.request_timeout),
-    }
-    endpoint = None
-    if endpoint_url:
-        endpoint_parts = urlsplit(endpoint_url)
-        host = endpoint_parts.hostname or ""
-        if endpoint_parts.scheme not in ("http", "https") or not host:
-            raise ConfigError("the endpoint URL must be http://HOST[:PORT] or https://...")
-        if "@" in endpoint_parts.netloc:
-            raise ConfigError("credentials in the endpoint URL are refused")
-        if endpoint_parts.scheme == "http":
-            if not (_is_loopback(host) or settings.allow_http):
-                raise ConfigError(
-                    f"plain http to {host} would send the data unencrypted; "
-                    "use https (http is accepted for loopback endpoints)"
-                )
-            client["allow_http"] = True
-        endpoint = endpoint_url.rstrip("/")
-    retry: RetryConfig = {
-        "max_retries": settings.request_retries,
-        "retry_timeout": timedelta(seconds=settings.retry_timeout),
-        "backoff": {
-            "init_backoff": timedelta(seconds=settings.retry.base_delay),
-            "max_backoff": timedelta(seconds=settings.retry.max_delay),
-            "base": 2,
-        },
-    }
-    try:
-        store: ObjectStore
-        if scheme == "s3":
-            if endpoint:
-                store = S3Store.from_url(
-                    location, endpoint=endpoint, client_options=client, retry_config=retry
-                )
-            else:
-                store = S3Store.from_url(location, client_options=client, retry_config=retry)
-        elif scheme == "gs":
-            if endpoint:
-                store = GCSStore.from_url(
-                    location, base_url=endpoint, client_options=client, retry_config=retry
-                )
-            else:
-                store = GCSStore.from_url(location, client_options=client, retry_config=retry)
-        elif endpoint:
-            store = AzureStore.from_url(
-                location, endpoint=endpoint, client_options=client, retry_config=retry
-            )
-        else:
-            store = AzureStore.from_url(location, client_options=client, retry_config=retry)
-    except Exception as error:
-        raise ConfigError(f"{location}: {describe(error, environment_secrets())}") from None
-    return ObjectStoreDestination(store, location, settings=settings, endpoint=endpoint)
