@@ -31,8 +31,10 @@ from pyrage import x25519
 from chaintools import assert_same_snapshot, snapshot
 from conftest import CliResult, CliRunner
 from restoretools import assert_same_bytes, assert_single_error_line, user_collections
-from s3tools import MotoS3
-from s3tools import moto_s3_fixture  # noqa: F401  (registers the fixture moto_s3)
+from s3tools import (
+    MotoS3,
+    moto_s3_fixture,  # noqa: F401  (registers the fixture moto_s3)
+)
 
 SECRET = "MbTestSecret+9f3Kq/ZxWv0123456789abcdefDoNotPrint"
 ACCESS_KEY = "AKIAMBTESTDISTINCT77"
@@ -149,6 +151,18 @@ def local_archives(out: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
 
 
+def the_error(result: CliResult) -> str:
+    """The one error line of a failed command: the last line on stderr, no traceback;
+    any line before it is a logged warning (such as an upload that could not be
+    aborted)."""
+    lines = result.err.splitlines()
+    errors = [line for line in lines if line.startswith("mongo-backup: error:")]
+    assert len(errors) == 1 and lines[-1] == errors[0], result.err
+    assert "Traceback" not in result.err
+    assert all(" WARNING " in line for line in lines[:-1]), result.err
+    return errors[0]
+
+
 def database_exists(client: Any, name: str) -> bool:
     return name in client.list_database_names()
 
@@ -165,9 +179,7 @@ def test_s3_backup_round_trip(
     prefix = prefix_of(location)
     out = tmp_path / "out"
     extra = {"file": [], "stream": ["--stream"], "keep-local": ["--keep-local"]}[mode]
-    url = mb.backup_ok(
-        db_name, out, "--dest", location, "--endpoint-url", s3.endpoint_url, *extra
-    )
+    url = mb.backup_ok(db_name, out, "--dest", location, "--endpoint-url", s3.endpoint_url, *extra)
 
     # stdout: the archive's URL, right under the location.
     assert url.startswith(location + "/")
@@ -292,14 +304,28 @@ def test_s3_chain_of_increments(
     assert_same_snapshot(snapshot(client, target_db), expected, "restored chain")
     assert mb("verify", increment, "--endpoint-url", s3.endpoint_url, "-q").code == 0
 
-    # prune on S3 keeps the full backup that the kept increment needs.
+    # prune on S3: an older copy of the full backup goes (with its sidecar); the full
+    # backup that the kept increment needs stays.
+    witness = s3.client()
+    full_key = key_of(full)
+    old_key = f"{prefix}backup_20200101_000000.tar.zst"
+    witness.copy_object(
+        Bucket=s3.bucket, Key=old_key, CopySource={"Bucket": s3.bucket, "Key": full_key}
+    )
+    witness.copy_object(
+        Bucket=s3.bucket,
+        Key=old_key + ".sha256",
+        CopySource={"Bucket": s3.bucket, "Key": full_key + ".sha256"},
+    )
+    assert len(s3.keys(prefix)) == 6
     pruned = mb("prune", location, "--endpoint-url", s3.endpoint_url, "--keep-last", "1", "--json")
     assert pruned.code == 0, pruned.err
     report = json.loads(pruned.out)
-    assert report["remove"] == []
+    assert report["remove"] == ["backup_20200101_000000.tar.zst"]
     reasons = {k["id"]: k["reasons"] for k in report["keep"]}
-    assert reasons[full_id] == [f"needed by kept incremental {inc_key.rsplit('/', 1)[1].removesuffix('.tar.zst')}"]
-    assert len(s3.keys(prefix)) == 4
+    inc_id = inc_key.rsplit("/", 1)[1].removesuffix(".tar.zst")
+    assert reasons[full_id] == [f"needed by kept incremental {inc_id}"]
+    assert s3.keys(prefix) == sorted([full_key, full_key + ".sha256", inc_key, inc_key + ".sha256"])
     s3.clear(prefix)
 
 
@@ -355,7 +381,7 @@ def test_s3_server_gone_mid_upload(
     database = client[db_name]
     # Incompressible: the archive passes the first 8 MiB part, so it goes up in parts.
     rng = hashlib.sha256(db_name.encode()).digest()
-    for i in range(12):
+    for i in range(16):
         database.blobs.insert_one({"_id": i, "data": Binary(os.urandom(MiB - 64) + rng)})
     location = s3.fresh_url()
     prefix = prefix_of(location)
@@ -374,12 +400,14 @@ def test_s3_server_gone_mid_upload(
                 state["running"] = False
                 stopped.set()
                 return
-            time.sleep(0.01)
+            time.sleep(0.005)
 
     def bring_back() -> None:
         # Once the upload has failed (its abort could not reach the server), the server
-        # returns, so that the clean-up's retries end soon instead of after a minute.
-        give_back.wait(120)
+        # returns, so that the clean-up's retries end in seconds instead of a minute. At
+        # the latest 20 s after the stop: long after the part's own retries gave up.
+        stopped.wait(120)
+        give_back.wait(20)
         if stopped.is_set() and not state["running"]:
             restarted = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
             restarted.start()
@@ -411,7 +439,7 @@ def test_s3_server_gone_mid_upload(
             private.stop()
     assert stopped.is_set(), f"the upload never began a multipart upload: {result.err}"
     assert result.code == 1, (result.code, result.out, result.err)
-    line = assert_single_error_line(result)
+    line = the_error(result)
     assert result.out == ""
     assert location in line, line
     # Nothing under the final name, no temporary object, no sidecar.
@@ -542,9 +570,7 @@ def test_list_and_prune_of_a_folder(
     assert sorted(p.name for p in store.iterdir()) == before
     dry_json = json.loads(mb("prune", store, "--keep-last", "2", "--dry-run", "--json").out)
     assert dry_json["dry_run"] is True and sorted(dry_json["remove"]) == sorted(old)
-    within = json.loads(
-        mb("prune", store, "--keep-within", "1d", "--dry-run", "--json").out
-    )
+    within = json.loads(mb("prune", store, "--keep-within", "1d", "--dry-run", "--json").out)
     assert sorted(within["remove"]) == sorted(old)
 
     empty = mb("prune", store)
@@ -599,7 +625,9 @@ def keys(tmp_path: Path) -> dict[str, Path | str]:
         check=True,
         capture_output=True,
     )
+    ssh_secret = (folder / "ssh").read_text().splitlines()[1:-1]
     return {
+        "secrets": [str(age), str(other), *[line for line in ssh_secret if len(line) > 20]],
         "age_public": str(age.to_public()),
         "age_identity": folder / "age.txt",
         "other_identity": folder / "other.txt",
@@ -644,25 +672,62 @@ def test_encrypted_backup_to_age_and_ssh_keys(
 
     wrong = mb.restore(archive, target_db, "--identity", keys["other_identity"])
     assert wrong.code == 1
-    assert "wrong key" in assert_single_error_line(wrong)
+    assert "wrong key" in the_error(wrong)
     assert not database_exists(client, target_db)
     wrong_verify = mb("verify", archive, "--identity", keys["other_identity"])
     assert wrong_verify.code == 1
-    assert_single_error_line(wrong_verify)
+    the_error(wrong_verify)
     missing = mb.restore(archive, target_db)
     assert missing.code == 2
-    assert "--identity" in assert_single_error_line(missing)
+    assert "--identity" in the_error(missing)
     assert not database_exists(client, target_db)
     # A public key file is no identity: a configuration error, no secret shown.
     not_secret = mb.restore(archive, target_db, "--identity", keys["ssh_public_file"])
     assert not_secret.code == 2
-    assert_single_error_line(not_secret)
+    the_error(not_secret)
     for result in mb.results:
-        assert "AGE-SECRET-KEY" not in result.out + result.err
+        assert not [key for key in keys["secrets"] if key in result.out + result.err]
 
     listed = json.loads(mb("list", out, "--json").out)
     assert [(e["key"], e["encrypted"]) for e in listed] == [(archive.name, True)]
     assert "encrypted" in mb("list", out).out
+
+
+def test_local_encrypted_restore_is_quiet(
+    keys: dict[str, Any], mb: Mb, client: Any, db_name: str, target_db: str, tmp_path: Path
+) -> None:
+    """A local .age archive was never uploaded and has no sidecar: a quiet restore of it
+    should print nothing, not a warning that "its download cannot be checked"."""
+    seed(client, db_name)
+    archive = mb.backup_ok(db_name, tmp_path / "out", "--encrypt-to", keys["age_public"])
+    restored = mb.restore(archive, target_db, "--identity", keys["age_identity"])
+    assert restored.code == 0, restored.err
+    assert_same_db(client, db_name, target_db)
+    assert restored.err == ""
+
+
+def test_increment_after_an_encrypted_full_backup(
+    keys: dict[str, Any], mb: Mb, client: Any, db_name: str, target_db: str, tmp_path: Path
+) -> None:
+    """Encrypted backups and increments: either the increment works (and restores with
+    the identity), or it is refused with a message that names the encryption; never a
+    "take a full backup first" when there is one."""
+    seed(client, db_name)
+    out = tmp_path / "out"
+    encrypt = ("--encrypt-to", keys["age_public"])
+    full = mb.backup_ok(db_name, out, *encrypt)
+    time.sleep(NEXT_SECOND)
+    client[db_name].people.insert_one({"_id": 700})
+    for extra in ([], ["--base", full]):
+        result = mb.backup(db_name, out, *encrypt, "--incremental", *extra)
+        if result.code == 0:
+            restored = mb.restore(result.out.strip(), target_db, "--identity", keys["age_identity"])
+            assert restored.code == 0, restored.err
+            assert_same_db(client, db_name, target_db)
+            client.drop_database(target_db)
+            continue
+        line = the_error(result)
+        assert result.code == 2 and "encrypt" in line, (extra, result.code, line)
 
 
 def test_bad_recipient_is_refused_before_any_work(

@@ -107,7 +107,8 @@ def find_base(out_dir: Path, db: str, base: Path | None) -> Link:
             return Link(path, manifest)
     raise ConfigError(
         f"no backup of database {db!r} in {folder} to take an increment from: "
-        "take a full backup first (or name one with --base)"
+        "take a full backup first (or name one with --base; with --dest, keep the local "
+        "copies with --keep-local)"
     )
 
 

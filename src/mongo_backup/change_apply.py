@@ -161,6 +161,9 @@ class ChangeApplier:
         try:
             if kind == "create":
                 described.pop("idIndex", None)
+                if "viewPipeline" in described:  # some servers' name for a view's pipeline
+                    described["pipeline"] = described.pop("viewPipeline")
+                described.pop("nsType", None)
                 self.db.command({"create": collection, **described})
             elif kind == "drop":
                 self.db.drop_collection(collection)
@@ -197,7 +200,10 @@ class ChangeApplier:
                 logger.warning("a %r event on %r is not applied (not supported)", kind, collection)
         except pymongo.errors.OperationFailure as error:
             if error.code not in _IGNORED_CODES:
-                raise
+                # One collection event the target refuses must not abort the replay of
+                # everything after it: report it (restore exits 3).
+                reason = error.details.get("errmsg") if error.details else str(error)
+                self.problems.append(f"a {kind!r} event on {collection!r} was refused: {reason}")
 
     def flush(self) -> None:
         if not self._pending:

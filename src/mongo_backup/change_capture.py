@@ -13,9 +13,11 @@ Contracts:
   pruned that history says so: ChangeStreamHistoryLost becomes :class:`HistoryLost`,
   never a silent gap), skips events at or before ``after``, hands every event up to
   and including ``until`` to ``sink`` as raw BSON, and returns the token to continue
-  after the last one. ``until`` must be a majority-committed time
-  (:func:`~mongo_backup.cluster_time.majority_point`): all events up to it are then
-  visible, and the stream is read until it passes ``until`` or has nothing more.
+  after the last one. ``until`` is a time the server has applied
+  (:func:`~mongo_backup.cluster_time.latest_point`); change streams show only
+  majority-committed events, so the stream is read until its position passes ``until``
+  (MongoDB's resume tokens say where the stream stands) or, on servers whose tokens do
+  not, until it has nothing more.
 """
 
 from __future__ import annotations

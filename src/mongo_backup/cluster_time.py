@@ -111,6 +111,20 @@ def majority_point(client: MongoClient[Any]) -> Timestamp | None:
     return operation_time if isinstance(operation_time, Timestamp) else None
 
 
+def latest_point(client: MongoClient[Any]) -> Timestamp | None:
+    """The cluster time of the newest write the server has applied (at or after every
+    read made before the call), or the majority point where it does not say. Capturing
+    changes up to it waits until the majority has caught up (see change_capture)."""
+    try:
+        hello = client.admin.command("hello")
+    except pymongo.errors.PyMongoError:
+        return None
+    applied = hello.get("lastWrite", {}).get("opTime", {}).get("ts")
+    if isinstance(applied, Timestamp):
+        return applied
+    return majority_point(client)
+
+
 class SnapshotCheck(monitoring.CommandListener):
     """Notes whether every snapshot ``find`` was answered at the cluster time it asked
     for. Register it on the client (``event_listeners=[check]``) before reading."""

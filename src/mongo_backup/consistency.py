@@ -33,7 +33,7 @@ from pymongo import MongoClient
 from .archive_writer import MemberWriter, remove_member
 from .change_capture import Captured, capture, stream_position
 from .checkpoint import Plan, save_plan
-from .cluster_time import SnapshotCheck, from_json, majority_point, show, to_json
+from .cluster_time import SnapshotCheck, from_json, latest_point, majority_point, show, to_json
 from .errors import MongoBackupError
 from .extjson import BatchEncoder
 from .manifest import CHANGES_FILE, CHANGES_NAME, CollectionEntry
@@ -142,7 +142,7 @@ def finish(
         return Outcome(
             "snapshot", {"cluster_time": state["start"], "resume_token": to_extjson(token)}, None
         )
-    until = majority_point(client)
+    until = latest_point(client)
     if until is None:
         return Outcome("none", None, None)
     renamed = _RenameWatch({intent["name"] for intent in plan.intents})
@@ -277,7 +277,7 @@ def capture_increment(
 ) -> Outcome:
     """A change-stream increment: the events since the base backup's point."""
     assert plan.increment is not None
-    until = majority_point(source.client)
+    until = latest_point(source.client)
     if until is None:
         raise MongoBackupError("a change-stream increment needs a replica set or sharded cluster")
     after = from_json(plan.increment["from"])
