@@ -210,6 +210,7 @@ def test_json_output(cli: CliRunner, mongo_uri: str, shop: str, tmp_path: Path) 
     data = json.loads(result.out)
     assert set(data) == {
         "archive",
+        "url",
         "database",
         "kind",
         "consistency",

@@ -253,19 +253,21 @@ def test_local_folder_and_file_url_destinations(
 
 
 def test_dest_is_the_out_dirs_own_archive_folder(
-    mb: Mb, client: Any, db_name: str, tmp_path: Path
+    cli: CliRunner, mongo_uri: str, client: Any, db_name: str, tmp_path: Path
 ) -> None:
-    """``--dest OUT/backup_data``: the upload lands where the local archive is. The
-    backup that the command printed must still exist afterwards."""
+    """``--dest OUT/backup_data`` names the folder the archive is written to anyway: the
+    upload would copy the archive onto itself and then remove "the local copy". It is
+    refused before any work, with one line."""
     seed(client, db_name)
     out = tmp_path / "out"
-    url = mb.backup_ok(db_name, out, "--dest", out / "backup_data")
-    name = url.rsplit("/", 1)[1]
-    assert (out / "backup_data" / f"{name}.sha256").is_file()
-    assert (out / "backup_data" / name).is_file(), (
-        f"the uploaded archive {url} was deleted as the 'local copy' after the upload; "
-        f"left: {sorted(p.name for p in (out / 'backup_data').iterdir())}"
-    )
+    for dest in (str(out / "backup_data"), (out / "backup_data").as_uri()):
+        result = cli(
+            "backup", "--mongo-uri", mongo_uri, "--mongo-db", db_name, "--out-dir", out,
+            "--dest", dest,
+        )  # fmt: skip
+        assert result.code == 2, result.err
+        assert "leave --dest out" in result.err and result.out == ""
+    assert not (out / "backup_data").exists() or not any((out / "backup_data").iterdir())
 
 
 # -- 2. a chain on S3 ------------------------------------------------------------------------
@@ -377,19 +379,19 @@ def test_s3_server_gone_mid_upload(
 ) -> None:
     """A private moto server (same in-process state as the session's) is stopped as soon
     as the multipart upload of the archive has begun. The backup must fail with one
-    line, and nothing may appear under the archive's name."""
+    error line (after the warning that the upload could not be aborted), and nothing
+    may appear under the archive's name."""
     database = client[db_name]
     # Incompressible: the archive passes the first 8 MiB part, so it goes up in parts.
-    rng = hashlib.sha256(db_name.encode()).digest()
     for i in range(16):
-        database.blobs.insert_one({"_id": i, "data": Binary(os.urandom(MiB - 64) + rng)})
+        database.blobs.insert_one({"_id": i, "data": Binary(os.urandom(MiB))})
     location = s3.fresh_url()
     prefix = prefix_of(location)
     private = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     private.start()
     port = private.get_host_and_port()[1]
     stopped, give_back = threading.Event(), threading.Event()
-    state = {"running": True}
+    state: dict[str, Any] = {"running": True}
 
     def watch() -> None:
         witness = s3.client()  # through the session's server: same objects
@@ -406,12 +408,14 @@ def test_s3_server_gone_mid_upload(
         # Once the upload has failed (its abort could not reach the server), the server
         # returns, so that the clean-up's retries end in seconds instead of a minute. At
         # the latest 20 s after the stop: long after the part's own retries gave up.
-        stopped.wait(120)
+        while not stopped.wait(0.05):
+            if give_back.is_set():
+                return  # the server was never stopped
         give_back.wait(20)
         if stopped.is_set() and not state["running"]:
             restarted = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
             restarted.start()
-            state["server"] = restarted  # type: ignore[assignment]
+            state["server"] = restarted
 
     handler = _AbortFailed(give_back)
     watched = logging.getLogger("mongo_backup.destinations.objectstore")

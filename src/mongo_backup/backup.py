@@ -39,7 +39,7 @@ from .checkpoint import remove_checkpoints
 from .cluster_time import SnapshotCheck
 from .consistency import Outcome, capture_increment, finish, start_reads
 from .delivery import deliver_file, deliver_stream
-from .destinations import DestinationError, open_destination
+from .destinations import DestinationError, LocalFolder, open_destination
 from .errors import (
     EXIT_OK,
     EXIT_PARTIAL,
@@ -167,7 +167,13 @@ class BackupOptions:
         if self.encrypt_to:
             encryption.recipients(self.encrypt_to)  # refuse a bad key before any work
         if self.dest:
-            open_destination(self.dest, endpoint_url=self.endpoint_url)  # a bad URL: now
+            target = open_destination(self.dest, endpoint_url=self.endpoint_url)  # bad URL: now
+            here = (Path(self.out_dir) / ARCHIVE_FOLDER).absolute()
+            if isinstance(target, LocalFolder) and target.root.resolve() == here.resolve():
+                raise ConfigError(
+                    f"--dest {self.dest} is where the archive is written anyway "
+                    f"({here}): leave --dest out"
+                )
         if self.base is not None and not self.incremental:
             raise ConfigError("--base names the backup an increment continues: add --incremental")
         if self.since_field is not None and (

@@ -45,7 +45,7 @@ class Link:
 
 def backup_id_of(path: Path) -> str:
     """An archive's id: its file name without the archive suffix."""
-    name = path.name
+    name = path.name.removesuffix(".age")
     for suffix in sorted(SUFFIXES.values(), key=len, reverse=True):
         if name.endswith(suffix):
             return name[: -len(suffix)]
@@ -89,6 +89,11 @@ def archives_in(folder: Path) -> list[Path]:
 def find_base(out_dir: Path, db: str, base: Path | None) -> Link:
     """The backup an increment of database ``db`` continues; ConfigError if none."""
     if base is not None:
+        if base.name.endswith(".age"):
+            raise ConfigError(
+                f"--base {base} is encrypted: increments of encrypted backups are not "
+                "supported yet"
+            )
         if not base.is_file():
             raise ConfigError(f"--base {base}: no such backup archive")
         link = Link(base, read_manifest(base))
@@ -98,7 +103,14 @@ def find_base(out_dir: Path, db: str, base: Path | None) -> Link:
             )
         return link
     folder = out_dir / ARCHIVE_FOLDER
-    for path in archives_in(folder):
+    encrypted = sorted((p for p in folder.glob("backup_*.age")), reverse=True)
+    newest = archives_in(folder)
+    if encrypted and (not newest or _order(encrypted[0]) > _order(newest[0])):
+        raise ConfigError(
+            f"the newest backup in {folder} is encrypted ({encrypted[0].name}): increments "
+            "of encrypted backups are not supported yet; take a full backup"
+        )
+    for path in newest:
         try:
             manifest = read_manifest(path)
         except ArchiveError:

@@ -106,19 +106,14 @@ def capture(
     collection is ``wanted``; see the module's contracts."""
     try:
         return _capture(db, start_token, after, until, sink, wanted)
-    except pymongo.errors.OperationFailure as error:
-        if error.code in HISTORY_LOST_CODES:
+    except pymongo.errors.PyMongoError as error:
+        text = driver_error_text(error, secrets)
+        if getattr(error, "code", None) in HISTORY_LOST_CODES:
             raise HistoryLost(
                 f"the change history since {after.time}:{after.inc} is no longer on the "
-                f"server ({driver_error_text(error, secrets)}): a full backup is needed"
+                f"server ({text}): a full backup is needed"
             ) from None
-        raise MongoBackupError(
-            f"reading the change stream: {driver_error_text(error, secrets)}"
-        ) from None
-    except pymongo.errors.PyMongoError as error:
-        raise MongoBackupError(
-            f"reading the change stream: {driver_error_text(error, secrets)}"
-        ) from None
+        raise MongoBackupError(f"reading the change stream: {text}") from None
 
 
 def _capture(

@@ -154,13 +154,10 @@ def new_plan(
             else plan_units(source, intent, files[intent.name], opts.split_threshold)
         )
     ]
-    folder = claim_folder(Path(opts.out_dir), utc_stamp(started_at))
-    plan = Plan(
-        database=opts.db,
-        hosts=hosts_of(opts.uri),
-        started_at=started_at.isoformat(),
-        options={key: getattr(opts, key) for key in PLANNED_OPTIONS},
-        server=server,
+    plan, folder = _saved_plan(
+        opts,
+        started_at,
+        server,
         intents=[asdict(intent) for intent in intents],
         files=files,
         units=units,
@@ -169,7 +166,6 @@ def new_plan(
         since_field=opts.since_field,
         watermarks=marks,
     )
-    save_plan(folder, plan)
     what = "an increment of" if increment else "backing up"
     logger.info("%s database %r (%d namespaces) into %s", what, opts.db, len(intents), folder)
     return plan, folder
@@ -189,6 +185,17 @@ def _changes_plan(
             "(on a standalone server use --since-field FIELD)"
         )
     increment = plan_increment(base, None, [])
+    plan, folder = _saved_plan(
+        opts, started_at, server, intents=[], files={}, units=[], increment=increment
+    )
+    logger.info("the changes to %r since %s, into %s", opts.db, base.path.name, folder)
+    return plan, folder
+
+
+def _saved_plan(
+    opts: BackupOptions, started_at: dt.datetime, server: dict[str, Any], **fields: Any
+) -> tuple[Plan, Path]:
+    """A new working folder with the plan saved in it, before any data is read."""
     folder = claim_folder(Path(opts.out_dir), utc_stamp(started_at))
     plan = Plan(
         database=opts.db,
@@ -196,13 +203,9 @@ def _changes_plan(
         started_at=started_at.isoformat(),
         options={key: getattr(opts, key) for key in PLANNED_OPTIONS},
         server=server,
-        intents=[],
-        files={},
-        units=[],
-        increment=increment,
+        **fields,
     )
     save_plan(folder, plan)
-    logger.info("the changes to %r since %s, into %s", opts.db, base.path.name, folder)
     return plan, folder
 
 

@@ -147,9 +147,38 @@ def local_copy(
     if not is_url(source) and not source.endswith(AGE_SUFFIX):
         yield Path(source)  # a local archive, and its parents are beside it
         return
+    if not is_url(source) and identity is None:
+        raise ConfigError(f"{source} is encrypted: pass --identity FILE")
     keys = identities(identity) if identity is not None else None
     with tempfile.TemporaryDirectory(prefix="mongo-backup-fetch-") as work:
-        yield fetch_chain(source, Path(work), keys, endpoint_url)
+        if is_url(source):
+            yield fetch_chain(source, Path(work), keys, endpoint_url)
+        else:
+            assert keys is not None
+            yield decrypt_chain(Path(source), Path(work), keys)
+
+
+def decrypt_chain(path: Path, work: Path, keys: list[Any]) -> Path:
+    """A local encrypted archive decrypted into ``work``, with the (maybe encrypted)
+    parents of an increment from its folder beside it."""
+    target = work / path.name.removesuffix(AGE_SUFFIX)
+    decrypt_file(path, target, keys, str(path))
+    manifest = _manifest_of(target)
+    seen = {target.name}
+    while manifest.kind == "incremental" and manifest.parent:
+        parent = manifest.parent["id"]
+        found = sorted(p for p in path.parent.glob(f"{parent}.tar*") if ARCHIVE_NAME.match(p.name))
+        if not found or found[0].name in seen:
+            break  # restore and verify report the broken chain
+        seen.add(found[0].name)
+        if found[0].name.endswith(AGE_SUFFIX):
+            plain = work / found[0].name.removesuffix(AGE_SUFFIX)
+            decrypt_file(found[0], plain, keys, str(found[0]))
+        else:
+            plain = work / found[0].name
+            plain.symlink_to(found[0].absolute())
+        manifest = _manifest_of(plain)
+    return target
 
 
 def fetch_chain(source: str, work: Path, keys: list[Any] | None, endpoint: str | None) -> Path:
