@@ -1,14 +1,20 @@
 """The benchmark's ``destinations`` section: ``backup --dest s3://... --stream`` against a
-real S3 HTTP API on loopback (moto's server, in this process) vs the same backup to a
-local archive, measured in the same run (issue 6: wall <= 1.2x, peak RSS <= 200 MiB).
+real S3 HTTP API on loopback (moto's server) vs the same backup to a local archive,
+measured in the same run (issue 6: wall <= 1.2x, peak RSS <= 200 MiB).
 
-The upload is verified (read back and hashed) before it is copied under its final name:
-that read-back is part of the measured wall time.
+moto runs as its own process: a child's peak RSS as wait4 reports it starts from the
+parent's size at the fork, and moto keeps every object in memory. The upload is verified
+(read back and hashed) before it is copied under its final name: that read-back is part
+of the measured wall time.
 """
 
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
+import time
 from types import SimpleNamespace
 from typing import Any
 
@@ -18,20 +24,35 @@ BUCKET = "bench"
 def section_destinations(c: Any, tools: SimpleNamespace, backup: Any) -> None:
     try:
         import boto3
-        from moto.server import ThreadedMotoServer
-    except ImportError as error:  # moto is a test dependency
+    except ImportError as error:  # boto3 and moto are test dependencies
         tools.say(f"SKIP destinations: {error}")
         return
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
+    # Its own process: a child's peak RSS (wait4) starts from this process's size at the
+    # fork, and moto keeps every uploaded object in memory.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"from moto.server import main; main(['-H', '127.0.0.1', '-p', '{port}'])",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
-        endpoint = f"http://127.0.0.1:{server._server.server_port}"
+        endpoint = f"http://127.0.0.1:{port}"
         os.environ.update(
             AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_REGION="us-east-1"
         )
-        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(
-            Bucket=BUCKET
-        )
+        s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+        for _ in range(100):
+            try:
+                s3.create_bucket(Bucket=BUCKET)
+                break
+            except Exception:
+                time.sleep(0.1)
         dest = ["--dest", f"s3://{BUCKET}/{{TMP}}", "--endpoint-url", endpoint]
         stream, _ = c.run(
             "destinations", "stream_s3", [*c.backup_command(c.db), *dest, "--stream"], ours=True
@@ -43,4 +64,5 @@ def section_destinations(c: Any, tools: SimpleNamespace, backup: Any) -> None:
             if stats is not None:
                 tools.check(f"RSS {stats.tool}", stats.rss, 200, "{:.1f} MiB", "{:g}")
     finally:
-        server.stop()
+        server.terminate()
+        server.wait()
