@@ -24,7 +24,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from .archive import open_backup
-from .destinations import Destination, DestinationError, LocalFolder
+from .destinations import Destination, LocalFolder
 from .errors import MongoBackupError
 from .locking import location_lock
 from .remote import ARCHIVE_NAME, SHA_SUFFIX, recorded_digest
@@ -142,7 +142,6 @@ def locked(destination: Destination, wait: float) -> Iterator[None]:
 
 
 __all__ = [
-    "DestinationError",
     "StoredBackup",
     "list_backups",
     "locked",

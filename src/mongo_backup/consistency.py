@@ -82,18 +82,18 @@ def mark_listed(source: MongoSource, state: dict[str, Any]) -> None:
         state["listed"] = to_json(listed) if listed is not None else state["start"]
 
 
-_DDL_EVENTS = {b"create", b"drop", b"rename", b"dropDatabase"}
+_DDL_EVENTS = {"create", "drop", "rename", "dropDatabase"}
 
 
 def _ddl_after_start(source: MongoSource, state: dict[str, Any], token: dict[str, Any]) -> bool:
     """True if a collection was created, dropped or renamed between the start point and
     the listing of the namespaces."""
-    seen: list[bytes] = []
+    seen: list[str] = []
 
     def sink(raw: bytes) -> None:
         kind = RawBSONDocument(raw)["operationType"]
-        if kind.encode() in _DDL_EVENTS:
-            seen.append(kind.encode())
+        if kind in _DDL_EVENTS:
+            seen.append(kind)
 
     capture(
         source.db,
