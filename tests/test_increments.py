@@ -348,6 +348,8 @@ def test_base_in_another_folder_and_a_collection_filter(
     db.kept.update_one({"_id": 1}, {"$set": {"v": 1}})  # before the newer full backup
     db.other.update_one({"_id": 1}, {"$set": {"v": 1}})
     out = tmp_path / "new"
+    # Archive names are unique per folder only: a second apart, the two fulls differ.
+    time.sleep(1.1)
     newer = backup_archive(cli, mongo_uri, db_name, out)
     db.kept.delete_one({"_id": 2})
     db.kept.insert_one({"_id": 9, "v": 9})
