@@ -25,7 +25,6 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,7 +51,7 @@ from .extjson import JSON_FORMATS, JsonFormat
 from .locking import location_lock
 from .manifest import MANIFEST_NAME, CollectionEntry, Manifest, manifest_bytes
 from .mongo_source import MongoSource, connect
-from .names import ARCHIVE_FOLDER
+from .names import ARCHIVE_FOLDER, collection_filter
 from .planning import new_plan, resumable_plan
 from .redact import uri_secrets
 from .retry import RetryPolicy
@@ -229,7 +228,7 @@ def _locked_backup(opts: BackupOptions, progress: Progress) -> BackupResult:
             checkpoint_interval=opts.checkpoint_interval,
             progress=progress,
         )
-        wanted = _wanted(opts)
+        wanted = collection_filter(opts.collections, opts.exclude)
         if plan.increment and plan.increment["mode"] == "changes":
             try:
                 outcome = capture_increment(source, folder, plan, wanted)
@@ -237,7 +236,7 @@ def _locked_backup(opts: BackupOptions, progress: Progress) -> BackupResult:
                 shutil.rmtree(folder, ignore_errors=True)  # nothing a --resume could finish
                 raise
         else:
-            start_reads(source, plan, resumed, folder)
+            start_reads(plan, resumed, folder)
             runner.run([unit for unit in plan.units if unit.file not in plan.done])
             if plan.increment:  # a --since-field increment: no change capture
                 honoured = check.honoured and not source.snapshot_lost and not resumed
@@ -261,12 +260,6 @@ def _locked_backup(opts: BackupOptions, progress: Progress) -> BackupResult:
     exit_code = EXIT_PARTIAL if manifest.failed else EXIT_OK
     took = time.perf_counter() - started
     return BackupResult(archive, folder, manifest, took, exit_code, url)
-
-
-def _wanted(opts: BackupOptions) -> Callable[[str], bool]:
-    """Which collections' change events a backup keeps (--collection / --exclude)."""
-    include, exclude = set(opts.collections), set(opts.exclude)
-    return lambda name: name == "" or ((not include or name in include) and name not in exclude)
 
 
 def _archive(

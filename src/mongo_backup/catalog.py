@@ -27,7 +27,8 @@ from .archive import open_backup
 from .destinations import Destination, LocalFolder
 from .errors import MongoBackupError
 from .locking import location_lock
-from .remote import ARCHIVE_NAME, SHA_SUFFIX, recorded_digest
+from .names import ARCHIVE_NAME
+from .remote import SHA_SUFFIX, recorded_digest
 from .retention import BackupRef, Decision, Policy, decide
 
 logger = logging.getLogger(__name__)
@@ -51,8 +52,7 @@ class StoredBackup:
         return asdict(self) | {"time": self.time.isoformat()}
 
 
-def _time_of(backup_id: str) -> dt.datetime:
-    stamp = backup_id.removeprefix("backup_")[:15]
+def _time_of(stamp: str) -> dt.datetime:
     return dt.datetime.strptime(stamp, "%Y%m%d_%H%M%S").replace(tzinfo=dt.UTC)
 
 
@@ -66,7 +66,7 @@ def list_backups(destination: Destination) -> list[StoredBackup]:
         backup = StoredBackup(
             key=info.key,
             id=match.group(1),
-            time=_time_of(match.group(1)),
+            time=_time_of(match.group(2)),
             size=info.size,
             encrypted=info.key.endswith(".age"),
         )

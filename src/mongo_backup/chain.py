@@ -16,7 +16,6 @@ Contracts:
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,10 +24,9 @@ from .archive import open_backup
 from .archive_writer import SUFFIXES
 from .errors import ArchiveError, ConfigError
 from .manifest import Manifest
-from .names import ARCHIVE_FOLDER, FOLDER_PREFIX
+from .names import ARCHIVE_FOLDER, ARCHIVE_NAME
 
 MAX_CHAIN = 10_000
-_STAMP = re.compile(r"^backup_(\d{8}_\d{6})(?:_(\d+))?$")
 
 
 @dataclass
@@ -68,8 +66,8 @@ def parent_link(base: Link) -> dict[str, Any]:
 
 
 def _order(path: Path) -> tuple[str, int]:
-    match = _STAMP.match(backup_id_of(path))
-    return (match.group(1), int(match.group(2) or 0)) if match else ("", 0)
+    match = ARCHIVE_NAME.match(path.name)
+    return (match.group(2), int(match.group(3) or 0)) if match else ("", 0)
 
 
 def archives_in(folder: Path) -> list[Path]:
@@ -79,9 +77,7 @@ def archives_in(folder: Path) -> list[Path]:
     found = [
         path
         for path in folder.iterdir()
-        if path.name.startswith(FOLDER_PREFIX)
-        and any(path.name.endswith(s) for s in SUFFIXES.values())
-        and path.is_file()
+        if ARCHIVE_NAME.match(path.name) and not path.name.endswith(".age") and path.is_file()
     ]
     return sorted(found, key=_order, reverse=True)
 
@@ -91,8 +87,7 @@ def find_base(out_dir: Path, db: str, base: Path | None) -> Link:
     if base is not None:
         if base.name.endswith(".age"):
             raise ConfigError(
-                f"--base {base} is encrypted: increments of encrypted backups are not "
-                "supported yet"
+                f"--base {base} is encrypted: increments of encrypted backups are not supported yet"
             )
         if not base.is_file():
             raise ConfigError(f"--base {base}: no such backup archive")
@@ -103,7 +98,11 @@ def find_base(out_dir: Path, db: str, base: Path | None) -> Link:
             )
         return link
     folder = out_dir / ARCHIVE_FOLDER
-    encrypted = sorted((p for p in folder.glob("backup_*.age")), reverse=True)
+    encrypted = sorted(
+        (p for p in folder.glob("backup_*.age") if ARCHIVE_NAME.match(p.name)),
+        key=_order,
+        reverse=True,
+    )
     newest = archives_in(folder)
     if encrypted and (not newest or _order(encrypted[0]) > _order(newest[0])):
         raise ConfigError(

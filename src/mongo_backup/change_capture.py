@@ -166,8 +166,12 @@ def _capture(
             if cluster_time <= after:
                 continue
             renamed = event.get("to")
-            if wanted(_collection_of(event)) or (
-                renamed is not None and wanted(str(renamed.get("coll") or ""))
+            collection = _collection_of(event)
+            # An event without a collection (dropDatabase) concerns them all.
+            if (
+                not collection
+                or wanted(collection)
+                or (renamed is not None and wanted(str(renamed.get("coll") or "")))
             ):
                 sink(bytes(event.raw))
                 events += 1

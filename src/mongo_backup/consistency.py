@@ -107,16 +107,14 @@ def _ddl_after_start(source: MongoSource, state: dict[str, Any], token: dict[str
     return bool(seen)
 
 
-def start_reads(source: MongoSource, plan: Plan, resumed: bool, folder: Path) -> None:
-    """Point the reads at the plan's start time (not after a resume: the first run's
-    reads may not have been at one moment, so the changes are captured instead)."""
-    if not plan.consistency:
-        return
+def start_reads(plan: Plan, resumed: bool, folder: Path) -> None:
+    """Called right before the first document is read. A resumed backup is no snapshot:
+    the first run's reads may not have been at one moment, so the changes are captured
+    instead (its reads are at no snapshot time: only :func:`begin`, for a new plan,
+    points them at the start time)."""
     if resumed and plan.consistency.get("snapshot"):
         plan.consistency["snapshot"] = False
         save_plan(folder, plan)
-    if plan.consistency.get("snapshot"):
-        source.snapshot_at = from_json(plan.consistency["start"])
 
 
 def finish(

@@ -21,7 +21,7 @@ from typing import IO, Any
 
 import pyrage
 
-from .archive_writer import SUFFIXES, framed, write_tar
+from .archive_writer import SUFFIXES, compressed_name, framed, write_tar
 from .destinations import Destination, open_destination
 from .encryption import SUFFIX as AGE_SUFFIX
 from .encryption import encrypt_file
@@ -87,7 +87,7 @@ def deliver_stream(
 
 
 def _size_on_disk(folder: Path, file: str, compression: str) -> int:
-    path = folder / (f"{file}.zst" if compression == "zstd" else file)
+    path = folder / (compressed_name(file) if compression == "zstd" else file)
     try:
         return path.stat().st_size
     except OSError:

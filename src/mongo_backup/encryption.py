@@ -17,15 +17,14 @@ keys never appear in messages.
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pyrage
 from pyrage import ssh, x25519
 
+from .archive_writer import private_file
 from .errors import ArchiveError, ConfigError
 
 SUFFIX = ".age"
@@ -99,7 +98,7 @@ def identities(path: Path) -> list[Any]:
 
 def encrypt_file(source: Path, target: Path, to: list[Any]) -> None:
     """Encrypt ``source`` into ``target`` (a new private file) for every recipient."""
-    with open(source, "rb") as reader, _private(target) as writer:
+    with open(source, "rb") as reader, private_file(target) as writer:
         try:
             pyrage.encrypt_io(reader, writer, to)
         except Exception as error:
@@ -108,7 +107,7 @@ def encrypt_file(source: Path, target: Path, to: list[Any]) -> None:
 
 def decrypt_file(source: Path, target: Path, keys: list[Any], shown: str) -> None:
     """Decrypt ``source`` into ``target``; ArchiveError if no identity fits."""
-    with open(source, "rb") as reader, _private(target) as writer:
+    with open(source, "rb") as reader, private_file(target) as writer:
         try:
             pyrage.decrypt_io(reader, writer, keys)
         except Exception as error:
@@ -116,10 +115,3 @@ def decrypt_file(source: Path, target: Path, keys: list[Any], shown: str) -> Non
             if "No matching keys" in reason:
                 reason = "none of the --identity keys can open it (wrong key?)"
             raise ArchiveError(f"cannot decrypt {shown}: {reason}") from None
-
-
-@contextlib.contextmanager
-def _private(path: Path) -> Iterator[Any]:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        yield handle

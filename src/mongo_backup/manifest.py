@@ -55,6 +55,21 @@ class CollectionEntry:
     watermark: dict[str, Any] | None = None
     since: dict[str, Any] | None = None
 
+    @property
+    def create_options(self) -> dict[str, Any]:
+        """The options to create the collection with (the server's UUID is its own)."""
+        return {k: v for k, v in self.options.items() if k != "uuid"}
+
+    @property
+    def secondary_indexes(self) -> list[dict[str, Any]]:
+        """The index specs to build after the documents (``_id_`` comes with the
+        collection; ``ns`` is not part of a spec on current servers)."""
+        return [
+            {k: v for k, v in index.items() if k != "ns"}
+            for index in self.indexes
+            if index.get("name") != "_id_"
+        ]
+
 
 @dataclass
 class Manifest:

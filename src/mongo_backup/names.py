@@ -19,12 +19,15 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 FILE_SUFFIX = ".jsonl"
 # Where backups go in an output folder: OUT_DIR/backup_data/backup_{stamp}.tar[...]
 ARCHIVE_FOLDER = "backup_data"
 FOLDER_PREFIX = "backup_"
+# An archive's name: backup_{YYYYmmdd_HHMMSS}[_N].tar[.gz|.zst][.age]. Groups: the id
+# (the name without suffixes), the UTC time stamp, and the number of a same-second run.
+ARCHIVE_NAME = re.compile(r"^(backup_(\d{8}_\d{6})(?:_(\d+))?)\.tar(?:\.gz|\.zst)?(?:\.age)?$")
 MAX_STEM = 120
 _SAFE = re.compile(rb"[A-Za-z0-9_.\-]")
 _WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL"} | {
@@ -67,6 +70,12 @@ def file_names(collection_names: Iterable[str]) -> dict[str, str]:
         taken.add(folded)
         mapping[name] = stem + FILE_SUFFIX
     return mapping
+
+
+def collection_filter(include: Iterable[str], exclude: Iterable[str]) -> Callable[[str], bool]:
+    """The collections ``--collection`` (none: all) and ``--exclude-collection`` keep."""
+    wanted, unwanted = set(include), set(exclude)
+    return lambda name: (not wanted or name in wanted) and name not in unwanted
 
 
 def is_safe_member_name(member: str) -> bool:

@@ -17,12 +17,11 @@ archives with the given identities.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import re
 import tempfile
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import quote
@@ -33,13 +32,13 @@ from .destinations import split_archive_url as split_url
 from .encryption import SUFFIX as AGE_SUFFIX
 from .encryption import decrypt_file, identities
 from .errors import ArchiveError, ConfigError
+from .extjson import READ_CHUNK, StreamStats
 from .manifest import Manifest
+from .names import ARCHIVE_FOLDER, ARCHIVE_NAME
 
 logger = logging.getLogger(__name__)
 
-ARCHIVE_NAME = re.compile(r"^(backup_\d{8}_\d{6}(?:_\d+)?)\.tar(?:\.gz|\.zst)?(?:\.age)?$")
 SHA_SUFFIX = ".sha256"
-_CHUNK = 1 << 20
 
 
 def metadata_for(manifest: Manifest, encrypted: bool) -> dict[str, str]:
@@ -64,29 +63,30 @@ class _Hashing:
 
     def __init__(self, chunks: Iterable[bytes]) -> None:
         self._chunks = chunks
-        self.digest = hashlib.sha256()
-        self.size = 0
+        self.stats = StreamStats()
 
     def __iter__(self) -> Iterator[bytes]:
         for chunk in self._chunks:
-            self.digest.update(chunk)
-            self.size += len(chunk)
+            self.stats.update(chunk)
             yield chunk
+
+
+def _read_chunks(handle: IO[bytes]) -> Iterator[bytes]:
+    while chunk := handle.read(READ_CHUNK):
+        yield chunk
 
 
 def _file_chunks(path: Path) -> Iterator[bytes]:
     with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            yield chunk
+        yield from _read_chunks(handle)
 
 
-def _stored_digest(destination: Destination, key: str) -> tuple[str, int]:
-    digest, size = hashlib.sha256(), 0
+def _stored_stats(destination: Destination, key: str) -> StreamStats:
+    stats = StreamStats()
     with destination.open(key) as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
+        for chunk in _read_chunks(handle):
+            stats.update(chunk)
+    return stats
 
 
 def upload_file(destination: Destination, path: Path, key: str, metadata: dict[str, str]) -> str:
@@ -106,24 +106,24 @@ def upload_stream(
     hashing = _Hashing(chunks)
     try:
         destination.put_stream(temporary, hashing, metadata=metadata, size_hint=size_hint)
-        sent = hashing.digest.hexdigest()
-        stored, size = _stored_digest(destination, temporary)
-        if (stored, size) != (sent, hashing.size):
+        sent, stored = hashing.stats, _stored_stats(destination, temporary)
+        if (stored.sha256, stored.bytes) != (sent.sha256, sent.bytes):
             raise DestinationError(
-                f"the store holds {size} bytes with SHA-256 {stored[:16]}... where "
-                f"{hashing.size} bytes with {sent[:16]}... were sent: upload not kept"
+                f"the store holds {stored.bytes} bytes with SHA-256 {stored.sha256[:16]}... "
+                f"where {sent.bytes} bytes with {sent.sha256[:16]}... were sent: upload not kept"
             )
+        size = sent.bytes
         destination.copy(temporary, key)
         final = destination.stat(key)
         if final is None or final.size != size:
             raise DestinationError(f"{key}: the copy under the final name is not complete")
-        marker = f"{sent}  {key.rsplit('/', 1)[-1]}\n".encode()
+        marker = f"{sent.sha256}  {key.rsplit('/', 1)[-1]}\n".encode()
         destination.put_stream(key + SHA_SUFFIX, [marker])
     finally:
         with contextlib.suppress(DestinationError):
             destination.delete(temporary)
     url = f"{destination.url.rstrip('/')}/{key}"
-    logger.info("uploaded %s (%d bytes, sha256 %s)", url, size, sent)
+    logger.info("uploaded %s (%d bytes, sha256 %s)", url, size, sent.sha256)
     return url
 
 
@@ -161,45 +161,54 @@ def local_copy(
 def decrypt_chain(path: Path, work: Path, keys: list[Any]) -> Path:
     """A local encrypted archive decrypted into ``work``, with the (maybe encrypted)
     parents of an increment from its folder beside it."""
-    target = work / path.name.removesuffix(AGE_SUFFIX)
-    decrypt_file(path, target, keys, str(path))
-    manifest = _manifest_of(target)
-    seen = {target.name}
-    while manifest.kind == "incremental" and manifest.parent:
-        parent = manifest.parent["id"]
-        found = sorted(p for p in path.parent.glob(f"{parent}.tar*") if ARCHIVE_NAME.match(p.name))
-        if not found or found[0].name in seen:
-            break  # restore and verify report the broken chain
-        seen.add(found[0].name)
-        if found[0].name.endswith(AGE_SUFFIX):
-            plain = work / found[0].name.removesuffix(AGE_SUFFIX)
-            decrypt_file(found[0], plain, keys, str(found[0]))
-        else:
+
+    def parent(backup_id: str) -> Path | None:
+        found = sorted(
+            p
+            for p in path.parent.glob(f"{backup_id}.tar*")
+            if (match := ARCHIVE_NAME.match(p.name)) and match.group(1) == backup_id
+        )
+        if not found:
+            return None
+        if not found[0].name.endswith(AGE_SUFFIX):
             plain = work / found[0].name
             plain.symlink_to(found[0].absolute())
-        manifest = _manifest_of(plain)
-    return target
+            return plain
+        plain = work / found[0].name.removesuffix(AGE_SUFFIX)
+        decrypt_file(found[0], plain, keys, str(found[0]))
+        return plain
+
+    target = work / path.name.removesuffix(AGE_SUFFIX)
+    decrypt_file(path, target, keys, str(path))
+    return _with_parents(target, parent)
 
 
 def fetch_chain(source: str, work: Path, keys: list[Any] | None, endpoint: str | None) -> Path:
+    """A stored archive downloaded (and decrypted) into ``work``, with the parents of
+    an increment from the same location beside it."""
     destination, key = split_url(source, endpoint_url=endpoint)
-    target = _fetch(destination, key, work, keys)
+
+    def parent(backup_id: str) -> Path | None:
+        for info in destination.list(backup_id):
+            match = ARCHIVE_NAME.match(info.key)
+            if match and match.group(1) == backup_id:
+                return _fetch(destination, info.key, work, keys)
+        return None
+
+    return _with_parents(_fetch(destination, key, work, keys), parent)
+
+
+def _with_parents(target: Path, parent: Callable[[str], Path | None]) -> Path:
+    """``target``, after ``parent`` has put each ancestor of it beside it. A missing
+    ancestor ends the walk: restore and verify then report the broken chain."""
     manifest = _manifest_of(target)
-    names = {path.name for path in work.iterdir()}
+    seen = {target.name}
     while manifest.kind == "incremental" and manifest.parent:
-        parent = manifest.parent["id"]
-        found = [
-            info.key
-            for info in destination.list(parent)
-            if (match := ARCHIVE_NAME.match(info.key)) and match.group(1) == parent
-        ]
-        if not found:
-            break  # restore and verify report the broken chain
-        fetched = _fetch(destination, found[0], work, keys)
-        if fetched.name in names:
+        found = parent(manifest.parent["id"])
+        if found is None or found.name in seen:
             break
-        names.add(fetched.name)
-        manifest = _manifest_of(fetched)
+        seen.add(found.name)
+        manifest = _manifest_of(found)
     return target
 
 
@@ -218,12 +227,14 @@ def _fetch(destination: Destination, key: str, work: Path, keys: list[Any] | Non
     if expected is None:
         logger.warning("%s has no recorded SHA-256: its download cannot be checked", shown)
     target = work / name
-    digest = hashlib.sha256()
+    stats = StreamStats()
     with destination.open(key) as source, open(target, "wb") as out:
-        _copy(source, out, digest)
-    if expected is not None and digest.hexdigest() != expected:
+        for chunk in _read_chunks(source):
+            stats.update(chunk)
+            out.write(chunk)
+    if expected is not None and stats.sha256 != expected:
         raise ArchiveError(
-            f"{shown}: the stored archive is damaged (SHA-256 {digest.hexdigest()[:16]}... "
+            f"{shown}: the stored archive is damaged (SHA-256 {stats.sha256[:16]}... "
             f"where the upload recorded {expected[:16]}...)"
         )
     if not name.endswith(AGE_SUFFIX):
@@ -236,15 +247,9 @@ def _fetch(destination: Destination, key: str, work: Path, keys: list[Any] | Non
     return plain
 
 
-def _copy(source: IO[bytes], out: IO[bytes], digest: Any) -> None:
-    while chunk := source.read(_CHUNK):
-        digest.update(chunk)
-        out.write(chunk)
-
-
 def open_location(location: str, endpoint_url: str | None) -> Destination:
     """The destination a ``list``/``prune`` LOCATION names: a URL, or a folder (an
     ``--out-dir``: its ``backup_data`` folder, where the archives are)."""
-    if not is_url(location) and (Path(location) / "backup_data").is_dir():
-        location = str(Path(location) / "backup_data")
+    if not is_url(location) and (Path(location) / ARCHIVE_FOLDER).is_dir():
+        location = str(Path(location) / ARCHIVE_FOLDER)
     return open_destination(location, endpoint_url=endpoint_url)

@@ -35,6 +35,7 @@ from .errors import (
 from .extjson import iter_documents, iter_lines
 from .manifest import CollectionEntry, Manifest
 from .mongo_source import connect
+from .names import collection_filter
 from .redact import hosts_of, uri_secrets
 from .remote import local_copy
 from .restore_chain import Replay, apply_increment, plan_chain
@@ -167,11 +168,7 @@ def _chain(opts: RestoreOptions) -> list[Link]:
 
 
 def _apply_increments(opts: RestoreOptions, target: str, links: list[Link]) -> list[Replay]:
-    include, exclude = set(opts.collections), set(opts.exclude)
-
-    def wanted(name: str) -> bool:
-        return (not include or name in include) and name not in exclude
-
+    wanted = collection_filter(opts.collections, opts.exclude)
     client = connect(opts.uri, timeout=opts.timeout)
     try:
         return [

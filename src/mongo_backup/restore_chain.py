@@ -185,21 +185,15 @@ def _upsert(collection: Any, documents: Iterator[bytes]) -> int:
 
 
 def _ensure_collection(db: Database[Any], entry: CollectionEntry) -> None:
-    options = {k: v for k, v in entry.options.items() if k != "uuid"}
     try:
-        db.command("create", entry.name, **from_extjson(options))
+        db.command("create", entry.name, **from_extjson(entry.create_options))
     except pymongo.errors.OperationFailure as error:
         if error.code not in _CREATE_IGNORED:
             raise
 
 
 def _ensure_indexes(db: Database[Any], entry: CollectionEntry) -> None:
-    specs = [
-        {k: v for k, v in index.items() if k != "ns"}
-        for index in entry.indexes
-        if index.get("name") != "_id_"
-    ]
-    for spec in specs:
+    for spec in entry.secondary_indexes:
         try:
             db.command("createIndexes", entry.name, indexes=[from_extjson(spec)])
         except pymongo.errors.OperationFailure as error:

@@ -23,6 +23,7 @@ from .archive import BackupReader
 from .extjson import iter_documents, iter_lines
 from .manifest import CollectionEntry
 from .mongo_source import from_extjson
+from .names import collection_filter
 from .restore_chain import Replay, events_of, replay, spooled
 from .restore_state import CollectionState, RestoreState, Watermark, progress_hook
 from .restore_writer import InsertCounts, RawInserter
@@ -37,9 +38,6 @@ logger = logging.getLogger(__name__)
 # goes past the saved bound, which then moves SAVE_STEP_BATCHES batches further.
 SAVE_INTERVAL = 1.0
 SAVE_STEP_BATCHES = 32
-
-# Options the server reports that create() does not take back.
-_NOT_CREATE_OPTIONS = {"uuid"}
 
 
 @dataclass
@@ -76,10 +74,9 @@ class Restorer:
         self.state = state
         self.state_file = state_file
         self.replays: list[Replay] = []
-        include, exclude = set(opts.collections), set(opts.exclude)
         # Which collections' change events are replayed: those restored, and those the
         # events create (unless --collection or --exclude leave them out).
-        self.wanted = lambda name: (not include or name in include) and name not in exclude
+        self.wanted = collection_filter(opts.collections, opts.exclude)
 
     def _error(self, error: BaseException) -> str:
         return driver_error_text(error, self.secrets)
@@ -163,7 +160,7 @@ class Restorer:
             outcome.action = "add to existing collection"
         if exists or self.opts.dry_run:
             return
-        options = {k: v for k, v in entry.options.items() if k not in _NOT_CREATE_OPTIONS}
+        options = entry.create_options
         if not self.opts.options:
             options = {k: v for k, v in options.items() if k in ("timeseries", "clusteredIndex")}
         if "clusteredIndex" in options and isinstance(options["clusteredIndex"], dict):
@@ -252,11 +249,7 @@ class Restorer:
             )
 
     def _build_indexes(self, entry: CollectionEntry, outcome: CollectionOutcome) -> None:
-        specs = [
-            {k: v for k, v in ix.items() if k != "ns"}
-            for ix in entry.indexes
-            if ix.get("name") != "_id_"
-        ]
+        specs = entry.secondary_indexes
         if not specs or self.opts.dry_run:
             return
         try:
@@ -285,9 +278,7 @@ class Restorer:
             return
         if exists:
             self.db.drop_collection(entry.name)
-        options = from_extjson(
-            {k: v for k, v in entry.options.items() if k not in _NOT_CREATE_OPTIONS}
-        )
+        options = from_extjson(entry.create_options)
         try:
             self.db.command("create", entry.name, **options)
             outcome.action = "create view"
