@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test test-fast lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,8 +24,14 @@ demo: $(VENV)/.demo-installed
 test: $(VENV)/.test-installed
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+## make test-fast: the unit tests that need no server (under a minute)
+test-fast: $(VENV)/.test-installed
+	$(BIN)/python -m pytest -m "not server" $(PYTEST_ARGS)
+
+## make lint: ruff (rules and formatting) and mypy --strict
 lint: $(VENV)/.test-installed
-	$(BIN)/ruff check src tests bench backup_dtb
+	$(BIN)/ruff check src tests bench backup_dtb fuzz
+	$(BIN)/ruff format --check src tests bench backup_dtb fuzz
 	$(BIN)/mypy
 
 ## make bench: speed and memory against the baselines in ../shared/bench (several minutes)

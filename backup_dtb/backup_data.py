@@ -28,8 +28,8 @@ except ImportError:  # run from a checkout without installing: use the source tr
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
     from mongo_backup import backup_database
 
+from mongo_backup.cli.config import resolve_connection
 from mongo_backup.cli.logs import configure_logging
-from mongo_backup.config import resolve_connection
 from mongo_backup.errors import EXIT_CONFIG, EXIT_FAILURE, ConfigError, MongoBackupError
 from mongo_backup.redact import scrub_text, uri_secrets
 

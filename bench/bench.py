@@ -2,7 +2,7 @@
 
 usage: python bench/bench.py [--n 100000] [--repeat 3] [--only backup,...] [--big-n 400000]
 
-One SecantusDB server (mongo_backup.embedded.EmbeddedServer) runs for the whole run; the
+One SecantusDB server (mongo_backup.mongo.embedded.EmbeddedServer) runs for the whole run; the
 data sets are loaded with ../shared/bench/gen_data.py. Every measured command is a child
 process: wall time is perf_counter around it, client CPU (user+sys) and peak RSS come
 from os.wait4 on that child. Each command runs --repeat times and medians are reported.
@@ -41,10 +41,10 @@ RESULTS = REPO / "bench" / "results" / "latest.json"
 SECTIONS = ("backup", "restore", "verify", "resilience", "increments", "destinations")
 
 try:  # use the installed package if there is one, else the source tree
-    from mongo_backup.embedded import EmbeddedServer
+    from mongo_backup.mongo.embedded import EmbeddedServer
 except ImportError:
     sys.path.insert(0, str(REPO / "src"))
-    from mongo_backup.embedded import EmbeddedServer
+    from mongo_backup.mongo.embedded import EmbeddedServer
 
 LINES: list[str] = []  # everything printed, for the JSON dump
 RAW: dict[str, Any] = {}  # raw numbers, for the JSON dump

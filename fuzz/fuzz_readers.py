@@ -43,10 +43,15 @@ with atheris.instrument_imports(include=INSTRUMENTED) if atheris else nullcontex
     import zstandard
     from bson.codec_options import CodecOptions, DatetimeConversion
 
-    from mongo_backup.archive import open_backup
+    from mongo_backup.archive.extjson import escape_document, iter_documents, iter_lines
+    from mongo_backup.archive.manifest import (
+        CollectionEntry,
+        Manifest,
+        manifest_bytes,
+        parse_manifest,
+    )
+    from mongo_backup.archive.reader import open_backup
     from mongo_backup.errors import MongoBackupError
-    from mongo_backup.extjson import escape_document, iter_documents, iter_lines
-    from mongo_backup.manifest import CollectionEntry, Manifest, manifest_bytes, parse_manifest
 
 TARGETS = ("lines", "manifest", "archive")
 LENIENT: CodecOptions[Any] = CodecOptions(

@@ -29,7 +29,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pymongo import MongoClient
 
 from conftest import CliRunner
-from mongo_backup.embedded import EmbeddedServer
+from mongo_backup.mongo.embedded import EmbeddedServer
 from restoretools import assert_same_bytes
 
 
@@ -341,6 +341,12 @@ def x509_setup(pki: Pki) -> Callable[[MongoClient[Any]], None]:
 
 
 # --- looking for secrets ---------------------------------------------------------------
+
+
+def unpacked(label: str, data: bytes) -> dict[str, bytes]:
+    """{label: bytes} of ``data`` and, recursively, what it holds once decompressed or
+    untarred (labels ``label!member``, ``label!unpacked``)."""
+    return dict(_contents(label, data))
 
 
 def _contents(label: str, data: bytes) -> Iterator[tuple[str, bytes]]:

@@ -1,8 +1,12 @@
-"""Fixtures shared by every test module (backup now; restore and verify later).
+"""Fixtures and rules shared by every test module.
 
 The server: ``MONGO_TEST_URI`` if set (any real mongod or cluster), else one embedded
 SecantusDB started for the whole session. Tests must pass against either, so a test
-that needs a feature one server lacks skips with the reason instead of failing.
+that needs a feature one server lacks skips, naming the feature from the one list in
+``serverfeatures.py``; under ``MONGO_BACKUP_STRICT=1`` any other skip is a failure.
+
+Tests that need a server (MongoDB or the S3 server) are marked ``server`` here, from
+the fixtures they use; ``make test-fast`` runs the rest (``-m "not server"``).
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ import pytest
 from pymongo import MongoClient
 
 from mongo_backup.cli.main import run_cli
-from mongo_backup.embedded import EmbeddedServer
+from mongo_backup.mongo.embedded import EmbeddedServer
+from serverfeatures import allowed_skip
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BSON_CORPUS = REPO_ROOT.parent / "shared" / "bson-corpus"
@@ -129,3 +134,29 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 def pytest_report_header(config: pytest.Config) -> str:
     target = "MONGO_TEST_URI" if os.environ.get("MONGO_TEST_URI") else "embedded SecantusDB"
     return f"mongo-backup tests against: {target} (python {sys.version.split()[0]})"
+
+
+STRICT = os.environ.get("MONGO_BACKUP_STRICT") == "1"
+# Fixtures that start or reach a server: a test using any of them is not a fast test.
+SERVER_FIXTURES = {"mongo_uri", "moto_s3", "standalone_uri", "pruning_server", "auth", "tls"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.server)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()
+    if not (STRICT and report.skipped) or hasattr(report, "wasxfail"):
+        return
+    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    if not allowed_skip(reason):
+        report.outcome = "failed"
+        report.longrepr = (
+            f"MONGO_BACKUP_STRICT: a skip must name a server feature from "
+            f"tests/serverfeatures.py, not: {reason}"
+        )

@@ -1,7 +1,8 @@
 """Helpers for the fault-injection and range-split tests: fail points, logs, archives.
 
 Fail points are server-global: :func:`fail_point` always turns its fail point off again,
-and skips the test (with the server's reason) when the server refuses test commands.
+and skips the test (``lacks("fail-points")``, with the server's reason) when the server
+refuses test commands.
 """
 
 from __future__ import annotations
@@ -14,13 +15,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import pytest
 from bson import Binary, Decimal128, Int64, MaxKey, MinKey, ObjectId
 from pymongo.errors import OperationFailure
 
 from bsontools import read_archive_member, read_manifest
 from conftest import CliResult, CliRunner
-from mongo_backup.mongo_source import APP_NAME, UNKNOWN_DOCUMENT_BYTES
+from mongo_backup.mongo.source import APP_NAME, UNKNOWN_DOCUMENT_BYTES
+from serverfeatures import lacks
 
 RETRY_WARNING = re.compile(r"WARNING .*; retry (\d+) of (\d+) in ")
 
@@ -49,7 +50,7 @@ def fail_point(client: Any, mode: str | dict[str, int], **data: Any) -> Iterator
     try:
         client.admin.command(command)
     except OperationFailure as error:
-        pytest.skip(f"the server refuses configureFailPoint failCommand: {error}")
+        lacks("fail-points", error)
     try:
         yield
     finally:

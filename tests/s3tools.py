@@ -7,8 +7,11 @@ Reuse from any test module::
     def test_something(moto_s3: MotoS3) -> None:
         destination = open_destination(moto_s3.fresh_url(), endpoint_url=moto_s3.endpoint_url)
 
-The fixture sets ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` (``test``) and
-``AWS_REGION`` (``us-east-1``) for the session, starts ``ThreadedMotoServer`` on
+The fixture sets ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` to :data:`ACCESS_KEY_ID` and
+:data:`SECRET_ACCESS_KEY` (moto takes any credentials; these are unique strings, so that a
+test can look for them in whatever the tool printed, logged or wrote: see
+:func:`credential_leaks`) and ``AWS_REGION`` (``us-east-1``) for the session, starts
+``ThreadedMotoServer`` on
 127.0.0.1 and a free port, and creates the bucket ``mongo-backup-tests``. Each test
 takes its own prefix (``fresh_url()``), so tests share the server but not objects.
 ``stop()`` and ``restart()`` take the server away and bring it back on the same port
@@ -19,20 +22,31 @@ really reached the store (metadata headers, pending multipart uploads, ETags).
 
 from __future__ import annotations
 
+import logging
+import traceback
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
+from authtools import leaks, unpacked, written_contents
 from mongo_backup.destinations import StoreSettings
 from mongo_backup.retry import RetryPolicy
 
 BUCKET = "mongo-backup-tests"
 REGION = "us-east-1"
+# The session's S3 credentials: unique strings, found nowhere but where they leaked to.
+# Letters and digits only, so that a URL, a quoted URL or a JSON string carries them
+# whole (a "/" or "+" would be cut or escaped, and a leak of a part would go unseen).
+ACCESS_KEY_ID = "AKIAMBTESTQ7X2ZP9LWV"
+SECRET_ACCESS_KEY = "mbTestSecretKey0q7Zx2Lw9Vn4Rt8Yk3Jd6Hf1G"
+CREDENTIALS = [ACCESS_KEY_ID, SECRET_ACCESS_KEY]
 
 
 @dataclass
@@ -46,7 +60,13 @@ class MotoS3:
         return f"http://127.0.0.1:{self.port}"
 
     def client(self) -> Any:
-        return boto3.client("s3", endpoint_url=self.endpoint_url, region_name=REGION)
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            region_name=REGION,
+            aws_access_key_id=ACCESS_KEY_ID,
+            aws_secret_access_key=SECRET_ACCESS_KEY,
+        )
 
     def fresh_url(self) -> str:
         """``s3://BUCKET/t-RANDOM``: a location no other test uses."""
@@ -65,6 +85,16 @@ class MotoS3:
         }
         values.update(changes)
         return StoreSettings(**values)
+
+    def contents(self, prefix: str) -> dict[str, bytes]:
+        """{label: bytes} of every object under ``prefix`` (its metadata too), unpacked
+        like :func:`authtools.written_contents`."""
+        client, found = self.client(), {}
+        for key in self.keys(prefix):
+            stored = client.get_object(Bucket=self.bucket, Key=key)
+            found[f"s3:{key} metadata"] = repr(stored.get("Metadata", {})).encode()
+            found.update(unpacked(f"s3:{key}", stored["Body"].read()))
+        return found
 
     def keys(self, prefix: str) -> list[str]:
         listing = self.client().list_objects_v2(Bucket=self.bucket, Prefix=prefix)
@@ -109,8 +139,8 @@ class MotoS3:
 @pytest.fixture(scope="session", name="moto_s3")
 def moto_s3_fixture() -> Iterator[MotoS3]:
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("AWS_ACCESS_KEY_ID", "test")
-        patch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+        patch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY_ID)
+        patch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY)
         patch.setenv("AWS_REGION", REGION)
         patch.setenv("AWS_DEFAULT_REGION", REGION)
         # Settings from the developer's own machine must not redirect the tests.
@@ -123,3 +153,54 @@ def moto_s3_fixture() -> Iterator[MotoS3]:
             yield server
         finally:
             server.stop()
+
+
+# --- looking for the credentials -----------------------------------------------------
+
+
+class _Records(logging.Handler):
+    """Keeps each record's message and traceback, unformatted: what any handler a
+    program installs would get, before the CLI's scrubbing formatter."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.NOTSET)
+        self.texts: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        if record.exc_info:
+            text += "\n" + "".join(traceback.format_exception(*record.exc_info))
+        self.texts.append(f"{record.name} {record.levelname} {text}")
+
+
+@contextmanager
+def log_records(logger: str = "mongo_backup") -> Iterator[list[str]]:
+    """The records ``logger`` (and its children) emit in the block, as texts. Attached to
+    the package logger, not the root: the CLI replaces the root's handlers."""
+    handler = _Records()
+    target = logging.getLogger(logger)
+    target.addHandler(handler)
+    try:
+        yield handler.texts
+    finally:
+        target.removeHandler(handler)
+
+
+def credential_leaks(
+    texts: dict[str, str | bytes] | None = None,
+    records: Iterable[str] = (),
+    paths: Iterable[Path] = (),
+    stores: Iterable[tuple[MotoS3, str]] = (),
+) -> list[str]:
+    """Where the session's S3 credentials show: in ``texts`` ({label: output}), log
+    ``records`` (see :func:`log_records`), the files under ``paths`` and the objects
+    under each (server, prefix) of ``stores``, archives unpacked. Empty if nowhere."""
+    found: dict[str, bytes] = {}
+    for label, text in (texts or {}).items():
+        found[label] = text.encode() if isinstance(text, str) else text
+    for number, record in enumerate(records):
+        found[f"log record {number}"] = record.encode()
+    found.update(written_contents(*(path for path in paths if path.exists())))
+    for server, prefix in stores:
+        found.update(server.contents(prefix))
+    return leaks(CREDENTIALS, found)

@@ -1,9 +1,10 @@
 """Which driver errors are worth a retry, and how long to wait before each.
 
 A backup of tens of gigabytes must not die at 90% on one "connection reset". The reader
-re-opens its cursor after the last ``_id`` it handed on (see :mod:`.prefetch`) when the
-error is *transient*: the network, a primary stepping down, a cursor the server dropped,
-an operation interrupted by a shutdown or a state change. Errors that will not go away
+re-opens its cursor after the last ``_id`` it handed on (see
+:mod:`mongo_backup.mongo.prefetch`) when the error is *transient*: the network, a
+primary stepping down, a cursor the server dropped, an operation interrupted by a
+shutdown or a state change. Errors that will not go away
 by waiting (authentication, permissions, a bad query) fail at once.
 """
 

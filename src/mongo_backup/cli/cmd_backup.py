@@ -7,9 +7,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..archive_writer import COMPRESSIONS
-from ..backup import BackupOptions, default_jobs, run_backup
-from ..extjson import JSON_FORMATS
+from ..archive.extjson import JSON_FORMATS
+from ..archive.writer import COMPRESSIONS
+from ..backup.options import BackupOptions, BackupResult, default_jobs
+from ..backup.run import run_backup
+from .exits import with_exit_code
 from .options import add_collection_filters, add_connection_options, connection_from
 from .progress import progress_for
 
@@ -24,8 +26,34 @@ def add_parser(commands: Any, parent: argparse.ArgumentParser, epilog: str) -> N
         "OUT_DIR/backup_data/backup_YYYYmmdd_HHMMSS.tar[.gz|.zst]. Prints the archive path.",
     )
     add_connection_options(parser, "database to back up (default: $MONGO_DB, then .env)")
-    add_collection_filters(parser)
-    group = parser.add_argument_group("output")
+    _add_selection_options(parser)
+    _add_output_options(parser)
+    _add_performance_options(parser)
+    _add_increment_options(parser)
+    _add_destination_options(parser)
+    parser.set_defaults(handler=run)
+
+
+def _add_selection_options(parser: argparse.ArgumentParser) -> None:
+    group = add_collection_filters(
+        parser,
+        "what to back up",
+        "the collections of the database (default: all of them); finding none is an error "
+        "unless allowed",
+    )
+    group.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="write a backup even when the database has no collections",
+    )
+
+
+def _add_output_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "output format",
+        "where the archive is written, how its documents are encoded, and how the result "
+        "is printed",
+    )
     group.add_argument(
         "--out-dir",
         type=Path,
@@ -46,14 +74,31 @@ def add_parser(commands: Any, parent: argparse.ArgumentParser, epilog: str) -> N
         default="zstd",
         help="archive compression (default: zstd)",
     )
-    group.add_argument("--batch-size", type=int, default=1000, help="documents per server batch")
+    group.add_argument(
+        "--batch-size",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="documents per server batch (default: 1000)",
+    )
     group.add_argument(
         "--keep-folder", action="store_true", help="keep the working folder next to the archive"
     )
+    group.add_argument("--json", action="store_true", help="print a JSON result object on stdout")
+
+
+def _add_performance_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "performance and faults",
+        "how much work runs at once, and how a backup rides out errors and interruptions",
+    )
     group.add_argument(
-        "--allow-empty",
-        action="store_true",
-        help="write a backup even when the database has no collections",
+        "-j",
+        "--jobs",
+        type=int,
+        default=default_jobs(),
+        metavar="N",
+        help=f"collections (or ranges) exported at once, largest first (default: {default_jobs()})",
     )
     group.add_argument(
         "--nice",
@@ -63,9 +108,43 @@ def add_parser(commands: Any, parent: argparse.ArgumentParser, epilog: str) -> N
         help="priority of the conversion work, 0-19 (default 10: a database server on the "
         "same machine comes first)",
     )
-    group.add_argument("--json", action="store_true", help="print a JSON result object on stdout")
-    scale = parser.add_argument_group("resilience and scale")
-    scale.add_argument(
+    group.add_argument(
+        "--split-threshold",
+        type=byte_size,
+        default=None,
+        metavar="BYTES",
+        help="read collections larger than this in parallel _id ranges (suffixes KB, MB, GB; "
+        "default: 256MB, for collections whose size the server reports)",
+    )
+    group.add_argument(
+        "--retries",
+        type=int,
+        default=5,
+        metavar="N",
+        help="retries after a transient server or network error, with backoff (default: 5)",
+    )
+    group.add_argument(
+        "--retry-delay",
+        type=float,
+        default=0.5,
+        metavar="SECONDS",
+        help="wait before the first retry; doubles for each next one (default: 0.5)",
+    )
+    group.add_argument(
+        "--checkpoint-interval",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="how often the progress of a collection is made durable for --resume (default: 1)",
+    )
+    group.add_argument(
+        "--lock-wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait this long for another backup in OUT_DIR to finish (default: fail at once)",
+    )
+    group.add_argument(
         "--resume",
         nargs="?",
         const=True,
@@ -75,91 +154,60 @@ def add_parser(commands: Any, parent: argparse.ArgumentParser, epilog: str) -> N
         help="continue the newest unfinished backup of this database in OUT_DIR (or the "
         "working FOLDER given) instead of starting over; starts a new backup if there is none",
     )
-    scale.add_argument(
-        "-j",
-        "--jobs",
-        type=int,
-        default=default_jobs(),
-        metavar="N",
-        help=f"collections (or ranges) exported at once, largest first (default: {default_jobs()})",
+
+
+def _add_increment_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "increments",
+        "back up only what changed since an earlier backup "
+        "(see README: Consistency and increments)",
     )
-    scale.add_argument(
-        "--split-threshold",
-        type=byte_size,
-        default=None,
-        metavar="BYTES",
-        help="read collections larger than this in parallel _id ranges (suffixes KB, MB, GB; "
-        "default: 256MB, for collections whose size the server reports)",
-    )
-    scale.add_argument(
-        "--retries",
-        type=int,
-        default=5,
-        metavar="N",
-        help="retries after a transient server or network error, with backoff (default: 5)",
-    )
-    scale.add_argument(
-        "--retry-delay",
-        type=float,
-        default=0.5,
-        metavar="SECONDS",
-        help="wait before the first retry; doubles for each next one (default: 0.5)",
-    )
-    scale.add_argument(
-        "--lock-wait",
-        type=float,
-        default=0.0,
-        metavar="SECONDS",
-        help="wait this long for another backup in OUT_DIR to finish (default: fail at once)",
-    )
-    scale.add_argument(
-        "--checkpoint-interval",
-        type=float,
-        default=1.0,
-        metavar="SECONDS",
-        help="how often the progress of a collection is made durable for --resume (default: 1)",
-    )
-    history = parser.add_argument_group("increments (see README: Consistency and increments)")
-    history.add_argument(
+    group.add_argument(
         "--incremental",
         action="store_true",
         help="back up only what changed since the previous backup of this database in "
         "OUT_DIR (or --base): its change events (replica sets), or with --since-field the "
         "documents whose field moved on",
     )
-    history.add_argument(
+    group.add_argument(
         "--since-field",
         metavar="FIELD",
         help="an updatedAt-style field: with --incremental, export the documents whose FIELD "
         "is at or after the previous backup's high-water mark (deletes are not captured); "
         "without, a full backup that records the marks",
     )
-    history.add_argument(
+    group.add_argument(
         "--base",
         type=Path,
         metavar="ARCHIVE",
         help="the backup an --incremental continues (default: the newest in OUT_DIR)",
     )
-    storage = parser.add_argument_group("destinations and encryption")
-    storage.add_argument(
+
+
+def _add_destination_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "destinations and encryption",
+        "where the finished archive is uploaded, and who can decrypt it",
+    )
+    group.add_argument(
         "--dest",
         metavar="URL",
         help="upload the archive there: a folder, file://, s3://bucket/prefix, "
         "gs://bucket/prefix or az://container/prefix (credentials from the provider's usual "
         "environment variables); stdout is then the archive's URL",
     )
-    storage.add_argument(
+    group.add_argument(
         "--endpoint-url", metavar="URL", help="S3-compatible endpoint (MinIO, Ceph, ...)"
     )
-    storage.add_argument(
+    group.add_argument(
         "--keep-local", action="store_true", help="keep the local archive after the upload"
     )
-    storage.add_argument(
+    group.add_argument(
         "--stream",
         action="store_true",
         help="with --dest: upload the archive as it is assembled, without writing it locally",
     )
-    storage.add_argument(
+    group.add_argument(
         "--encrypt-to",
         action="append",
         default=[],
@@ -167,7 +215,6 @@ def add_parser(commands: Any, parent: argparse.ArgumentParser, epilog: str) -> N
         help="encrypt the archive with age to this age or SSH public key (or a file of "
         "them); repeatable; the archive becomes .tar.zst.age",
     )
-    parser.set_defaults(handler=run)
 
 
 def byte_size(text: str) -> int:
@@ -184,7 +231,7 @@ def byte_size(text: str) -> int:
     return int(value)
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> BackupResult:
     settings = connection_from(args)
     options = BackupOptions(
         uri=settings.uri,
@@ -219,7 +266,7 @@ def run(args: argparse.Namespace) -> int:
     with progress_for(args.quiet or args.json) as progress:
         result = run_backup(options, progress)
     if args.json:
-        print(json.dumps(result.to_json(), ensure_ascii=False))
+        print(json.dumps(with_exit_code(result), ensure_ascii=False))
     else:
         print(result.location)
-    return result.exit_code
+    return result

@@ -23,7 +23,7 @@ def add_parser(commands: Any, parent: argparse.ArgumentParser, epilog: str) -> N
     parser.set_defaults(handler=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from ..demo import run_demo
+def run(args: argparse.Namespace) -> bool:
+    from .demo import run_demo
 
     return run_demo(args.out_dir, args.documents, quiet=args.quiet)

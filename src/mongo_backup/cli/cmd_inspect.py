@@ -7,11 +7,10 @@ import dataclasses
 import json
 from typing import Any
 
-from ..archive import open_backup
-from ..cluster_time import from_json, show
-from ..errors import EXIT_OK
-from ..manifest import Manifest
-from ..remote import local_copy
+from ..archive.manifest import Manifest
+from ..archive.reader import open_backup
+from ..location.transfer import local_copy
+from ..mongo.cluster_time import from_json, show
 from .options import add_source_options
 from .tables import print_table
 
@@ -31,7 +30,7 @@ def add_parser(commands: Any, parent: argparse.ArgumentParser, epilog: str) -> N
     parser.set_defaults(handler=run)
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> None:
     with (
         local_copy(args.source, args.identity, args.endpoint_url) as local,
         open_backup(local) as reader,
@@ -39,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
         manifest = reader.manifest
     if args.json:
         print(json.dumps(dataclasses.asdict(manifest), ensure_ascii=False, indent=2))
-        return EXIT_OK
+        return None
     server = manifest.server
     print(
         f"backup of database {manifest.database!r} from {', '.join(manifest.hosts) or '?'} "
@@ -67,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     print_table(
         "collections", ["collection", "type", "documents", "bytes", "indexes", "status"], rows
     )
-    return EXIT_OK
+    return None
 
 
 def history_lines(manifest: Manifest) -> list[str]:

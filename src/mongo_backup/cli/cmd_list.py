@@ -8,10 +8,10 @@ import datetime as dt
 import json
 from typing import Any
 
-from ..catalog import StoredBackup, list_backups, locked, plan_prune, remove
-from ..errors import EXIT_OK, ConfigError
-from ..remote import open_location
-from ..retention import Decision, Policy, parse_duration
+from ..location.catalog import StoredBackup, backups_at
+from ..location.prune import PruneOptions, run_prune
+from ..location.retention import Policy, parse_duration
+from ..location.transfer import open_location
 from .tables import print_table
 
 KEEP_OPTIONS = ("last", "hourly", "daily", "weekly", "monthly", "yearly")
@@ -59,7 +59,7 @@ def add_parser(commands: Any, parent: argparse.ArgumentParser, epilog: str) -> N
     prune.add_argument("--dry-run", action="store_true", help="show what would go, remove nothing")
     prune.add_argument("--lock-wait", type=float, default=0.0, metavar="SECONDS")
     prune.add_argument("--json", action="store_true", help="one JSON object on stdout")
-    prune.set_defaults(handler=run_prune)
+    prune.set_defaults(handler=run_prune_command)
 
 
 def _location_arguments(parser: argparse.ArgumentParser) -> None:
@@ -103,53 +103,34 @@ def _row(backup: StoredBackup, extra: list[str] | None = None) -> list[str]:
 HEADERS = ["time (UTC)", "archive", "database", "kind", "size", "collections", "status"]
 
 
-def run_list(args: argparse.Namespace) -> int:
+def run_list(args: argparse.Namespace) -> None:
     destination = open_location(args.location, args.endpoint_url)
-    backups = list_backups(destination)
+    backups = backups_at(destination)
     if args.json:
         print(json.dumps([b.to_json() for b in backups], ensure_ascii=False))
-        return EXIT_OK
+        return None
     print_table(f"backups at {destination.url}", HEADERS, [_row(b) for b in backups])
-    return EXIT_OK
+    return None
 
 
-def run_prune(args: argparse.Namespace) -> int:
+def run_prune_command(args: argparse.Namespace) -> None:
     policy = Policy(
         **{name: getattr(args, f"keep_{name}") for name in KEEP_OPTIONS}, within=args.keep_within
     )
-    destination = open_location(args.location, args.endpoint_url)
-    with locked(destination, args.lock_wait):
-        backups = list_backups(destination)
-        try:
-            decision = plan_prune(backups, policy, dt.datetime.now(dt.UTC))
-        except ValueError as error:
-            raise ConfigError(str(error)) from None
-        gone = {ref.id for ref in decision.remove}
-        removed = [b for b in backups if b.id in gone]
-        if not args.dry_run:
-            remove(destination, removed)
-    _report(args, backups, decision, removed)
-    return EXIT_OK
-
-
-def _report(
-    args: argparse.Namespace, backups: list[StoredBackup], decision: Decision, removed: list[Any]
-) -> None:
-    if args.json:
-        print(
-            json.dumps(
-                {
-                    "dry_run": args.dry_run,
-                    "keep": [
-                        {"id": r.id, "reasons": decision.reasons[r.id]} for r in decision.keep
-                    ],
-                    "remove": [b.key for b in removed],
-                },
-                ensure_ascii=False,
-            )
+    result = run_prune(
+        PruneOptions(
+            args.location,
+            policy,
+            dry_run=args.dry_run,
+            lock_wait=args.lock_wait,
+            endpoint_url=args.endpoint_url,
         )
-        return
-    verb = "would remove" if args.dry_run else "removed"
-    rows = [_row(b, ["; ".join(decision.reasons.get(b.id, [])) or verb]) for b in backups]
-    print_table("prune" + (" (dry run)" if args.dry_run else ""), [*HEADERS, "why kept"], rows)
-    print(f"{len(backups) - len(removed)} kept, {len(removed)} {verb}")
+    )
+    if args.json:
+        print(json.dumps(result.to_json(), ensure_ascii=False))
+        return None
+    verb = "would remove" if result.dry_run else "removed"
+    rows = [_row(b, ["; ".join(result.reasons.get(b.id, [])) or verb]) for b in result.backups]
+    print_table("prune" + (" (dry run)" if result.dry_run else ""), [*HEADERS, "why kept"], rows)
+    print(f"{len(result.kept)} kept, {len(result.removed)} {verb}")
+    return None

@@ -8,9 +8,11 @@ from typing import Any
 
 from bson.timestamp import Timestamp
 
-from ..cluster_time import parse_until
 from ..errors import ConfigError
-from ..restore import RestoreOptions, RestoreResult, run_restore
+from ..mongo.cluster_time import parse_until
+from ..restore.options import RestoreOptions
+from ..restore.run import RestoreResult, run_restore
+from .exits import with_exit_code
 from .options import (
     add_collection_filters,
     add_connection_options,
@@ -87,7 +89,7 @@ def until_time(text: str) -> Timestamp:
         raise argparse.ArgumentTypeError(str(error).removeprefix(f"--until {text!r}: ")) from None
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> RestoreResult:
     settings = connection_from(args, require_db=False)
     result = run_restore(
         RestoreOptions(
@@ -112,10 +114,10 @@ def run(args: argparse.Namespace) -> int:
         )
     )
     if args.json:
-        print(json.dumps(result.to_json(), ensure_ascii=False))
+        print(json.dumps(with_exit_code(result), ensure_ascii=False))
     elif not args.quiet or args.dry_run:
         report(result)
-    return result.exit_code
+    return result
 
 
 def report(result: RestoreResult) -> None:

@@ -7,9 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..config import resolve_connection
-from ..errors import EXIT_FAILURE, EXIT_OK
-from ..verify import VerifyResult, verify
+from ..verify.run import VerifyOptions, VerifyResult, run_verify
+from .config import resolve_connection
 from .options import add_source_options
 from .tables import print_table
 
@@ -38,23 +37,25 @@ def add_parser(commands: Any, parent: argparse.ArgumentParser, epilog: str) -> N
     parser.set_defaults(handler=run)
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> VerifyResult:
     against = None
     if args.against_uri:
         against = resolve_connection(args.against_uri, args.against_db, require_db=False).uri
-    result = verify(
-        args.source,
-        against_uri=against,
-        against_db=args.against_db,
-        timeout=args.timeout,
-        identity=args.identity,
-        endpoint_url=args.endpoint_url,
+    result = run_verify(
+        VerifyOptions(
+            args.source,
+            against_uri=against,
+            against_db=args.against_db,
+            timeout=args.timeout,
+            identity=args.identity,
+            endpoint_url=args.endpoint_url,
+        )
     )
     if args.json:
         print(json.dumps(result.to_json(), ensure_ascii=False))
     elif not args.quiet or not result.ok:
         report(result)
-    return EXIT_OK if result.ok else EXIT_FAILURE
+    return result
 
 
 def report(result: VerifyResult) -> None:

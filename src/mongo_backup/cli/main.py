@@ -1,9 +1,7 @@
-"""Entry point: builds the parser, configures logging, maps errors to exit codes.
+"""Entry point: builds the parser, configures logging, runs one command and turns what
+it returned or raised into an exit code (through :mod:`.exits`, the one place that
+chooses them; every command's help repeats the list).
 
-Exit codes (every command's help repeats them):
-  0 success · 1 failure · 2 missing or invalid configuration, usage error ·
-  3 finished, but some collections or documents failed (the report says which) ·
-  130 interrupted.
 Errors reach the user as one line on stderr; ``-v`` adds the traceback.
 """
 
@@ -14,25 +12,23 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from .. import __version__
-from ..errors import EXIT_FAILURE, EXIT_INTERRUPTED, MongoBackupError
+from .._version import __version__
+from ..errors import MongoBackupError
 from ..redact import scrub_text, uri_secrets
 from . import cmd_backup, cmd_demo, cmd_inspect, cmd_list, cmd_restore, cmd_verify
+from .exits import HELP, Outcome, exit_code_for, exit_code_for_error
 from .logs import configure_logging
 
 logger = logging.getLogger("mongo_backup.cli")
 
-EXIT_CODES_HELP = (
-    "exit codes: 0 success, 1 failure, 2 missing/invalid configuration or usage, "
-    "3 done but some collections or documents failed, 130 interrupted"
-)
+EXIT_CODES_HELP = HELP
 
 COMMANDS = [cmd_backup, cmd_restore, cmd_verify, cmd_inspect, cmd_list, cmd_demo]
 
 
 def common_options() -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
-    group = parent.add_argument_group("output")
+    group = parent.add_argument_group("logging and progress")
     group.add_argument(
         "-v", "--verbose", action="count", default=0, help="more detail; shows tracebacks of errors"
     )
@@ -81,18 +77,18 @@ def run_cli(argv: Sequence[str] | None = None) -> int:
     args.secrets = secrets
     verbosity = -1 if args.quiet else args.verbose
     configure_logging(verbosity, args.log_format, secrets)
-    handler: Callable[[argparse.Namespace], int] = args.handler
+    handler: Callable[[argparse.Namespace], Outcome] = args.handler
     try:
-        return handler(args)
-    except KeyboardInterrupt:
+        return exit_code_for(handler(args))
+    except KeyboardInterrupt as error:
         print("mongo-backup: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return exit_code_for_error(error)
     except MongoBackupError as error:
         _report(error, args, secrets)
-        return error.exit_code
+        return exit_code_for_error(error)
     except Exception as error:  # a bug or an unforeseen failure: still one clear line
         _report(error, args, secrets, unexpected=True)
-        return EXIT_FAILURE
+        return exit_code_for_error(error)
 
 
 def _report(

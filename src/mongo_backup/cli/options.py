@@ -9,7 +9,9 @@ import sys
 import urllib.parse
 from pathlib import Path
 
-from ..config import (
+from ..errors import ConfigError
+from ..redact import uri_secrets, userinfo
+from .config import (
     AUTH_MECHANISMS,
     AuthOptions,
     ConnectionSettings,
@@ -17,8 +19,6 @@ from ..config import (
     resolve_connection,
     with_auth,
 )
-from ..errors import ConfigError
-from ..redact import uri_secrets, userinfo
 
 logger = logging.getLogger(__name__)
 
@@ -126,8 +126,12 @@ def _prompt(username: str | None) -> str:
         raise ConfigError("no password given") from None
 
 
-def add_collection_filters(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("collections")
+def add_collection_filters(
+    parser: argparse.ArgumentParser, title: str = "collections", description: str | None = None
+) -> argparse._ArgumentGroup:
+    """--collection and --exclude-collection in a group of their own, returned so that a
+    command can add what else belongs with them."""
+    group = parser.add_argument_group(title, description)
     group.add_argument(
         "--collection",
         action="append",
@@ -142,6 +146,7 @@ def add_collection_filters(parser: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help="skip this collection (repeatable)",
     )
+    return group
 
 
 def add_source_options(parser: argparse.ArgumentParser) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from ..backup import NoProgress
+from ..backup.run import NoProgress
 
 
 class RichProgress:

@@ -10,8 +10,8 @@
 Every destination keeps the contracts written on :class:`Destination` (atomic
 visibility, keys that cannot escape the location, metadata that round-trips, list()
 without temporary or sidecar files, errors of one line without credentials), and one
-conformance suite (``tests/test_destinations.py``) runs over all of them, S3 included
-against a real S3 HTTP API.
+conformance suite (``tests/destinations/test_destinations.py``) runs over all of them,
+S3 included against a real S3 HTTP API.
 
 Errors:
 
@@ -22,6 +22,9 @@ Errors:
 
 A URL that cannot name a destination (unknown scheme, credentials in it, a missing
 Azure account) is a :class:`~mongo_backup.errors.ConfigError` (exit 2).
+
+May import: the ground modules (``errors``, ``files``, ``redact``, ``retry``) only. A
+destination stores bytes under keys and knows nothing of archives, manifests or servers.
 """
 
 from __future__ import annotations
@@ -31,16 +34,13 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
 from urllib.request import url2pathname
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DestinationError, InvalidKey, ObjectNotFound
 from .base import (
     FIRST_PART_SIZE,
     MAX_PARTS,
     MIN_PART_SIZE,
     Destination,
-    DestinationError,
-    InvalidKey,
     ObjectInfo,
-    ObjectNotFound,
     check_key,
     check_metadata,
     part_size_for,

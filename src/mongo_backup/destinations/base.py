@@ -20,7 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from ..errors import EXIT_FAILURE, MongoBackupError
+from ..errors import DestinationError, InvalidKey
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
@@ -50,22 +50,6 @@ _PRINTABLE_ASCII = re.compile(r"[\x20-\x7e]*")
 MAX_METADATA_BYTES = 2048
 
 
-class DestinationError(MongoBackupError):
-    """A destination could not do what was asked. The message is one line, names the
-    location and the key, and never carries credentials."""
-
-    exit_code = EXIT_FAILURE
-
-
-class ObjectNotFound(DestinationError):
-    """open() or copy() of a key that holds no object."""
-
-
-class InvalidKey(DestinationError):
-    """A key that could reach outside the location, or that the stores would not keep
-    as written."""
-
-
 @dataclass(frozen=True)
 class ObjectInfo:
     """One object. ``key`` is relative to the destination. ``modified`` is in UTC (None
@@ -81,7 +65,7 @@ class ObjectInfo:
 
 class Destination(Protocol):
     """A location that stores objects under keys. Contracts every implementation keeps
-    (the conformance suite in ``tests/test_destinations.py`` checks each):
+    (the conformance suite in ``tests/destinations/test_destinations.py`` checks each):
 
     - Atomic visibility: an object is visible under its key only once it is complete. A
       ``put_*`` that fails, including a ``put_stream`` whose iterator raises, leaves the

@@ -30,13 +30,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
+from ..errors import DestinationError, InvalidKey, ObjectNotFound
+from ..files import sync_folder
 from .base import (
     SIDECAR_SUFFIX,
     TEMP_MARKER,
-    DestinationError,
-    InvalidKey,
     ObjectInfo,
-    ObjectNotFound,
     check_key,
     check_metadata,
     check_prefix,
@@ -221,7 +220,7 @@ class LocalFolder:
             try:
                 self._write_sidecar(target, metadata)
                 os.replace(temp_path, target)
-                _fsync_folder(target.parent)
+                sync_folder(target.parent)
                 status = target.stat()
             except OSError as error:
                 raise self._error("write", key, error) from error
@@ -291,17 +290,6 @@ def _read_source(source: BinaryIO, name: object) -> bytes:
         return source.read(_COPY_BUFFER)
     except OSError as error:
         raise DestinationError(f"cannot read {name}: {_reason(error)}") from error
-
-
-def _fsync_folder(folder: Path) -> None:
-    # Some platforms (Windows) cannot open a folder for fsync; the rename is then as
-    # durable as that file system makes it, which is all that can be done.
-    with contextlib.suppress(OSError):
-        handle = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(handle)
-        finally:
-            os.close(handle)
 
 
 def _reason(error: OSError) -> str:

@@ -16,14 +16,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
-from .base import (
-    DestinationError,
-    ObjectInfo,
-    ObjectNotFound,
-    check_key,
-    check_metadata,
-    check_prefix,
-)
+from ..errors import DestinationError, ObjectNotFound
+from .base import ObjectInfo, check_key, check_metadata, check_prefix
 
 _names = itertools.count(1)
 

@@ -60,14 +60,12 @@ from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
 import obstore
 
+from ..errors import DestinationError, InvalidKey, ObjectNotFound
 from ..retry import RetryPolicy
 from .base import (
     FIRST_PART_SIZE,
     MAX_PARTS,
-    DestinationError,
-    InvalidKey,
     ObjectInfo,
-    ObjectNotFound,
     check_key,
     check_metadata,
     check_prefix,

@@ -17,7 +17,7 @@ import io
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from .base import DestinationError
+from ..errors import DestinationError
 
 if TYPE_CHECKING:
     from obstore import ReadableFile, WritableFile
@@ -26,11 +26,11 @@ if TYPE_CHECKING:
 WRITE_SIZE = 1024 * 1024
 
 
-class TooLarge(Exception):
+class TooLarge(DestinationError):
     """The stream outgrew what MAX_PARTS parts of the chosen size hold."""
 
 
-class StoreFailed(Exception):
+class StoreFailed(DestinationError):
     """The store refused a chunk or the completion (``cause`` says why)."""
 
     def __init__(self, cause: BaseException) -> None:

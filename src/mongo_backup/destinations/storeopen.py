@@ -18,8 +18,8 @@ from urllib.parse import urlsplit
 
 from obstore.store import AzureStore, GCSStore, S3Store
 
-from ..errors import ConfigError
-from .base import InvalidKey, check_key
+from ..errors import ConfigError, InvalidKey
+from .base import check_key
 from .objectstore import ObjectStoreDestination, StoreSettings
 from .storeerrors import describe, environment_secrets
 
@@ -45,6 +45,15 @@ def open_object_store(
     URL that is malformed, carries credentials, or names a store obstore cannot build
     (an Azure URL without an account, say). No request is made."""
     settings = settings or StoreSettings()
+    scheme, location = _store_location(url)
+    client, endpoint = _client_options(endpoint_url, settings)
+    store = _build_store(scheme, location, endpoint, client, _retry_config(settings))
+    return ObjectStoreDestination(store, location, settings=settings, endpoint=endpoint)
+
+
+def _store_location(url: str) -> tuple[str, str]:
+    """The scheme of a store URL, and the URL as the store is opened and shown:
+    ``scheme://bucket[/prefix]``, with the prefix checked and its slashes trimmed."""
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     bucket = parts.netloc
@@ -67,29 +76,38 @@ def open_object_store(
             check_key(prefix)
         except InvalidKey as error:
             raise ConfigError(f"{shown}: bad prefix: {error}") from None
-    location = f"{scheme}://{bucket}" + (f"/{prefix}" if prefix else "")
+    return scheme, shown + (f"/{prefix}" if prefix else "")
 
+
+def _client_options(
+    endpoint_url: str | None, settings: StoreSettings
+) -> tuple[ClientConfig, str | None]:
+    """The HTTP client's timeouts, and the endpoint (None: the provider's own) once it
+    is checked: http or https, no credentials, plain http only where allowed."""
     client: ClientConfig = {
         "connect_timeout": timedelta(seconds=settings.connect_timeout),
         "timeout": timedelta(seconds=settings.request_timeout),
     }
-    endpoint = None
-    if endpoint_url:
-        endpoint_parts = urlsplit(endpoint_url)
-        host = endpoint_parts.hostname or ""
-        if endpoint_parts.scheme not in ("http", "https") or not host:
-            raise ConfigError("the endpoint URL must be http://HOST[:PORT] or https://...")
-        if "@" in endpoint_parts.netloc:
-            raise ConfigError("credentials in the endpoint URL are refused")
-        if endpoint_parts.scheme == "http":
-            if not (_is_loopback(host) or settings.allow_http):
-                raise ConfigError(
-                    f"plain http to {host} would send the data unencrypted; "
-                    "use https (http is accepted for loopback endpoints)"
-                )
-            client["allow_http"] = True
-        endpoint = endpoint_url.rstrip("/")
-    retry: RetryConfig = {
+    if not endpoint_url:
+        return client, None
+    endpoint_parts = urlsplit(endpoint_url)
+    host = endpoint_parts.hostname or ""
+    if endpoint_parts.scheme not in ("http", "https") or not host:
+        raise ConfigError("the endpoint URL must be http://HOST[:PORT] or https://...")
+    if "@" in endpoint_parts.netloc:
+        raise ConfigError("credentials in the endpoint URL are refused")
+    if endpoint_parts.scheme == "http":
+        if not (_is_loopback(host) or settings.allow_http):
+            raise ConfigError(
+                f"plain http to {host} would send the data unencrypted; "
+                "use https (http is accepted for loopback endpoints)"
+            )
+        client["allow_http"] = True
+    return client, endpoint_url.rstrip("/")
+
+
+def _retry_config(settings: StoreSettings) -> RetryConfig:
+    return {
         "max_retries": settings.request_retries,
         "retry_timeout": timedelta(seconds=settings.retry_timeout),
         "backoff": {
@@ -98,28 +116,34 @@ def open_object_store(
             "base": 2,
         },
     }
+
+
+def _build_store(
+    scheme: str,
+    location: str,
+    endpoint: str | None,
+    client: ClientConfig,
+    retry: RetryConfig,
+) -> ObjectStore:
+    """The obstore store for ``location``; ConfigError, quoting no credentials, when
+    obstore refuses to build it (an Azure URL without an account, say)."""
     try:
-        store: ObjectStore
         if scheme == "s3":
             if endpoint:
-                store = S3Store.from_url(
+                return S3Store.from_url(
                     location, endpoint=endpoint, client_options=client, retry_config=retry
                 )
-            else:
-                store = S3Store.from_url(location, client_options=client, retry_config=retry)
-        elif scheme == "gs":
+            return S3Store.from_url(location, client_options=client, retry_config=retry)
+        if scheme == "gs":
             if endpoint:
-                store = GCSStore.from_url(
+                return GCSStore.from_url(
                     location, base_url=endpoint, client_options=client, retry_config=retry
                 )
-            else:
-                store = GCSStore.from_url(location, client_options=client, retry_config=retry)
-        elif endpoint:
-            store = AzureStore.from_url(
+            return GCSStore.from_url(location, client_options=client, retry_config=retry)
+        if endpoint:
+            return AzureStore.from_url(
                 location, endpoint=endpoint, client_options=client, retry_config=retry
             )
-        else:
-            store = AzureStore.from_url(location, client_options=client, retry_config=retry)
+        return AzureStore.from_url(location, client_options=client, retry_config=retry)
     except Exception as error:
         raise ConfigError(f"{location}: {describe(error, environment_secrets())}") from None
-    return ObjectStoreDestination(store, location, settings=settings, endpoint=endpoint)

@@ -1,0 +1,348 @@
+"""Raw BSON documents to Extended JSON lines and back, exactly.
+
+The hot path never builds Python dicts: libbson (python-bsonjs) converts each raw BSON
+document straight to canonical (or relaxed) Extended JSON v2 text and back.
+
+Canonical Extended JSON keeps every BSON type, but a few documents cannot be carried by
+it exactly. We found them by pushing the whole MongoDB BSON corpus through libbson:
+- a subdocument whose keys look like a type wrapper (``{"$numberLong": "5"}`` stored as
+  a real subdocument) would come back as an Int64;
+- NaN payloads and signs, and non-canonical Decimal128 bit patterns, collapse to one
+  value;
+- a NUL character inside JavaScript code is cut;
+- strings that are not valid UTF-8 cannot be written at all.
+Every such document is written as an *escape line*, a one-field document holding the
+exact BSON bytes::
+
+    { "$mongoBackupBSON" : { "$binary" : { "base64" : "...", "subType" : "00" } } }
+
+Readers that know the format restore the bytes; any other Extended JSON reader sees a
+binary field, never a silently changed value. To stay cheap, the exact round-trip test
+that decides this runs only on documents that show one of the signs above (a ``$`` right
+after a BSON type byte, or ``"NaN"``, ``\\u0000`` or a zero decimal in the text).
+
+Lines are separated by ``\\n`` only. U+0085, U+2028 and U+2029 (which ``str.splitlines``
+and some JSON Lines readers treat as line breaks) are written as ``\\uXXXX`` escapes;
+libbson already escapes every control character below U+0020.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterator
+from typing import IO, Any, Literal
+
+import bson
+import bson.errors
+import bsonjs
+from bson.codec_options import CodecOptions, DatetimeConversion
+
+from ..errors import LineFormatError
+
+JsonFormat = Literal["canonical", "relaxed"]
+JSON_FORMATS: tuple[JsonFormat, ...] = ("canonical", "relaxed")
+_MODES = {"canonical": bsonjs.CANONICAL, "relaxed": bsonjs.RELAXED}
+
+ESCAPE_KEY = "$mongoBackupBSON"
+_ESCAPE_ELEMENT = b"\x05" + ESCAPE_KEY.encode() + b"\x00"
+# The smallest possible line holds a document of a few bytes; the largest a 16 MiB
+# document escaped as base64 (4/3) with room to spare. Longer lines are refused
+# instead of being read into memory.
+MAX_LINE_BYTES = 64 * 1024 * 1024
+
+# A "$" right after a BSON element type byte: a key that starts with "$" (may also hit
+# inside binary data; that only costs one extra round-trip test).
+_DOLLAR_KEY = re.compile(rb"[\x01-\x13\x7f\xff]\$")
+# Text that libbson writes for values it cannot carry exactly (see the module doc).
+# Plain substring tests: str.__contains__ is many times faster than a regex alternation
+# over a megabyte batch, and these run on every batch.
+# libbson also sorts regex flags, so a regex stored with unsorted flags ("xi") would
+# come back changed; documents with a regex get the exact test too.
+_LOSSY_MARKERS = ('"NaN"', "\\u0000", 'Decimal" : "0', 'Decimal" : "-0', '"$regularExpression"')
+_LINE_BREAK_CHARS = ("\u0085", "\u2028", "\u2029")
+_LINE_BREAKS = re.compile("[\u0085\u2028\u2029]")
+
+
+def _looks_lossy(text: str) -> bool:
+    return any(marker in text for marker in _LOSSY_MARKERS)
+
+
+def _escape_line_breaks(text: str) -> str:
+    return _LINE_BREAKS.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def escape_document(raw: bytes) -> str:
+    """The escape line for one raw BSON document (always exact)."""
+    payload = len(raw).to_bytes(4, "little") + b"\x00" + raw
+    body = _ESCAPE_ELEMENT + payload
+    wrapper = (len(body) + 5).to_bytes(4, "little") + body + b"\x00"
+    return str(bsonjs.dumps(wrapper, mode=bsonjs.CANONICAL))
+
+
+def _exact(raw: bytes) -> bool:
+    """Whether canonical Extended JSON carries this document byte for byte."""
+    if raw[4 : 4 + len(_ESCAPE_ELEMENT)] == _ESCAPE_ELEMENT:
+        return False  # a real document that looks like our escape must be escaped too
+    try:
+        return bool(bsonjs.loads(bsonjs.dumps(raw, mode=bsonjs.CANONICAL)) == raw)
+    except ValueError:
+        return False
+
+
+class BatchEncoder:
+    """Turns raw BSON batches (concatenated documents) into Extended JSON lines."""
+
+    def __init__(self, json_format: JsonFormat = "canonical", pretty: bool = False) -> None:
+        if json_format not in _MODES:
+            raise ValueError(f"unknown JSON format {json_format!r}")
+        self.mode = _MODES[json_format]
+        self.pretty = pretty
+        self.escaped = 0  # documents written as escape lines so far
+
+    def encode(self, batch: bytes) -> tuple[bytes, int]:
+        """Return (UTF-8 text with one ``\\n`` after every document, document count)."""
+        dumps, mode = bsonjs.dumps, self.mode
+        lines: list[str] = []
+        append = lines.append
+        pos, end = 0, len(batch)
+        while pos < end:
+            size = int.from_bytes(batch[pos : pos + 4], "little")
+            if size < 5 or pos + size > end:
+                raise ValueError(f"malformed BSON batch at byte {pos}")
+            raw = batch[pos : pos + size]
+            pos += size
+            try:
+                text = dumps(raw, mode=mode)
+            except ValueError:  # invalid UTF-8 and other things JSON cannot hold
+                text = self._escape(raw)
+            else:
+                if b"$" in raw and _DOLLAR_KEY.search(raw) and not _exact(raw):
+                    text = self._escape(raw)
+            append(text)
+        lines.append("")
+        joined = "\n".join(lines)
+        if _looks_lossy(joined):
+            joined = self._recheck(batch, lines)
+        if self.pretty:
+            joined = "".join(pretty_line(line) + "\n" for line in lines[:-1])
+        if any(char in joined for char in _LINE_BREAK_CHARS):
+            joined = _escape_line_breaks(joined)
+        return joined.encode("utf-8"), len(lines) - 1
+
+    def _escape(self, raw: bytes) -> str:
+        self.escaped += 1
+        return escape_document(raw)
+
+    def _recheck(self, batch: bytes, lines: list[str]) -> str:
+        """The rare path: test lines with lossy-looking text for an exact round trip."""
+        pos = 0
+        for index in range(len(lines) - 1):
+            size = int.from_bytes(batch[pos : pos + 4], "little")
+            raw = batch[pos : pos + size]
+            pos += size
+            if _looks_lossy(lines[index]) and not _exact(raw):
+                lines[index] = self._escape(raw)
+        return "\n".join(lines)
+
+
+class _Pairs(dict[str, Any]):
+    """A JSON object that keeps duplicate keys (BSON allows them) for pretty printing."""
+
+    def __init__(self, pairs: list[tuple[str, Any]]) -> None:
+        super().__init__(pairs)
+        self.pairs = pairs
+
+    def items(self) -> Any:
+        return self.pairs
+
+
+def pretty_line(line: str) -> str:
+    """One compact Extended JSON document re-indented over several lines.
+
+    Every value is a string or a nested object in the canonical form, so re-encoding
+    through the json module loses nothing; duplicate keys are kept. The document ends
+    with a line holding only ``}``, which is how readers find its end.
+    """
+    value = json.loads(line, object_pairs_hook=_Pairs)
+    return json.dumps(value, indent=2, ensure_ascii=False)
+
+
+def document_from_line(line: bytes | str, member: str = "<line>", number: int = 0) -> bytes:
+    """Parse one Extended JSON document (any mode) to its exact raw BSON bytes.
+
+    The text must be exactly one JSON object: libbson would also take an array
+    (``[1, 2]`` as ``{"0": 1, "1": 2}``) and silently drop whatever follows the first
+    object, which would lose data from a damaged or foreign file.
+    """
+    text = (line.encode("utf-8", "surrogatepass") if isinstance(line, str) else line).strip()
+    if text[:1] != b"{":
+        raise LineFormatError(
+            member, number, "not an Extended JSON document (expected a JSON object)"
+        )
+    try:
+        raw: bytes = bsonjs.loads(text)
+    except (ValueError, TypeError) as error:
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else "parse error"
+        raise LineFormatError(member, number, f"not an Extended JSON document ({detail})") from None
+    # Outside strings, valid JSON never has "}" followed (after blanks) by "{"; inside
+    # strings it is rare, so the exact (slow) check runs almost never.
+    if _OBJECT_THEN_OBJECT.search(text):
+        _require_single_object(text, member, number)
+    return _unescape_if_escaped(raw, member, number)
+
+
+_OBJECT_THEN_OBJECT = re.compile(rb"\}\s*\{")
+
+
+def _require_single_object(text: bytes, member: str, number: int) -> None:
+    try:
+        json.loads(text)
+    except ValueError as error:
+        raise LineFormatError(
+            member, number, f"not exactly one JSON document on this line ({error.args[0][:80]})"
+        ) from None
+
+
+# Escape lines carry what Extended JSON cannot (invalid UTF-8 among it): check the
+# structure, accept any string bytes, any date.
+_ESCAPE_CHECK: CodecOptions[dict[str, object]] = CodecOptions(
+    datetime_conversion=DatetimeConversion.DATETIME_AUTO,
+    unicode_decode_error_handler="surrogateescape",
+)
+
+
+def _unescape_if_escaped(raw: bytes, member: str, number: int) -> bytes:
+    """The document itself, or for an escape line the exact BSON it carries."""
+    if raw[4 : 4 + len(_ESCAPE_ELEMENT)] == _ESCAPE_ELEMENT:
+        return _unescape(raw, member, number)
+    return raw
+
+
+def _unescape(wrapper: bytes, member: str, number: int) -> bytes:
+    start = 4 + len(_ESCAPE_ELEMENT)
+    size = int.from_bytes(wrapper[start : start + 4], "little")
+    payload = wrapper[start + 5 : start + 5 + size]
+    if (
+        wrapper[start + 4] != 0
+        or start + 5 + size + 1 != len(wrapper)
+        or len(payload) < 5
+        or int.from_bytes(payload[:4], "little") != len(payload)
+        or payload[-1] != 0
+    ):
+        raise LineFormatError(member, number, f"malformed {ESCAPE_KEY} escape line")
+    try:  # the exact bytes go to the server as they are: they must be a valid document
+        bson.decode(payload, codec_options=_ESCAPE_CHECK)
+    except (bson.errors.InvalidBSON, ValueError, OverflowError) as error:
+        raise LineFormatError(
+            member, number, f"{ESCAPE_KEY} escape line holds invalid BSON ({error})"
+        ) from None
+    return payload
+
+
+class StreamStats:
+    """Bytes and SHA-256 of everything read from a stream, updated a chunk at a time."""
+
+    def __init__(self) -> None:
+        self.bytes = 0
+        self._hash = hashlib.sha256()
+
+    def update(self, chunk: bytes) -> None:
+        self.bytes += len(chunk)
+        self._hash.update(chunk)
+
+    @property
+    def sha256(self) -> str:
+        return self._hash.hexdigest()
+
+
+READ_CHUNK = 1 << 20
+
+
+def iter_lines(
+    stream: IO[bytes], member: str, stats: StreamStats | None = None
+) -> Iterator[tuple[int, bytes]]:
+    """Yield (line number, line without ``\\n``), splitting on ``\\n`` only.
+
+    Reads big chunks (hashing them on the way) rather than line by line: per-line
+    calls would cost more than the parsing. A line longer than :data:`MAX_LINE_BYTES`
+    is refused before more of it is read.
+    """
+    number = 0
+    tail = b""
+    while True:
+        chunk = stream.read(READ_CHUNK)
+        if not chunk:
+            break
+        if stats is not None:
+            stats.update(chunk)
+        if tail:
+            chunk = tail + chunk
+        lines = chunk.split(b"\n")
+        tail = lines.pop()
+        if len(tail) > MAX_LINE_BYTES:
+            raise LineFormatError(
+                member, number + len(lines) + 1, f"line longer than {MAX_LINE_BYTES} bytes"
+            )
+        for line in lines:
+            number += 1
+            yield number, line
+    if tail:
+        yield number + 1, tail
+
+
+def iter_document_texts(
+    lines: Iterator[tuple[int, bytes]], member: str
+) -> Iterator[tuple[int, bytes]]:
+    """Group lines into documents: yield (first line number, document text).
+
+    Accepts compact lines (ours, mongoexport's) and the multi-line ``--pretty`` form,
+    where a document starts with a line ``{`` and ends with a line ``}``. Blank lines
+    are skipped. Raises :class:`LineFormatError` only for problems of structure (a
+    document never closed, or too long); parsing is :func:`document_from_line`'s job.
+    """
+    for number, line in lines:
+        stripped = line.strip()
+        if not stripped:
+            continue
+        if stripped != b"{":
+            yield number, stripped
+            continue
+        parts = [line]
+        total = len(line)
+        for _, more in lines:
+            parts.append(more)
+            total += len(more)
+            if total > MAX_LINE_BYTES:
+                raise LineFormatError(
+                    member, number, f"document longer than {MAX_LINE_BYTES} bytes"
+                )
+            if more.rstrip(b"\r") == b"}":
+                break
+        else:
+            raise LineFormatError(member, number, "document not closed before end of file")
+        yield number, b"\n".join(parts)
+
+
+def iter_documents(
+    lines: Iterator[tuple[int, bytes]], member: str, checked: bool = False
+) -> Iterator[tuple[int, bytes]]:
+    """Yield (line number, raw BSON) for every document in a stream of lines.
+
+    ``checked``: every line already passed :func:`document_from_line` (restore's first
+    pass), so the second pass skips the shape checks that cost a regex per line.
+    """
+    for number, text in iter_document_texts(lines, member):
+        if checked:
+            yield number, _parse_checked(text, member, number)
+        else:
+            yield number, document_from_line(text, member, number)
+
+
+def _parse_checked(text: bytes, member: str, number: int) -> bytes:
+    try:
+        raw: bytes = bsonjs.loads(text)
+    except ValueError as error:  # the file changed since it was checked
+        raise LineFormatError(member, number, f"not an Extended JSON document ({error})") from None
+    return _unescape_if_escaped(raw, member, number)

@@ -1,0 +1,202 @@
+"""The backup core: a database to a folder of Extended JSON Lines, then to one archive.
+
+Layout (the seed script's, kept exactly)::
+
+    {out_dir}/backup_{YYYYmmdd_HHMMSS}/            while writing (UTC time stamp)
+    {out_dir}/backup_data/backup_{ts}.tar[.gz|.zst] when done; the folder is removed
+
+:func:`run_backup` returns a :class:`BackupResult`; it raises only for failures that leave
+no archive (configuration, connection, an empty database, archiving itself). A
+collection that fails is recorded in the manifest as failed, logged with its
+traceback, and the run goes on (exit code 3).
+
+A backup is planned first (:mod:`.planning`, saved by :mod:`.checkpoint`): namespaces,
+then *units* of work, a collection each or, above ``split_threshold``, one per ``_id``
+range. The plan is saved
+in the working folder before any data is read, and the units are exported by
+:class:`~mongo_backup.backup.exporter.UnitRunner`. ``resume=True`` (or a folder) loads the plan
+of an unfinished backup instead and exports only what is missing; the result is the
+same archive an uninterrupted run would have written (same bytes in every member,
+because every collection with an ``_id`` index is read in ``_id`` order).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from ..archive import encryption
+from ..archive.chain import find_base
+from ..archive.manifest import MANIFEST_NAME, Manifest, manifest_bytes
+from ..archive.writer import SUFFIXES, remove_compressed, write_archive
+from ..errors import (
+    ArchiveError,
+    DestinationError,
+    HistoryLost,
+    Interrupted,
+)
+from ..files import private_file
+from ..location.locking import location_lock
+from ..mongo.cluster_time import SnapshotCheck
+from ..mongo.source import MongoSource, connect
+from ..names import ARCHIVE_FOLDER, collection_filter
+from ..redact import uri_secrets
+from ..retry import RetryPolicy
+from .checkpoint import remove_checkpoints
+from .consistency import Outcome, capture_increment, finish, start_reads
+from .delivery import deliver_file, deliver_stream
+from .exporter import NoProgress, Progress, UnitRunner
+from .manifest_builder import build_manifest
+from .options import BackupOptions, BackupResult
+from .planning import find_resumable, new_plan
+
+logger = logging.getLogger(__name__)
+
+
+def backup(
+    uri: str,
+    db: str,
+    out_dir: str | os.PathLike[str] = "backups",
+    *,
+    progress: Progress | None = None,
+    **options: Any,
+) -> BackupResult:
+    """Back up database ``db`` at ``uri`` into ``out_dir``; see :class:`BackupOptions`."""
+    return run_backup(BackupOptions(uri=uri, db=db, out_dir=Path(out_dir), **options), progress)
+
+
+def run_backup(opts: BackupOptions, progress: Progress | None = None) -> BackupResult:
+    opts.check()
+    location = opts.resume.parent if isinstance(opts.resume, Path) else Path(opts.out_dir)
+    with location_lock(location, f"a backup of {opts.db!r}", wait=opts.lock_wait):
+        return _locked_backup(opts, progress or NoProgress())
+
+
+def _locked_backup(opts: BackupOptions, progress: Progress) -> BackupResult:
+    started = time.perf_counter()
+    resumable = find_resumable(opts.resume, Path(opts.out_dir), opts.db)
+    if resumable is not None:
+        opts = opts.resuming(*resumable)
+    check = SnapshotCheck()
+    client = connect(opts.uri, timeout=opts.timeout, event_listeners=[check])
+    try:
+        source = MongoSource(client, opts.db, uri_secrets(opts.uri))
+        if resumable is None:
+            base = find_base(Path(opts.out_dir), opts.db, opts.base) if opts.incremental else None
+            plan, folder = new_plan(source, opts.plan_request(), base)
+        else:
+            plan, folder = resumable
+        resumed = resumable is not None
+        runner = UnitRunner(
+            source,
+            folder,
+            plan,
+            jobs=opts.jobs,
+            nice=opts.nice,
+            policy=RetryPolicy(opts.retries, opts.retry_delay),
+            checkpoint_interval=opts.checkpoint_interval,
+            progress=progress,
+        )
+        wanted = collection_filter(opts.collections, opts.exclude)
+        if plan.increment and plan.increment["mode"] == "changes":
+            try:
+                outcome = capture_increment(source, folder, plan, wanted)
+            except HistoryLost:
+                shutil.rmtree(folder, ignore_errors=True)  # nothing a --resume could finish
+                raise
+        else:
+            start_reads(plan, resumed, folder)
+            runner.run([unit for unit in plan.units if unit.file not in plan.done])
+            if plan.increment:  # a --since-field increment: no change capture
+                honoured = check.honoured and not source.snapshot_lost and not resumed
+                outcome = Outcome(
+                    "snapshot" if honoured and plan.consistency else "none", None, None
+                )
+            else:
+                outcome = finish(client, source, folder, plan, check, wanted)
+    finally:
+        client.close()
+    try:
+        manifest = build_manifest(folder, plan, runner, outcome)
+        with private_file(folder / MANIFEST_NAME) as handle:
+            handle.write(manifest_bytes(manifest))
+        archive, url = _archive(folder, manifest, opts)
+    except KeyboardInterrupt:
+        raise Interrupted(
+            f"interrupted; the partial backup is kept in {folder}: "
+            "run the same backup with --resume to continue it"
+        ) from None
+    took = time.perf_counter() - started
+    return BackupResult(archive, folder, manifest, took, url)
+
+
+def _archive(
+    folder: Path, manifest: Manifest, opts: BackupOptions
+) -> tuple[Path | None, str | None]:
+    """Write (or stream) the archive, then encrypt and upload it as asked: the local
+    archive left, and the URL it was uploaded to."""
+    archive_dir = Path(opts.out_dir) / ARCHIVE_FOLDER
+    destination = archive_dir / f"{folder.name}{SUFFIXES[opts.compress]}"
+    members = [(entry.file, entry.bytes) for entry in manifest.data_entries if entry.file]
+    recipients = encryption.recipients(opts.encrypt_to) if opts.encrypt_to else []
+    url: str | None = None
+    local: Path | None = destination
+    try:
+        if opts.stream and opts.dest:
+            local, url = (
+                None,
+                deliver_stream(
+                    folder,
+                    members,
+                    manifest,
+                    compression=opts.compress,
+                    dest=opts.dest,
+                    endpoint_url=opts.endpoint_url,
+                    recipients=recipients,
+                ),
+            )
+        else:
+            archive_dir.mkdir(parents=True, exist_ok=True)
+            write_archive(folder, members, destination, opts.compress)
+    except OSError as error:
+        raise ArchiveError(
+            f"archiving failed ({error.strerror or error}); the exported files are kept in "
+            f"{folder}: run the same backup with --resume to archive them"
+        ) from error
+    except DestinationError as error:
+        raise DestinationError(
+            f"{error}; the exported files are kept in {folder}: run the same backup with "
+            "--resume to upload them"
+        ) from error
+    if opts.keep_folder:
+        remove_compressed(folder, members)
+        remove_checkpoints(folder)  # a kept folder is not an unfinished backup
+    else:
+        remove_checkpoints(folder)  # first: a half-removed folder is no unfinished backup
+        shutil.rmtree(folder, ignore_errors=True)
+    if local is not None:
+        logger.info("archive written: %s", local)
+        if recipients or opts.dest:
+            local, url = deliver_file(
+                local,
+                manifest,
+                dest=opts.dest,
+                endpoint_url=opts.endpoint_url,
+                recipients=recipients,
+                keep_local=opts.keep_local,
+            )
+    return local, url
+
+
+def backup_database(mongo_uri: str, db_name: str, out_root: str, pretty: bool = False) -> str:
+    """The seed script's API: back up into ``out_root``, return the plain ``.tar``'s path."""
+    result = backup(mongo_uri, db_name, out_root, pretty=pretty, compress="none")
+    assert result.archive is not None
+    return str(result.archive)
+
+
+__all__ = ["BackupOptions", "BackupResult", "NoProgress", "Progress", "backup", "backup_database"]

@@ -1,0 +1,185 @@
+"""Capturing a database's change events between two points of its history.
+
+Used twice: by a full backup whose reads were not one snapshot (the changes made while
+it ran, as ``mongodump --oplog`` records them, so that restore can bring the data to
+the moment it ended), and by ``backup --incremental`` (the changes since the previous
+backup). Both read a change stream of the database with ``showExpandedEvents``, so
+collection events (create, drop, rename, index changes) come with the document events.
+
+Contracts:
+- :func:`stream_position` returns a resume token from which a later stream delivers
+  every event committed after the moment it was called.
+- :func:`capture` resumes after ``start_token`` (a resume token, so that a server that
+  pruned that history says so: ChangeStreamHistoryLost becomes :class:`HistoryLost`,
+  never a silent gap), skips events at or before ``after``, hands every event up to
+  and including ``until`` to ``sink`` as raw BSON, and returns the token to continue
+  after the last one. ``until`` is a time the server has applied
+  (:func:`~mongo_backup.mongo.cluster_time.latest_point`); change streams show only
+  majority-committed events, so the stream is read until its position passes ``until``
+  (MongoDB's resume tokens say where the stream stands) or, on servers whose tokens do
+  not, until it has nothing more.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pymongo.errors
+from bson.codec_options import CodecOptions
+from bson.raw_bson import RawBSONDocument
+from bson.timestamp import Timestamp
+from pymongo.database import Database
+
+from ..errors import HistoryLost, MongoBackupError
+from ..retry import driver_error_text
+
+logger = logging.getLogger(__name__)
+
+HISTORY_LOST_CODES = {280, 286}  # ChangeStreamFatalError, ChangeStreamHistoryLost
+AWAIT_MS = 200
+# How long the stream may show no progress towards ``until`` before capture gives up.
+STALL_SECONDS = 60.0
+_RAW = CodecOptions(document_class=RawBSONDocument)
+
+
+@dataclass
+class Captured:
+    events: int  # handed to the sink
+    skipped: int  # read but not wanted (other collections)
+    token: dict[str, Any]  # resume token after the last event up to ``until``
+
+
+def token_time(token: Any) -> Timestamp | None:
+    """The cluster time a MongoDB resume token stands at, or None if its format is not
+    MongoDB's (hex KeyString, starting with the Timestamp type byte 0x82)."""
+    data = token.get("_data") if hasattr(token, "get") else None
+    if not isinstance(data, str) or len(data) < 18 or not data.startswith("82"):
+        return None
+    try:
+        value = int(data[2:18], 16)
+    except ValueError:
+        return None
+    return Timestamp(value >> 32, value & 0xFFFFFFFF)
+
+
+def _plain(token: Any) -> dict[str, Any]:
+    return {key: token[key] for key in token}
+
+
+def stream_position(db: Database[Any]) -> dict[str, Any]:
+    """A resume token for "now": a stream resumed after it sees every event committed
+    later. Callers skip the events at or before the cluster time they read next, so a
+    token a little older is as good (and no ``getMore`` is needed for it)."""
+    with db.with_options(codec_options=_RAW).watch(
+        show_expanded_events=True, max_await_time_ms=AWAIT_MS
+    ) as stream:
+        token = stream.resume_token  # the position after an empty first batch
+        if token is None:
+            # Events came with the first batch: resuming after the first of them only
+            # leaves out events from before the time the caller reads next.
+            first = stream.try_next()
+            token = first["_id"] if first is not None else stream.resume_token
+    if token is None:  # pragma: no cover - servers always send a post-batch token
+        raise MongoBackupError("the server gave no change stream position")
+    return _plain(token)
+
+
+def capture(
+    db: Database[Any],
+    *,
+    start_token: dict[str, Any],
+    after: Timestamp,
+    until: Timestamp,
+    sink: Callable[[bytes], None],
+    wanted: Callable[[str], bool],
+    secrets: list[str],
+) -> Captured:
+    """Hand ``sink`` the raw BSON of every event in ``(after, until]`` whose
+    collection is ``wanted``; see the module's contracts."""
+    try:
+        return _capture(db, start_token, after, until, sink, wanted)
+    except pymongo.errors.PyMongoError as error:
+        text = driver_error_text(error, secrets)
+        if getattr(error, "code", None) in HISTORY_LOST_CODES:
+            raise HistoryLost(
+                f"the change history since {after.time}:{after.inc} is no longer on the "
+                f"server ({text}): a full backup is needed"
+            ) from None
+        raise MongoBackupError(f"reading the change stream: {text}") from None
+
+
+def _capture(
+    db: Database[Any],
+    start_token: dict[str, Any],
+    after: Timestamp,
+    until: Timestamp,
+    sink: Callable[[bytes], None],
+    wanted: Callable[[str], bool],
+) -> Captured:
+    raw_db = db.with_options(codec_options=_RAW)
+    token: dict[str, Any] = start_token
+    events = skipped = 0
+    stream = raw_db.watch(
+        start_after=start_token, show_expanded_events=True, max_await_time_ms=AWAIT_MS
+    )
+    last_progress = time.monotonic()
+    try:
+        while True:
+            event = stream.try_next()
+            if event is None:
+                position = stream.resume_token
+                reached = token_time(position)
+                # A MongoDB token says how far the stream has looked; another server's
+                # "nothing more" after a majority-committed ``until`` means all is seen.
+                if reached is None or reached >= until:
+                    if position is not None:
+                        token = _plain(position)
+                    break
+                if time.monotonic() - last_progress > STALL_SECONDS:
+                    raise MongoBackupError(
+                        f"the change stream did not reach {until.time}:{until.inc} "
+                        f"within {STALL_SECONDS:g} s"
+                    )
+                continue
+            last_progress = time.monotonic()
+            cluster_time = event["clusterTime"]
+            if cluster_time > until:
+                break  # token stays after the last event up to ``until``
+            if event["operationType"] == "invalidate":
+                # A dropped or renamed database ends a database's stream; a new one
+                # continues after the invalidation.
+                stream.close()
+                token = _plain(event["_id"])
+                stream = raw_db.watch(
+                    start_after=token, show_expanded_events=True, max_await_time_ms=AWAIT_MS
+                )
+                continue
+            token = _plain(event["_id"])
+            if cluster_time <= after:
+                continue
+            renamed = event.get("to")
+            collection = _collection_of(event)
+            # An event without a collection (dropDatabase) concerns them all.
+            if (
+                not collection
+                or wanted(collection)
+                or (renamed is not None and wanted(str(renamed.get("coll") or "")))
+            ):
+                sink(bytes(event.raw))
+                events += 1
+            else:
+                skipped += 1
+    finally:
+        stream.close()
+    return Captured(events, skipped, token)
+
+
+def _collection_of(event: RawBSONDocument) -> str:
+    namespace = event.get("ns")
+    if namespace is None:
+        return ""
+    return str(namespace.get("coll") or "")

@@ -1,0 +1,137 @@
+"""The MongoDB write edge of restore: raw BSON batches into ``insert_many``.
+
+Contract: :meth:`RawInserter.submit` hands a batch of raw BSON documents to one of
+``jobs`` worker threads (blocking when ``2 x jobs`` batches already wait: back-pressure,
+not buffering). Leaving the ``with`` block waits for every batch. Per-document refusals
+(duplicate ``_id``, validation) are counted in :class:`InsertCounts` and never raise; a
+failure of the connection itself stops the workers and is raised from ``__exit__`` or
+the next ``submit``.
+
+The driver releases the GIL while it waits for the server, so the caller's parsing of
+the next batch overlaps the server's work on this one.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pymongo.errors
+from bson.raw_bson import RawBSONDocument
+from pymongo.collection import Collection
+
+from ..errors import MongoBackupError
+
+DUPLICATE_KEY = 11000
+VALIDATION_FAILED = 121
+MAX_PROBLEMS = 10
+
+
+@dataclass
+class InsertCounts:
+    inserted: int = 0
+    already: int = 0  # duplicates a resumed restore expected: sent before the interruption
+    duplicates: int = 0
+    rejected: int = 0
+    failed: int = 0
+    problems: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add_bulk_error(self, details: dict[str, Any], replay: bool = False) -> None:
+        with self.lock:
+            self.inserted += int(details.get("nInserted", 0))
+            for error in details.get("writeErrors", []):
+                code = error.get("code")
+                if code == DUPLICATE_KEY and replay:
+                    self.already += 1
+                elif code == DUPLICATE_KEY:
+                    self.duplicates += 1
+                elif code == VALIDATION_FAILED:
+                    self.rejected += 1
+                else:
+                    self.failed += 1
+                    if len(self.problems) < MAX_PROBLEMS:
+                        self.problems.append(
+                            f"document refused (code {code}): {error.get('errmsg', '')[:200]}"
+                        )
+
+
+_STOP = None
+# A batch, whether it is being sent again after an interruption, and its ticket.
+_Item = tuple[list[bytes], bool, int]
+
+
+class RawInserter:
+    def __init__(
+        self,
+        collection: Collection[Any],
+        jobs: int,
+        bypass_validation: bool,
+        counts: InsertCounts,
+        describe: Callable[[BaseException], str],
+        answered: Callable[[int], None] | None = None,
+    ) -> None:
+        self.collection = collection
+        self.bypass = bypass_validation
+        self.counts = counts
+        self.describe = describe
+        self.answered = answered
+        self.fatal: BaseException | None = None
+        self.pending: queue.Queue[_Item | None] = queue.Queue(maxsize=2 * jobs)
+        self.workers = [
+            threading.Thread(target=self._work, name=f"insert-{i}", daemon=True)
+            for i in range(jobs)
+        ]
+
+    def __enter__(self) -> RawInserter:
+        for worker in self.workers:
+            worker.start()
+        return self
+
+    def submit(self, batch: list[bytes], replay: bool = False, ticket: int = 0) -> None:
+        """Queue ``batch``; ``replay`` marks documents that a resumed restore sends again
+        (their duplicates are expected); ``ticket`` is passed to ``answered`` once the
+        server has answered for the batch."""
+        self._raise_fatal()
+        self.pending.put((batch, replay, ticket))
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        for _ in self.workers:
+            self.pending.put(_STOP)
+        for worker in self.workers:
+            worker.join()
+        if exc is None:
+            self._raise_fatal()
+
+    def _raise_fatal(self) -> None:
+        if self.fatal is not None:
+            raise MongoBackupError(
+                f"{self.collection.name}: insert failed: {self.describe(self.fatal)}"
+            ) from self.fatal
+
+    def _work(self) -> None:
+        while True:
+            item = self.pending.get()
+            if item is None:
+                return
+            if self.fatal is not None:
+                continue  # drain, so that submit() never blocks forever
+            batch, replay, ticket = item
+            documents = [RawBSONDocument(raw) for raw in batch]
+            try:
+                self.collection.insert_many(
+                    documents, ordered=False, bypass_document_validation=self.bypass
+                )
+            except pymongo.errors.BulkWriteError as error:
+                self.counts.add_bulk_error(dict(error.details), replay)
+            except BaseException as error:  # connection lost, auth, ...: stop everything
+                self.fatal = error
+                continue
+            else:
+                with self.counts.lock:
+                    self.counts.inserted += len(documents)
+            if self.answered is not None:
+                self.answered(ticket)

@@ -1,0 +1,319 @@
+"""Restoring one backup's namespaces into a database: create, insert, index, views.
+
+:class:`Restorer` does the work for :func:`mongo_backup.restore.run.run_restore`, in
+mongorestore's order: create every selected collection with its options, insert the
+documents (raw BSON, several insert workers), build the indexes, then create the views,
+those that read from other views last. With a :class:`RestoreState` it records its
+progress as it goes and continues where a previous run stopped (see
+:mod:`.state`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import pymongo.errors
+from bson.timestamp import Timestamp
+from pymongo.database import Database
+
+from ..archive.extjson import iter_documents, iter_lines
+from ..archive.manifest import CollectionEntry
+from ..archive.reader import BackupReader
+from ..mongo.inserter import InsertCounts, RawInserter
+from ..mongo.source import from_extjson
+from ..retry import driver_error_text
+from .replay import Replay, events_of, replay, spooled
+from .state import CollectionState, RestoreState, Watermark, progress_hook
+
+logger = logging.getLogger(__name__)
+
+# The restore state is saved at least every SAVE_INTERVAL seconds, and before a batch
+# goes past the saved bound, which then moves SAVE_STEP_BATCHES batches further.
+SAVE_INTERVAL = 1.0
+SAVE_STEP_BATCHES = 32
+
+
+@dataclass
+class CollectionOutcome:
+    name: str
+    type: str
+    expected: int
+    inserted: int = 0
+    already: int = 0  # restored by the interrupted run that --resume continued
+    duplicates: int = 0
+    rejected: int = 0
+    failed: int = 0
+    indexes_built: int = 0
+    problems: list[str] = field(default_factory=list)
+    action: str = "restore"  # what a dry run would do, or what was done
+
+    @property
+    def ok(self) -> bool:
+        return not (self.problems or self.duplicates or self.rejected or self.failed)
+
+
+@dataclass(frozen=True)
+class WriteSettings:
+    """How the namespaces are written: the part of RestoreOptions a Restorer reads."""
+
+    wanted: Callable[[str], bool]  # --collection / --exclude-collection
+    drop: bool = False
+    indexes: bool = True
+    options: bool = True  # create collections with their options
+    dry_run: bool = False
+    bypass_validation: bool = False
+    jobs: int = 2  # insert workers
+    batch_size: int = 1000
+    checked: bool = True  # lines were verified first: parse them again only if not
+    until: Timestamp | None = None  # captured changes later than this are left out
+
+
+class Restorer:
+    def __init__(
+        self,
+        database: Database[Any],
+        opts: WriteSettings,
+        secrets: list[str],
+        state: RestoreState | None,
+        state_file: Path,
+    ) -> None:
+        self.db = database
+        self.opts = opts
+        self.secrets = secrets
+        self.state = state
+        self.state_file = state_file
+        self.replays: list[Replay] = []
+        # Which collections' change events are replayed: those restored, and those the
+        # events create (unless --collection or --exclude leave them out).
+        self.wanted = opts.wanted
+
+    def _error(self, error: BaseException) -> str:
+        return driver_error_text(error, self.secrets)
+
+    def run(self, reader: BackupReader, selected: list[CollectionEntry]) -> list[CollectionOutcome]:
+        chosen = {entry.name for entry in selected}
+        existing = set(self.db.list_collection_names())
+        outcomes: dict[str, CollectionOutcome] = {}
+        for entry in selected:
+            outcome = CollectionOutcome(entry.name, entry.type, entry.count)
+            outcomes[entry.name] = outcome
+            if entry.status != "ok":
+                outcome.problems.append(
+                    f"not in the backup: the backup failed for it ({entry.error})"
+                )
+            started = self.state.collections.get(entry.name) if self.state else None
+            if started is not None and entry.type == "timeseries" and started.status != "done":
+                # No unique _id in a timeseries collection: documents sent again would be
+                # stored twice, so an interrupted one starts over.
+                self.db.drop_collection(entry.name)
+                existing.discard(entry.name)
+                started = None
+                del self.state.collections[entry.name]  # type: ignore[union-attr]
+            if started is not None:
+                outcome.action = "continue" if started.status != "done" else "already restored"
+            elif entry.type != "view":
+                self._prepare(entry, outcome, entry.name in existing)
+                if self.state is not None:
+                    # Prepared: a resumed restore must not drop or prepare it again.
+                    self.state.collections[entry.name] = CollectionState()
+        if self.state is not None:
+            self.state.save(self.state_file)
+        with contextlib.ExitStack() as stack:
+            changes: IO[bytes] | None = None
+            # Members stream in archive order; the unselected ones are read past, not held.
+            for entry, stream in reader.members():
+                if entry.type == "changes" and not self.opts.dry_run:
+                    changes = stack.enter_context(spooled(stream))  # replayed after indexes
+                    continue
+                if entry.name not in chosen or entry.type == "view":
+                    continue
+                self._restore_member(entry, stream, outcomes[entry.name])
+            for entry in selected:
+                if entry.type != "view" and self.opts.indexes:
+                    self._build_indexes(entry, outcomes[entry.name])
+            for entry in _views_in_order([e for e in selected if e.type == "view"]):
+                self._create_view(entry, outcomes[entry.name], entry.name in existing)
+            changes_entry = reader.manifest.changes
+            if changes is not None and changes_entry is not None:
+                self.replays.append(
+                    replay(
+                        self.db,
+                        reader.manifest.backup_id or "backup",
+                        events_of(changes, changes_entry, self.opts.checked),
+                        self.wanted,
+                        self.opts.until,
+                    )
+                )
+        return list(outcomes.values())
+
+    def _restore_member(
+        self, entry: CollectionEntry, stream: Any, outcome: CollectionOutcome
+    ) -> None:
+        if self.state is None:
+            return  # a dry run
+        saved = self.state.collections.setdefault(entry.name, CollectionState())
+        if saved.status == "done":
+            outcome.already = entry.count
+            return
+        self._insert(entry, stream, outcome, saved)
+        saved.status = "done"
+        self.state.save(self.state_file)
+
+    def _prepare(self, entry: CollectionEntry, outcome: CollectionOutcome, exists: bool) -> None:
+        if exists and self.opts.drop:
+            outcome.action = "drop and restore"
+            if not self.opts.dry_run:
+                self.db.drop_collection(entry.name)
+            exists = False
+        elif exists:
+            outcome.action = "add to existing collection"
+        if exists or self.opts.dry_run:
+            return
+        options = entry.create_options
+        if not self.opts.options:
+            options = {k: v for k, v in options.items() if k in ("timeseries", "clusteredIndex")}
+        if "clusteredIndex" in options and isinstance(options["clusteredIndex"], dict):
+            options["clusteredIndex"] = {
+                k: v for k, v in options["clusteredIndex"].items() if k != "v"
+            }
+        try:
+            self.db.command("create", entry.name, **from_extjson(options))
+        except pymongo.errors.OperationFailure as error:
+            outcome.problems.append(f"collection options refused: {self._error(error)}")
+            try:  # go on without the refused options, as a plain collection
+                self.db.command("create", entry.name)
+            except pymongo.errors.PyMongoError as second:
+                outcome.problems.append(f"cannot create collection: {self._error(second)}")
+
+    def _insert(
+        self,
+        entry: CollectionEntry,
+        stream: Any,
+        outcome: CollectionOutcome,
+        saved: CollectionState,
+    ) -> None:
+        assert entry.file is not None and self.state is not None
+        collection = self.db.get_collection(entry.name)
+        counts = InsertCounts(already=saved.acknowledged)
+        skip, replay_until = saved.acknowledged, saved.limit
+        if skip:
+            logger.info("%s: continuing after %d documents", entry.name, skip)
+        watermark = Watermark(skip)
+        before_send = progress_hook(
+            self.state,
+            self.state_file,
+            entry.name,
+            watermark,
+            SAVE_STEP_BATCHES * self.opts.batch_size,
+            SAVE_INTERVAL,
+        )
+        position = 0
+
+        def send(batch: list[bytes]) -> None:
+            before_send(len(batch))
+            replay = position - len(batch) < replay_until
+            inserter.submit(batch, replay, watermark.send(len(batch)))
+
+        try:
+            with RawInserter(
+                collection,
+                self.opts.jobs,
+                self.opts.bypass_validation,
+                counts,
+                self._error,
+                watermark.answered,
+            ) as inserter:
+                batch: list[bytes] = []
+                lines = iter_lines(stream, entry.file)
+                documents = iter_documents(lines, entry.file, checked=self.opts.checked)
+                for _number, raw in documents:
+                    position += 1
+                    if position <= skip:
+                        continue
+                    batch.append(raw)
+                    if len(batch) >= self.opts.batch_size:
+                        send(batch)
+                        batch = []
+                if batch:
+                    send(batch)
+        finally:
+            saved.acknowledged = watermark.acknowledged
+            self.state.save(self.state_file)
+        outcome.already = counts.already
+        outcome.inserted, outcome.duplicates = counts.inserted, counts.duplicates
+        outcome.rejected, outcome.failed = counts.rejected, counts.failed
+        outcome.problems.extend(counts.problems)
+        logger.info("%s: %d of %d documents inserted", entry.name, counts.inserted, entry.count)
+        if counts.duplicates:
+            logger.warning(
+                "%s: %d documents not inserted: their _id already exists (use --drop)",
+                entry.name,
+                counts.duplicates,
+            )
+        if counts.rejected:
+            logger.warning(
+                "%s: %d documents refused by the validator (--bypass-document-validation)",
+                entry.name,
+                counts.rejected,
+            )
+
+    def _build_indexes(self, entry: CollectionEntry, outcome: CollectionOutcome) -> None:
+        specs = entry.secondary_indexes
+        if not specs or self.opts.dry_run:
+            return
+        try:
+            self.db.command("createIndexes", entry.name, indexes=from_extjson(specs))
+            outcome.indexes_built = len(specs)
+            return
+        except pymongo.errors.OperationFailure:
+            pass  # find out which one: build them one at a time
+        for spec in specs:
+            try:
+                self.db.command("createIndexes", entry.name, indexes=[from_extjson(spec)])
+                outcome.indexes_built += 1
+            except pymongo.errors.OperationFailure as error:
+                message = f"index {spec.get('name')!r} refused: {self._error(error)}"
+                outcome.problems.append(message)
+                logger.warning("%s: %s", entry.name, message)
+
+    def _create_view(
+        self, entry: CollectionEntry, outcome: CollectionOutcome, exists: bool
+    ) -> None:
+        if exists and not self.opts.drop:
+            outcome.action = "view exists, kept"
+            return
+        if self.opts.dry_run:
+            outcome.action = "create view"
+            return
+        if exists:
+            self.db.drop_collection(entry.name)
+        options = from_extjson(entry.create_options)
+        try:
+            self.db.command("create", entry.name, **options)
+            outcome.action = "create view"
+        except pymongo.errors.OperationFailure as error:
+            outcome.problems.append(f"view refused: {self._error(error)}")
+
+
+def _views_in_order(views: list[CollectionEntry]) -> list[CollectionEntry]:
+    """Views on views after the views they read from; cycles cannot exist on a server."""
+    by_name = {view.name: view for view in views}
+    ordered: list[CollectionEntry] = []
+    placed: set[str] = set()
+    for view in sorted(views, key=lambda v: v.name):
+        # Walk up the chain of views this one reads from (a loop, not recursion: a
+        # hostile manifest may chain thousands), then place them from the top down.
+        chain: list[CollectionEntry] = []
+        current: CollectionEntry | None = view
+        while current is not None and current.name not in placed and current not in chain:
+            chain.append(current)
+            current = by_name.get(str(current.options.get("viewOn", "")))
+        for link in reversed(chain):
+            placed.add(link.name)
+            ordered.append(link)
+    return ordered

@@ -1,0 +1,38 @@
+"""What a restore is asked to do; ``check()`` refuses bad options before any work."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bson.timestamp import Timestamp
+
+from ..errors import ConfigError
+
+
+@dataclass
+class RestoreOptions:
+    source: str
+    uri: str
+    db: str | None = None
+    collections: list[str] = field(default_factory=list)
+    exclude: list[str] = field(default_factory=list)
+    drop: bool = False
+    indexes: bool = True
+    options: bool = True
+    dry_run: bool = False
+    bypass_validation: bool = False
+    jobs: int = 2
+    batch_size: int = 1000
+    verify_first: bool = True
+    timeout: float = 30.0
+    resume: bool = False
+    until: Timestamp | None = None  # restore a chain to this cluster time (see replay)
+    identity: Path | None = None  # age identity file for an encrypted (.age) archive
+    endpoint_url: str | None = None  # S3-compatible endpoint when source is a URL
+
+    def check(self) -> None:
+        if not 1 <= self.jobs <= 64:
+            raise ConfigError("-j must be between 1 and 64")
+        if not 1 <= self.batch_size <= 100_000:
+            raise ConfigError("--batch-size must be between 1 and 100000")

@@ -1,0 +1,258 @@
+"""The restore core: a backup back into a database, byte for byte.
+
+Order of work, as mongorestore's: check the whole backup first (unless told not to),
+then per collection create it with its options, insert its documents, build its
+indexes; views last, in dependency order. Documents go from the archive stream through
+libbson straight to raw BSON and into ``insert_many`` as ``RawBSONDocument``: no Python
+dicts, no unpacking to disk, never a whole collection in memory.
+
+A collection that cannot be restored completely (duplicate ``_id``, documents the
+validator refuses, an index or option the server refuses) is reported with counts and
+the run goes on; the result's exit code is then 3.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import pymongo.errors
+
+from ..archive.chain import Link, read_manifest, resolve_chain
+from ..archive.extjson import iter_documents, iter_lines
+from ..archive.manifest import CollectionEntry, Manifest
+from ..archive.reader import BackupReader, open_backup
+from ..archive.single_file import SingleFileReader, is_single_file
+from ..errors import (
+    ArchiveError,
+    ConfigError,
+    Interrupted,
+    MongoBackupError,
+)
+from ..location.transfer import local_copy
+from ..mongo.source import connect
+from ..names import collection_filter
+from ..redact import hosts_of, uri_secrets
+from ..retry import driver_error_text
+from ..verify.run import verify
+from .namespaces import CollectionOutcome, Restorer, WriteSettings
+from .options import RestoreOptions
+from .replay import Replay, apply_increment, plan_chain
+from .state import (
+    RestoreState,
+    load_state,
+    remove_state,
+    state_path,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RestoreResult:
+    source: str
+    database: str
+    collections: list[CollectionOutcome]
+    dry_run: bool
+    duration: float
+    replays: list[Replay] = field(default_factory=list)  # changes and increments applied
+
+    @property
+    def complete(self) -> bool:
+        """Every document and namespace restored, every change applied (else the CLI
+        exits 3: see cli/exits.py)."""
+        return all(c.ok for c in self.collections) and not any(r.problems for r in self.replays)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "database": self.database,
+            "dry_run": self.dry_run,
+            "collections": [vars(c) | {"ok": c.ok} for c in self.collections],
+            "applied": [replay.to_json() for replay in self.replays],
+            "complete": self.complete,
+            "duration_s": round(self.duration, 3),
+        }
+
+
+def restore(source: str, uri: str, db: str | None = None, **options: Any) -> RestoreResult:
+    """Restore the backup at ``source`` into database ``db`` (default: the backup's)."""
+    return run_restore(RestoreOptions(source=str(source), uri=uri, db=db, **options))
+
+
+def _open(opts: RestoreOptions) -> BackupReader:
+    if is_single_file(Path(opts.source)):
+        if len(opts.collections) != 1 or not opts.db:
+            raise ConfigError(
+                "restoring a single JSON file needs --db and exactly one --collection"
+            )
+        return SingleFileReader(Path(opts.source), opts.db, opts.collections[0])
+    return open_backup(opts.source)
+
+
+def run_restore(opts: RestoreOptions) -> RestoreResult:
+    """Restore ``opts.source``: a local backup, or a storage URL or encrypted archive,
+    fetched (checked, decrypted) into a temporary folder first."""
+    opts.check()
+    with local_copy(opts.source, opts.identity, opts.endpoint_url) as local:
+        result = _run_restore(replace(opts, source=str(local)))
+    result.source = opts.source
+    return result
+
+
+def _run_restore(opts: RestoreOptions) -> RestoreResult:
+    started = time.perf_counter()
+    chain = _chain(opts)
+    if opts.verify_first:
+        for source in [str(link.path) for link in chain] or [opts.source]:
+            _verify_first(replace(opts, source=source))
+    if chain:  # the full backup first, then each increment
+        result = _restore_one(replace(opts, source=str(chain[0].path)), started)
+        if opts.dry_run:
+            result.replays.extend(Replay(link.id, "would apply") for link in chain[1:])
+        else:
+            result.replays.extend(_apply_increments(opts, result.database, chain[1:]))
+        result.source = opts.source
+        result.duration = time.perf_counter() - started
+        return result
+    return _restore_one(opts, started)
+
+
+def _chain(opts: RestoreOptions) -> list[Link]:
+    """The backups to apply when ``source`` is an increment or ``--until`` is given;
+    [] for a plain restore of one backup. Refuses a broken chain before any write."""
+    path = Path(opts.source)
+    if not path.is_file() or is_single_file(path):
+        if opts.until is not None:
+            raise ConfigError("--until needs a backup archive (a chain of them)")
+        return []
+    manifest = read_manifest(path)
+    if manifest.kind == "full" and opts.until is None:
+        return []
+    chain = plan_chain(resolve_chain(path, manifest), opts.until)
+    names = " -> ".join(link.path.name for link in chain)
+    logger.info("restoring the chain %s", names)
+    return chain
+
+
+def _apply_increments(opts: RestoreOptions, target: str, links: list[Link]) -> list[Replay]:
+    wanted = collection_filter(opts.collections, opts.exclude)
+    client = connect(opts.uri, timeout=opts.timeout)
+    try:
+        return [
+            apply_increment(client[target], link, wanted, opts.until, opts.verify_first)
+            for link in links
+        ]
+    except pymongo.errors.PyMongoError as error:
+        raise MongoBackupError(
+            f"applying an increment to {target!r}: "
+            f"{driver_error_text(error, uri_secrets(opts.uri))}"
+        ) from None
+    finally:
+        client.close()
+
+
+def _restore_one(opts: RestoreOptions, started: float) -> RestoreResult:
+    with _open(opts) as reader:
+        manifest = reader.manifest
+        target = opts.db or manifest.database
+        selected = _select(manifest, opts)
+        state_file = state_path(manifest, hosts_of(opts.uri), target)
+        state = _starting_state(opts, state_file, target)
+        client = connect(opts.uri, timeout=opts.timeout)
+        try:
+            database = client[target]
+            restorer = Restorer(database, _settings(opts), uri_secrets(opts.uri), state, state_file)
+            outcomes = restorer.run(reader, selected)
+        except pymongo.errors.PyMongoError as error:  # refused by the server: one clear line
+            raise MongoBackupError(
+                f"restore into {target!r}: {driver_error_text(error, uri_secrets(opts.uri))}"
+            ) from None
+        except KeyboardInterrupt:
+            raise Interrupted(
+                "interrupted; what was restored so far is recorded: run the same restore "
+                "with --resume to continue it"
+            ) from None
+        finally:
+            client.close()
+    if state is not None:
+        remove_state(state_file)
+    return RestoreResult(
+        opts.source,
+        target,
+        outcomes,
+        opts.dry_run,
+        time.perf_counter() - started,
+        restorer.replays,
+    )
+
+
+def _settings(opts: RestoreOptions) -> WriteSettings:
+    return WriteSettings(
+        wanted=collection_filter(opts.collections, opts.exclude),
+        drop=opts.drop,
+        indexes=opts.indexes,
+        options=opts.options,
+        dry_run=opts.dry_run,
+        bypass_validation=opts.bypass_validation,
+        jobs=opts.jobs,
+        batch_size=opts.batch_size,
+        checked=opts.verify_first,
+        until=opts.until,
+    )
+
+
+def _starting_state(opts: RestoreOptions, path: Path, target: str) -> RestoreState | None:
+    """The state to continue (``--resume``), or a fresh one; None for a dry run."""
+    if opts.dry_run:
+        return None
+    saved = load_state(path)
+    if opts.resume and saved is not None:
+        done = sum(c.status == "done" for c in saved.collections.values())
+        logger.info("resuming the restore into %r: %d collections already done", target, done)
+        return saved
+    if opts.resume:
+        logger.info("no interrupted restore of this backup into %r: starting from the top", target)
+    elif saved is not None:
+        logger.info(
+            "an interrupted restore of this backup into %r was recorded; starting over "
+            "(--resume would continue it)",
+            target,
+        )
+    return RestoreState(source=opts.source, database=target)
+
+
+def _verify_first(opts: RestoreOptions) -> None:
+    """Refuse a damaged backup before a single document is written."""
+    if is_single_file(Path(opts.source)):
+        with _open(opts) as reader:
+            for entry, stream in reader.members():
+                for _ in iter_documents(iter_lines(stream, entry.file or ""), entry.file or ""):
+                    pass
+        return
+    report = verify(opts.source)
+    if not report.ok:
+        raise ArchiveError(
+            f"{opts.source}: {report.problems[0]} "
+            "(nothing was restored; --no-verify skips this check)"
+        )
+
+
+def _select(manifest: Manifest, opts: RestoreOptions) -> list[CollectionEntry]:
+    names = {entry.name for entry in manifest.collections}
+    unknown = sorted(set(opts.collections) - names)
+    if unknown:
+        raise ConfigError(f"the backup has no collection named {', '.join(map(repr, unknown))}")
+    return [
+        entry
+        for entry in manifest.collections
+        if entry.type != "changes"
+        and (not opts.collections or entry.name in opts.collections)
+        and entry.name not in opts.exclude
+    ]
+
+
+__all__ = ["RestoreOptions", "RestoreResult", "restore"]
