@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test test-fast lint bench clean
+.PHONY: demo test test-fast lint bench chaos clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,9 +30,14 @@ test-fast: $(VENV)/.test-installed
 
 ## make lint: ruff (rules and formatting) and mypy --strict
 lint: $(VENV)/.test-installed
-	$(BIN)/ruff check src tests bench backup_dtb fuzz
-	$(BIN)/ruff format --check src tests bench backup_dtb fuzz
+	$(BIN)/ruff check src tests bench backup_dtb fuzz chaos
+	$(BIN)/ruff format --check src tests bench backup_dtb fuzz chaos
 	$(BIN)/mypy
+
+## make chaos: the seeded fault campaign (CHAOS_MINUTES, default 10; CHAOS_SEED replays)
+CHAOS_MINUTES ?= 10
+chaos: $(VENV)/.test-installed
+	CHAOS_MINUTES=$(CHAOS_MINUTES) $(BIN)/python chaos/campaign.py $(CHAOS_ARGS)
 
 ## make bench: speed and memory against the baselines in ../shared/bench (several minutes)
 bench: $(VENV)/.test-installed

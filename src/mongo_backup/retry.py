@@ -11,6 +11,7 @@ by waiting (authentication, permissions, a bad query) fail at once.
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -78,6 +79,10 @@ class RetryPolicy:
 
 NO_RETRIES = RetryPolicy(retries=0)
 
+# pymongo's text of a socket timeout: "HOST:PORT: timed out (configured timeouts:
+# socketTimeoutMS: 2000.0ms, ...)".
+_STALL = re.compile(r"^(\S+): timed out \(configured timeouts: socketTimeoutMS: ([\d.]+)ms")
+
 
 def driver_error_text(error: BaseException, secrets: list[str]) -> str:
     """One line of text about a driver error, credentials removed."""
@@ -89,6 +94,11 @@ def driver_error_text(error: BaseException, secrets: list[str]) -> str:
             text += f" ({details['codeName']})"
     else:
         text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        stalled = _STALL.search(text)
+        if isinstance(error, pymongo.errors.NetworkTimeout) and stalled:
+            # A read that got no byte within the stall timeout: say so plainly.
+            host, ms = stalled.group(1), float(stalled.group(2))
+            text = f"stalled: no answer from {host} for {ms / 1000:g} s"
         # A selection timeout lists every server's state after the reason; keep the reason.
         text = text.split(" (configured timeouts")[0].split(", Timeout: ")[0]
     if len(text) > 300:

@@ -85,6 +85,7 @@ class BackupOptions:
     keep_folder: bool = False
     allow_empty: bool = False
     timeout: float = 30.0
+    stall_timeout: float = 120.0  # no byte from the server this long: a transient fault
     nice: int = 10  # the converter's niceness: see convert_worker
     jobs: int = field(default_factory=lambda: default_jobs())
     split_threshold: int | None = None  # None: DEFAULT_SPLIT_THRESHOLD, reported sizes only
@@ -111,6 +112,8 @@ class BackupOptions:
             raise ConfigError("--batch-size must be between 1 and 100000")
         if self.timeout <= 0:
             raise ConfigError("--timeout must be positive")
+        if not 0 < self.stall_timeout < 1e6:
+            raise ConfigError("--stall-timeout must be positive")
         if not 0 <= self.nice <= 19:
             raise ConfigError("--nice must be between 0 and 19")
         if not 1 <= self.jobs <= 64:

@@ -82,7 +82,12 @@ def _locked_backup(opts: BackupOptions, progress: Progress) -> BackupResult:
     if resumable is not None:
         opts = opts.resuming(*resumable)
     check = SnapshotCheck()
-    client = connect(opts.uri, timeout=opts.timeout, event_listeners=[check])
+    client = connect(
+        opts.uri,
+        timeout=opts.timeout,
+        stall_timeout=opts.stall_timeout,
+        event_listeners=[check],
+    )
     try:
         source = MongoSource(client, opts.db, uri_secrets(opts.uri))
         if resumable is None:

@@ -246,6 +246,7 @@ def run(args: argparse.Namespace) -> BackupResult:
         keep_folder=args.keep_folder,
         allow_empty=args.allow_empty,
         timeout=args.timeout,
+        stall_timeout=args.stall_timeout,
         nice=args.nice,
         jobs=args.jobs,
         split_threshold=args.split_threshold,

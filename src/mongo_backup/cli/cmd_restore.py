@@ -107,6 +107,7 @@ def run(args: argparse.Namespace) -> RestoreResult:
             batch_size=args.batch_size,
             verify_first=not args.no_verify,
             timeout=args.timeout,
+            stall_timeout=args.stall_timeout,
             resume=args.resume,
             until=args.until,
             identity=args.identity,

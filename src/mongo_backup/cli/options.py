@@ -40,6 +40,15 @@ def add_connection_options(parser: argparse.ArgumentParser, db_help: str) -> Non
         metavar="SECONDS",
         help="give up on an unreachable server after this long (default: 30)",
     )
+    group.add_argument(
+        "--stall-timeout",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="a server that sends nothing for this long mid-operation is a transient fault: "
+        "reads are retried from where they were, a restore stops for --resume "
+        "(default: 120)",
+    )
     auth = parser.add_argument_group(
         "authentication and TLS (each may also be written in the URI; flags win)"
     )

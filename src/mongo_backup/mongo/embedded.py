@@ -86,7 +86,7 @@ class EmbeddedServer:
             "WARNING",
             *self.extra_args,
         ]
-        log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop() or kill()
         self._log_file = log
         self._process = subprocess.Popen(
             command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
@@ -121,6 +121,17 @@ class EmbeddedServer:
         except OSError:
             return "(no log)"
         return lines[-1] if lines else "(empty log)"
+
+    def kill(self) -> None:
+        """SIGKILL the server, as a crash would: the store stays, and ``start()`` runs a
+        new process on it (same port). For fault tests and the chaos campaign."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait()
+        log, self._log_file = self._log_file, None
+        if log is not None:
+            log.close()  # type: ignore[attr-defined]
 
     def stop(self) -> None:
         process, self._process = self._process, None

@@ -95,12 +95,21 @@ class Intent:
         return any(list(index.get("key", {})) == ["_id"] for index in self.indexes)
 
 
-def connect(uri: str, *, timeout: float = 30.0, **client_options: Any) -> MongoClient[Any]:
-    """A connected client; :class:`ConnectionFailed` if no server answers in time."""
+def connect(
+    uri: str, *, timeout: float = 30.0, stall_timeout: float | None = None, **client_options: Any
+) -> MongoClient[Any]:
+    """A connected client; :class:`ConnectionFailed` if no server answers in time.
+
+    ``stall_timeout``: an operation that receives no byte from the server for this long
+    fails with ``NetworkTimeout``, a transient error that readers retry (re-opening their
+    cursor). Without it a server or network path that stalls without closing the
+    connection would hold a backup or restore forever."""
     secrets = uri_secrets(uri)
     # Timeouts written in the URI win over the defaults; keyword arguments would
     # override them.
     lowered = uri.lower()
+    if stall_timeout is not None and "sockettimeoutms=" not in lowered:
+        client_options.setdefault("socketTimeoutMS", int(stall_timeout * 1000))
     if "serverselectiontimeoutms=" not in lowered:
         client_options.setdefault("serverSelectionTimeoutMS", int(timeout * 1000))
     if "connecttimeoutms=" not in lowered:

@@ -81,8 +81,12 @@ class Restorer:
         secrets: list[str],
         state: RestoreState | None,
         state_file: Path,
+        inserts: Database[Any] | None = None,
     ) -> None:
         self.db = database
+        # Documents go through a client of their own: it fails an insert that stalls (see
+        # --stall-timeout), while index builds on ``database`` may rightly take long.
+        self.inserts = inserts if inserts is not None else database
         self.opts = opts
         self.secrets = secrets
         self.state = state
@@ -198,7 +202,7 @@ class Restorer:
         saved: CollectionState,
     ) -> None:
         assert entry.file is not None and self.state is not None
-        collection = self.db.get_collection(entry.name)
+        collection = self.inserts.get_collection(entry.name)
         counts = InsertCounts(already=saved.acknowledged)
         skip, replay_until = saved.acknowledged, saved.limit
         if skip:

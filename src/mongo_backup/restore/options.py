@@ -26,6 +26,7 @@ class RestoreOptions:
     batch_size: int = 1000
     verify_first: bool = True
     timeout: float = 30.0
+    stall_timeout: float = 120.0  # no byte from the server this long while inserting: fail
     resume: bool = False
     until: Timestamp | None = None  # restore a chain to this cluster time (see replay)
     identity: Path | None = None  # age identity file for an encrypted (.age) archive
@@ -36,3 +37,5 @@ class RestoreOptions:
             raise ConfigError("-j must be between 1 and 64")
         if not 1 <= self.batch_size <= 100_000:
             raise ConfigError("--batch-size must be between 1 and 100000")
+        if not 0 < self.stall_timeout < 1e6:
+            raise ConfigError("--stall-timeout must be positive")

@@ -164,8 +164,15 @@ def _restore_one(opts: RestoreOptions, started: float) -> RestoreResult:
         state = _starting_state(opts, state_file, target)
         client = connect(opts.uri, timeout=opts.timeout)
         try:
-            database = client[target]
-            restorer = Restorer(database, _settings(opts), uri_secrets(opts.uri), state, state_file)
+            inserts = connect(opts.uri, timeout=opts.timeout, stall_timeout=opts.stall_timeout)
+        except BaseException:
+            client.close()
+            raise
+        try:
+            secrets = uri_secrets(opts.uri)
+            restorer = Restorer(
+                client[target], _settings(opts), secrets, state, state_file, inserts[target]
+            )
             outcomes = restorer.run(reader, selected)
         except pymongo.errors.PyMongoError as error:  # refused by the server: one clear line
             raise MongoBackupError(
@@ -177,6 +184,7 @@ def _restore_one(opts: RestoreOptions, started: float) -> RestoreResult:
                 "with --resume to continue it"
             ) from None
         finally:
+            inserts.close()
             client.close()
     if state is not None:
         remove_state(state_file)

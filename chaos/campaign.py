@@ -1,0 +1,348 @@
+"""``make chaos``: a seeded random fault campaign over backup, resume, restore and
+increments, checked against the source after every run.
+
+usage: python chaos/campaign.py [--minutes M] [--seed S] [--run K] [--keep]
+
+Each run picks an operation and one or two faults (server SIGKILL and restart on the
+same store, proxy drop/stall/slow/cut/refuse, client SIGKILL, a full disk, an S3 restart
+for ``--dest``), runs the real ``mongo-backup`` as a child process with the faults
+applied at random moments, then retries as a user would (the same command with
+``--resume``) until it succeeds. The outcome is checked against the source: documents
+byte for byte, options, indexes and views; the archive verifies; no archive exists
+under its final name unless it is complete; the password is in no file and no output.
+One line per run, then a summary; the exit code is 1 on any data lost, unrecovered or
+hung run. ``--seed S --run K`` replays run K of seed S alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import random
+import resource
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from world import (
+    SOURCE,
+    World,
+    change_source,
+    choose_faults,
+    disk_limit,
+    inject,
+    scrub_tree,
+    snapshot,
+)
+
+from mongo_backup.archive.reader import open_backup
+from mongo_backup.names import ARCHIVE_NAME
+from mongo_backup.verify.run import VerifyOptions, run_verify
+
+logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's request log
+
+OPERATIONS = ("backup", "backup", "restore", "restore", "incremental", "backup-dest")
+COMMAND_BOUND = 60.0  # seconds one command may take before the run counts as hung
+ATTEMPTS = 4  # the faulty run, then up to three retries as a user would
+
+
+@dataclass
+class Outcome:
+    verdict: str = "recovered"  # recovered | lost | unrecovered | unsurvived | hung
+    attempts: int = 0
+    notes: list[str] = field(default_factory=list)
+    outputs: list[bytes] = field(default_factory=list)
+
+
+class Campaign:
+    def __init__(self, world: World, seed: int) -> None:
+        self.world, self.seed = world, seed
+        self.tool = [sys.executable, "-m", "mongo_backup"]
+        self.pristine = world.root / "pristine"
+        with world.direct() as client:
+            self.source_at_start = snapshot(client, SOURCE)
+        made = subprocess.run(
+            [*self.tool, "backup", "--uri", world.uri, "--db", SOURCE,
+             "--out-dir", self.pristine, "-q"],
+            capture_output=True, timeout=120, check=True,
+        )  # fmt: skip
+        self.pristine_archive = Path(made.stdout.decode().strip())
+
+    # -- one run ---------------------------------------------------------------------------
+
+    def run(self, number: int) -> tuple[str, Outcome]:
+        rng = random.Random(f"{self.seed}:{number}")
+        op = rng.choice(OPERATIONS)
+        work = self.world.root / f"run{number}"
+        work.mkdir()
+        env = {**os.environ, "MONGO_BACKUP_STATE_DIR": str(work / "state")}
+        command, expected = self._prepare(op, number, work, rng)
+        faults = choose_faults(rng, op, horizon=2.5)
+        limit = disk_limit(rng) if op != "restore" else None
+        labels = [f.label() for f in faults] + ([f"disk-full({limit}B)"] if limit else [])
+        outcome = Outcome()
+        try:
+            self._attempts(command, env, faults, limit, outcome)
+            riding_out = op != "restore" and limit is None and all(f.survivable for f in faults)
+            if outcome.verdict == "recovered" and riding_out and outcome.attempts > 1:
+                # A backup promises to retry these faults itself: a user's retry was needed.
+                outcome.verdict = "unsurvived"
+            if outcome.verdict == "recovered":
+                self._check(op, number, work, expected, outcome)
+        finally:
+            self.world.ensure_up()
+        self._check_secrets(work, outcome)
+        line = f"{op:<12} faults {'+'.join(labels):<52}"
+        scrub_tree(work)
+        return line, outcome
+
+    def _prepare(
+        self, op: str, number: int, work: Path, rng: random.Random
+    ) -> tuple[list[str], dict[str, Any]]:
+        """The command a user would type, and what must come out of it."""
+        uri = self.world.uri
+        common = [
+            "--retries",
+            "6",
+            "--retry-delay",
+            "0.2",
+            "--timeout",
+            "10",
+            "--stall-timeout",
+            "2",
+        ]
+        if op == "restore":
+            target = f"chaos_r{number}"
+            return (
+                [*self.tool, "restore", str(self.pristine_archive), "--uri", uri, "--db", target,
+                 "--drop", "--batch-size", "200", *common[4:]],
+                {"db": target, "snapshot": self.source_at_start},
+            )  # fmt: skip
+        out = work / "out"
+        backup = [*self.tool, "backup", "--uri", uri, "--db", SOURCE, "--out-dir", str(out),
+                  "--checkpoint-interval", "0.2", "--batch-size", str(rng.choice([100, 500, 1000])),
+                  "-j", str(rng.choice([1, 2])), *common]  # fmt: skip
+        if op == "backup-dest":
+            assert self.world.s3 is not None
+            url = f"s3://{self.world.s3.bucket}/run{number}"
+            backup += ["--dest", url, "--endpoint-url", self.world.s3.endpoint_url]
+            if rng.random() < 0.5:
+                backup.append("--stream")
+            return backup, {"url": url}
+        if op == "incremental":
+            (out / "backup_data").mkdir(parents=True)
+            base = out / "backup_data" / self.pristine_archive.name
+            base.write_bytes(self.pristine_archive.read_bytes())
+            with self.world.direct() as client:
+                change_source(client[SOURCE], rng)
+            backup += ["--incremental"]
+        return backup, {}
+
+    def _attempts(
+        self,
+        command: list[str],
+        env: dict[str, str],
+        faults: list[Any],
+        limit: int | None,
+        outcome: Outcome,
+    ) -> None:
+        """The faulty attempt, then retries with --resume until one succeeds."""
+        for attempt in range(ATTEMPTS):
+            outcome.attempts = attempt + 1
+            again = command if attempt == 0 else [*command, "--resume"]
+            if attempt and "--drop" in again:
+                again.remove("--drop")  # a resumed restore keeps what it restored
+            code = self._run_once(
+                again, env, faults if attempt == 0 else [], limit if attempt == 0 else None, outcome
+            )
+            if code is None:
+                outcome.verdict = "hung"
+                return
+            self._no_partial_archive(command, outcome)
+            if code in (0,):
+                return
+            self.world.ensure_up()
+        outcome.verdict = "unrecovered"
+
+    def _run_once(
+        self,
+        command: list[str],
+        env: dict[str, str],
+        faults: list[Any],
+        limit: int | None,
+        outcome: Outcome,
+    ) -> int | None:
+        def child_setup() -> None:
+            if limit is not None:
+                resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+        process = subprocess.Popen(
+            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            start_new_session=True, preexec_fn=child_setup,
+        )  # fmt: skip
+        injector = inject(self.world, process, faults)
+        try:
+            out, err = process.communicate(timeout=COMMAND_BOUND)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            out, err = process.communicate()
+            outcome.outputs += [out, err]
+            outcome.notes.append(f"hung: {command[3]} past {COMMAND_BOUND:.0f} s")
+            return None
+        injector.join(30)
+        outcome.outputs += [out, err]
+        if process.returncode:
+            last = err.decode(errors="replace").strip().splitlines()[-1:] or ["(no output)"]
+            outcome.notes.append(f"exit {process.returncode}: {last[0][:160]}")
+        return process.returncode
+
+    # -- checks ----------------------------------------------------------------------------
+
+    def _no_partial_archive(self, command: list[str], outcome: Outcome) -> None:
+        """An archive under its final name is a complete one, even after a failure."""
+        if "--out-dir" not in command:
+            return
+        folder = Path(command[command.index("--out-dir") + 1]) / "backup_data"
+        for path in sorted(folder.glob("backup_*")) if folder.is_dir() else []:
+            if ARCHIVE_NAME.match(path.name) and path.name != self.pristine_archive.name:
+                report = run_verify(VerifyOptions(str(path)))
+                if not report.ok:
+                    outcome.verdict = "lost"
+                    outcome.notes.append(f"incomplete archive under its final name: {path.name}")
+
+    def _check(
+        self, op: str, number: int, work: Path, expected: dict[str, Any], outcome: Outcome
+    ) -> None:
+        uri = self.world.uri
+        with self.world.direct() as client:
+            if op == "restore":
+                self._same(client, expected["db"], expected["snapshot"], outcome)
+                client.drop_database(expected["db"])
+                return
+            if op == "backup-dest":
+                source = expected["url"] + "/" + self._stored_key(expected["url"])
+                extra = ["--endpoint-url", self.world.s3.endpoint_url] if self.world.s3 else []
+            else:
+                archives = sorted((work / "out" / "backup_data").glob("backup_*.tar*"))
+                archives = [
+                    a
+                    for a in archives
+                    if ARCHIVE_NAME.match(a.name) and a.name != self.pristine_archive.name
+                ]
+                # A client killed after its archive was written leaves a whole backup; the
+                # user's retry (nothing left to resume) then takes a second one. Every one
+                # verifies (_no_partial_archive); the newest must restore to the source.
+                if not archives:
+                    outcome.verdict = "lost"
+                    outcome.notes.append("no archive written")
+                    return
+                source, extra = str(archives[-1]), []
+            target = f"chaos_c{number}"
+            checked = subprocess.run(
+                [*self.tool, "restore", source, "--uri", uri, "--db", target, "--drop", "-q",
+                 *extra],
+                capture_output=True, timeout=120,
+                env={**os.environ, "MONGO_BACKUP_STATE_DIR": str(work / "state")},
+            )  # fmt: skip
+            outcome.outputs += [checked.stdout, checked.stderr]
+            if checked.returncode != 0:
+                outcome.verdict = "lost"
+                outcome.notes.append(
+                    f"restore of the result failed: {checked.stderr.decode()[-200:]}"
+                )
+            else:
+                self._same(client, target, snapshot(client, SOURCE), outcome)
+            client.drop_database(target)
+
+    def _stored_key(self, url: str) -> str:
+        assert self.world.s3 is not None
+        prefix = url.split("/", 3)[3] + "/"
+        keys = [k for k in self.world.s3.keys(prefix) if ARCHIVE_NAME.match(k[len(prefix) :])]
+        return keys[-1][len(prefix) :] if keys else "(none)"
+
+    def _same(self, client: Any, db: str, expected: dict[str, Any], outcome: Outcome) -> None:
+        actual = snapshot(client, db)
+        if actual != expected:
+            outcome.verdict = "lost"
+            for name in sorted(set(expected) | set(actual)):
+                if expected.get(name) != actual.get(name):
+                    have, want = actual.get(name) or {}, expected.get(name) or {}
+                    outcome.notes.append(
+                        f"{db}.{name} differs: {len(have.get('documents', []))} documents, "
+                        f"{len(want.get('documents', []))} expected"
+                    )
+
+    def _check_secrets(self, work: Path, outcome: Outcome) -> None:
+        secret = self.world.secret.encode()
+        leaks = [p for p in work.rglob("*") if p.is_file() and secret in p.read_bytes()]
+        leaks += [str(i) for i, text in enumerate(outcome.outputs) if secret in text]
+        for path in work.rglob("backup_*.tar*"):
+            try:
+                with open_backup(path) as reader:
+                    if self.world.secret in repr(reader.manifest):
+                        leaks.append(f"{path.name} manifest")
+            except Exception:
+                pass
+        if leaks:
+            outcome.verdict = "lost"
+            outcome.notes.append(f"the password is in {leaks[:3]}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--minutes", type=float, default=float(os.environ.get("CHAOS_MINUTES", 10)))
+    parser.add_argument("--seed", type=int, default=int(os.environ.get("CHAOS_SEED", 0)) or None)
+    parser.add_argument("--run", type=int, default=None, help="replay this run of --seed alone")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder")
+    args = parser.parse_args()
+    seed = args.seed or random.randrange(1, 10**6)
+    root = Path(tempfile.mkdtemp(prefix="chaos-"))
+    world = World(root).start()
+    print(f"chaos: seed {seed}, {args.minutes:g} minutes, work in {root}", flush=True)
+    totals = dict.fromkeys(
+        ("runs", "faults", "recovered", "lost", "unrecovered", "unsurvived", "hung"), 0
+    )
+    try:
+        campaign = Campaign(world, seed)
+        deadline = time.monotonic() + args.minutes * 60
+        numbers = [args.run] if args.run is not None else range(1, 10**6)
+        for number in numbers:
+            if args.run is None and time.monotonic() > deadline:
+                break
+            started = time.monotonic()
+            line, outcome = campaign.run(number)
+            totals["runs"] += 1
+            totals["faults"] += line.count("@") + line.count("disk-full")
+            totals[outcome.verdict] += 1
+            note = (
+                f"  [{'; '.join(outcome.notes)}]"
+                if outcome.notes and outcome.verdict != "recovered"
+                else ""
+            )
+            print(
+                f"run {number:4d}  seed {seed}:{number}  {line} -> {outcome.verdict} "
+                f"({outcome.attempts} attempt{'s' if outcome.attempts > 1 else ''}, "
+                f"{time.monotonic() - started:.1f} s){note}",
+                flush=True,
+            )
+    finally:
+        world.stop()
+        if not args.keep:
+            scrub_tree(root)
+    print(
+        f"summary: runs {totals['runs']}, faults injected {totals['faults']}, recovered "
+        f"{totals['recovered']}, data lost {totals['lost']}, unrecovered {totals['unrecovered']}, "
+        f"not ridden out {totals['unsurvived']}, hung {totals['hung']}  (seed {seed})"
+    )
+    failed = ("lost", "unrecovered", "unsurvived", "hung")
+    return 1 if any(totals[key] for key in failed) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

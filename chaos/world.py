@@ -1,0 +1,293 @@
+"""The chaos campaign's world: one SecantusDB server with users (killed and restarted on
+its own store), the loopback fault proxy in front of it, an S3 server, the source data,
+and the faults themselves. Everything runs on 127.0.0.1; nothing reaches further.
+
+Kept apart from campaign.py (the runs and their verdicts) so that a run reads as what
+it does, not how a server is restarted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import random
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from bson import Decimal128, ObjectId
+from bson.raw_bson import RawBSONDocument
+from pymongo import MongoClient
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO / "tests"), str(REPO / "src")]
+
+from faultproxy import FaultProxy  # noqa: E402
+from mongo_backup.mongo.embedded import EmbeddedServer, free_port  # noqa: E402
+from s3tools import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, MotoS3  # noqa: E402
+
+USER = "chaos-backup"
+SOURCE = "shop"
+BUCKET = "chaos"
+
+
+@dataclass
+class World:
+    root: Path
+    secret: str = field(default_factory=lambda: "Pw" + secrets.token_hex(12))
+    server: EmbeddedServer | None = None
+    proxy: FaultProxy | None = None
+    s3: MotoS3 | None = None
+    port: int = field(default_factory=free_port)
+
+    # -- the pieces ----------------------------------------------------------------------
+
+    def start(self) -> World:
+        store = self.root / "store"
+        first = EmbeddedServer(storage_path=str(store), port=self.port).start()
+        try:
+            with MongoClient(first.uri, serverSelectionTimeoutMS=20_000) as client:
+                client.admin.command(
+                    "createUser", USER, pwd=self.secret, roles=[{"role": "root", "db": "admin"}]
+                )
+                load_source(client[SOURCE])
+        finally:
+            first.stop()
+        self.server = self._server()
+        self.server.start()
+        self.proxy = FaultProxy("127.0.0.1", self.port).start()
+        os.environ.update(
+            AWS_ACCESS_KEY_ID=ACCESS_KEY_ID,
+            AWS_SECRET_ACCESS_KEY=SECRET_ACCESS_KEY,
+            AWS_REGION=REGION,
+        )
+        self.s3 = MotoS3(free_port(), bucket=BUCKET)
+        self.s3.start()
+        self.s3.client().create_bucket(Bucket=BUCKET)
+        return self
+
+    def _server(self) -> EmbeddedServer:
+        return EmbeddedServer(
+            storage_path=str(self.root / "store"), port=self.port, extra_args=["--auth"]
+        )
+
+    def stop(self) -> None:
+        for part in (self.proxy, self.server, self.s3):
+            if part is not None:
+                part.stop()
+
+    @property
+    def uri(self) -> str:
+        """What the tool is given: through the proxy, with the password in it."""
+        assert self.proxy is not None
+        return (
+            f"mongodb://{USER}:{self.secret}@127.0.0.1:{self.proxy.port}/"
+            "?directConnection=true&authSource=admin"
+        )
+
+    def direct(self) -> MongoClient[Any]:
+        """A client for checking, straight to the server (no proxy)."""
+        return MongoClient(
+            f"mongodb://127.0.0.1:{self.port}/?directConnection=true",
+            username=USER,
+            password=self.secret,
+            authSource="admin",
+            serverSelectionTimeoutMS=30_000,
+            document_class=RawBSONDocument,
+        )
+
+    def ensure_up(self) -> None:
+        """Everything healed and running, as an operator finds it before a retry."""
+        assert self.proxy is not None and self.s3 is not None
+        self.proxy.heal()
+        if self.server is None or self.server._process is None:
+            self.server = self._server()
+            self.server.start()
+        if self.s3._server is None:
+            self.s3.start()
+
+    def kill_server(self) -> None:
+        assert self.server is not None
+        self.server.kill()
+
+    def restart_server(self) -> None:
+        self.server = self._server()
+        self.server.start()
+
+
+def load_source(db: Any) -> None:
+    """Small but varied: nested documents, most BSON types, indexes, options, a view."""
+    rng = random.Random(11)
+    base = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    db.create_collection(
+        "products", validator={"$jsonSchema": {"bsonType": "object", "required": ["sku"]}}
+    )
+    db.products.insert_many(
+        [
+            {"sku": f"P{i:04d}", "price": Decimal128(Decimal(i) / 4), "tags": ["a", i]}
+            for i in range(300)
+        ]
+    )
+    db.products.create_index("sku", unique=True)
+    db.orders.insert_many(
+        [
+            {
+                "_id": ObjectId(),
+                "n": i,
+                "at": base + dt.timedelta(minutes=i),
+                "total": rng.random() * 100,
+                "lines": [{"sku": f"P{rng.randrange(300):04d}", "q": rng.randrange(1, 5)}],
+                "note": "é" * rng.randrange(0, 30),
+                "blob": os.urandom(rng.randrange(0, 64)),
+            }
+            for i in range(2500)
+        ]
+    )
+    db.orders.create_index([("at", -1), ("n", 1)], name="at_n")
+    db.users.insert_many([{"_id": f"u{i}", "email": f"u{i}@example.org"} for i in range(400)])
+    db.users.create_index("email", unique=True)
+    db.command(
+        "create", "big_orders", viewOn="orders", pipeline=[{"$match": {"total": {"$gt": 90}}}]
+    )
+
+
+def change_source(db: Any, rng: random.Random) -> None:
+    """Some inserts, updates and deletes, for an increment to capture."""
+    for _ in range(rng.randrange(5, 40)):
+        db.users.insert_one(
+            {"_id": f"x{rng.randrange(10**9)}", "email": f"{secrets.token_hex(6)}@x.org"}
+        )
+    db.orders.update_many({"n": {"$mod": [rng.randrange(20, 60), 0]}}, {"$inc": {"total": 1}})
+    db.products.delete_many({"sku": {"$in": [f"P{rng.randrange(300):04d}" for _ in range(3)]}})
+
+
+def snapshot(client: MongoClient[Any], db_name: str) -> dict[str, Any]:
+    """What must come back: every document's bytes, options, indexes, views."""
+    db = client[db_name]
+    found: dict[str, Any] = {}
+    for info in db.list_collections():
+        name = info["name"]
+        if name.startswith("system."):
+            continue
+        options = {k: v for k, v in dict(info.get("options", {})).items() if k != "uuid"}
+        entry: dict[str, Any] = {"type": info.get("type"), "options": options}
+        if info.get("type") != "view":
+            entry["documents"] = sorted(raw.raw for raw in db[name].find({}, sort=[("_id", 1)]))
+            entry["indexes"] = sorted(
+                repr(sorted((k, v) for k, v in dict(ix).items() if k not in ("ns", "v")))
+                for ix in db[name].list_indexes()
+            )
+        found[name] = entry
+    return found
+
+
+# -- faults --------------------------------------------------------------------------------
+
+
+@dataclass
+class Fault:
+    name: str
+    at: float  # seconds after the command starts
+    apply: Callable[[World, subprocess.Popen[bytes]], None]
+
+    @property
+    def survivable(self) -> bool:
+        """A passing fault of the server, the network or the store: a backup rides it
+        out by itself (retries). A killed client or a full disk needs the user's retry."""
+        return self.name != "client-kill"
+
+    def label(self) -> str:
+        return f"{self.name}@{self.at:.1f}s"
+
+
+def _kill_client(world: World, process: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)  # the tool and its converter children
+
+
+def choose_faults(rng: random.Random, op: str, horizon: float) -> list[Fault]:
+    """One fault, or two, at random moments within ``horizon`` seconds."""
+    down = rng.uniform(0.3, 2.0)
+    stall = rng.uniform(1.0, 5.0)
+    refuse = rng.uniform(0.5, 3.0)
+    rate = rng.choice([32, 128, 512])
+    cut = rng.randrange(2_000, 400_000)
+
+    def server_kill(world: World, _: subprocess.Popen[bytes]) -> None:
+        world.kill_server()
+        time.sleep(down)
+        world.restart_server()
+
+    def proxy(action: Callable[[FaultProxy], None]) -> Callable[[World, Any], None]:
+        def run(world: World, _: Any) -> None:
+            assert world.proxy is not None
+            action(world.proxy)
+
+        return run
+
+    def slow(world: World, _: Any) -> None:
+        assert world.proxy is not None
+        world.proxy.slow(rate)
+        time.sleep(rng.uniform(1.0, 3.0))
+        world.proxy.slow(None)
+
+    def s3_restart(world: World, _: Any) -> None:
+        assert world.s3 is not None
+        world.s3.stop()
+        time.sleep(down)
+        world.s3.start()
+
+    kinds: dict[str, Callable[[World, subprocess.Popen[bytes]], None]] = {
+        f"server-kill(down {down:.1f}s)": server_kill,
+        "proxy-drop": proxy(lambda p: p.drop_all()),
+        f"proxy-stall({stall:.1f}s)": proxy(lambda p: p.stall(stall)),
+        f"proxy-slow({rate}KiB/s)": slow,
+        f"proxy-cut({cut}B)": proxy(lambda p: p.cut_after(cut, "to_client")),
+        f"proxy-refuse({refuse:.1f}s)": proxy(lambda p: p.refuse(refuse)),
+        "client-kill": _kill_client,
+    }
+    if op == "backup-dest":
+        kinds[f"s3-restart(down {down:.1f}s)"] = s3_restart
+    names = rng.sample(sorted(kinds), k=rng.choice([1, 1, 2]))
+    return sorted(
+        (Fault(n, rng.uniform(0.05, horizon), kinds[n]) for n in names), key=lambda f: f.at
+    )
+
+
+def disk_limit(rng: random.Random) -> int | None:
+    """A full disk for some runs: the largest file the tool may write (RLIMIT_FSIZE)."""
+    return rng.randrange(20_000, 3_000_000) if rng.random() < 0.15 else None
+
+
+def inject(world: World, process: subprocess.Popen[bytes], faults: list[Fault]) -> threading.Thread:
+    """Apply ``faults`` on time while ``process`` runs (a fault after its end is moot)."""
+
+    def run() -> None:
+        started = time.monotonic()
+        for fault in faults:
+            wait = fault.at - (time.monotonic() - started)
+            if wait > 0:
+                try:
+                    process.wait(timeout=wait)
+                    return  # finished before the fault: nothing left to hurt
+                except subprocess.TimeoutExpired:
+                    pass
+            fault.apply(world, process)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def scrub_tree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,106 @@
+"""A server that stalls (accepts bytes, sends none) must not hold a backup or restore
+forever: ``--stall-timeout`` turns the silence into a transient fault. A backup reads on
+after its last ``_id``; a restore stops with one line naming the host, and ``--resume``
+finishes it. The stall is made by the loopback fault proxy (tests/faultproxy.py)."""
+
+from __future__ import annotations
+
+import ipaddress
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pymongo import MongoClient
+from pymongo.uri_parser import parse_uri
+
+from conftest import CliRunner
+from faultproxy import FaultProxy
+from restoretools import assert_same_bytes
+from serverfeatures import lacks
+
+DOCUMENTS = 20_000
+
+
+@pytest.fixture
+def proxy(mongo_uri: str) -> Iterator[FaultProxy]:
+    parsed = parse_uri(mongo_uri)
+    host, port = parsed["nodelist"][0]
+    local = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    if parsed["options"].get("tls") or parsed["username"] or not local:
+        lacks("own-servers", "the proxy forwards plain TCP to a loopback server without users")
+    with FaultProxy(host, port) as running:
+        yield running
+
+
+def proxied(proxy: FaultProxy) -> str:
+    return f"mongodb://127.0.0.1:{proxy.port}/?directConnection=true"
+
+
+def stall_when(proxy: FaultProxy, direction: str, after: int, seconds: float) -> threading.Thread:
+    """Stall the proxy for ``seconds`` once ``after`` bytes went ``direction``."""
+    started = threading.Event()
+
+    def watch() -> None:
+        for _ in range(6000):  # at most 30 s
+            if proxy.stats[direction] > after:
+                proxy.stall(seconds)
+                started.set()
+                return
+            started.wait(0.005)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.fixture
+def source(client: MongoClient[Any], db_name: str) -> str:
+    client[db_name]["items"].insert_many(
+        [{"_id": i, "n": i, "text": f"item {i:06d} " + "x" * 60} for i in range(DOCUMENTS)]
+    )
+    return db_name
+
+
+def test_a_backup_reads_on_after_a_stall(
+    cli: CliRunner, proxy: FaultProxy, source: str, tmp_path: Path, mongo_uri: str
+) -> None:
+    watcher = stall_when(proxy, "to_client", 200_000, seconds=3)
+    result = cli(
+        "backup", "--uri", proxied(proxy), "--db", source, "--out-dir", tmp_path,
+        "--stall-timeout", "1", "--retries", "8", "--retry-delay", "0.1", "-j", "1",
+        "--batch-size", "200", "--compress", "none",
+    )  # fmt: skip
+    watcher.join(30)
+    assert result.code == 0, result.err
+    assert f"stalled: no answer from 127.0.0.1:{proxy.port} for 1 s" in result.err
+    archive = result.out.strip()
+    checked = cli("verify", archive, "--against-uri", mongo_uri, "--against-db", source)
+    assert checked.code == 0, checked.out + checked.err
+
+
+def test_a_restore_stops_on_a_stall_and_resume_finishes_it(
+    cli: CliRunner,
+    proxy: FaultProxy,
+    source: str,
+    target_db: str,
+    tmp_path: Path,
+    mongo_uri: str,
+    client: MongoClient[Any],
+) -> None:
+    made = cli("backup", "--uri", mongo_uri, "--db", source, "--out-dir", tmp_path)
+    assert made.code == 0, made.err
+    archive = made.out.strip()
+    restore = ["restore", archive, "--uri", proxied(proxy), "--db", target_db]
+    options = ["--stall-timeout", "1", "--batch-size", "200", "-j", "1"]
+    watcher = stall_when(proxy, "to_server", 300_000, seconds=4)
+    stopped = cli(*restore, *options)
+    watcher.join(30)
+    assert stopped.code == 1, stopped.err
+    [line] = [line for line in stopped.err.splitlines() if line.startswith("mongo-backup:")]
+    assert f"stalled: no answer from 127.0.0.1:{proxy.port} for 1 s" in line
+    proxy.heal()
+    resumed = cli(*restore, *options, "--resume")
+    assert resumed.code == 0, resumed.err
+    assert assert_same_bytes(client, source, target_db, "items") == DOCUMENTS
