@@ -136,9 +136,13 @@ class Campaign:
                 backup.append("--stream")
             return backup, {"url": url}
         if op == "incremental":
-            (out / "backup_data").mkdir(parents=True)
-            base = out / "backup_data" / self.pristine_archive.name
-            base.write_bytes(self.pristine_archive.read_bytes())
+            # A fresh base for each increment: the server keeps a bounded history, and the
+            # campaign's own restores write enough to push an old base's point out of it
+            # (the tool then rightly asks for a full backup).
+            subprocess.run(
+                [*self.tool, "backup", "--uri", uri, "--db", SOURCE, "--out-dir", str(out), "-q"],
+                capture_output=True, timeout=COMMAND_BOUND, check=True,
+            )  # fmt: skip
             with self.world.direct() as client:
                 change_source(client[SOURCE], rng)
             backup += ["--incremental"]
@@ -300,6 +304,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=int(os.environ.get("CHAOS_SEED", 0)) or None)
     parser.add_argument("--run", type=int, default=None, help="replay this run of --seed alone")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
+    parser.add_argument("--stop-on-failure", action="store_true", help="end at the first failure")
     args = parser.parse_args()
     seed = args.seed or random.randrange(1, 10**6)
     root = Path(tempfile.mkdtemp(prefix="chaos-"))
@@ -331,6 +336,11 @@ def main() -> int:
                 f"{time.monotonic() - started:.1f} s){note}",
                 flush=True,
             )
+            if args.stop_on_failure and outcome.verdict != "recovered":
+                break
+            if args.run is not None and outcome.verdict != "recovered":
+                for text in outcome.outputs:  # a replay shows everything the tool said
+                    print(text.decode(errors="replace"), end="")
     finally:
         world.stop()
         if not args.keep:

@@ -266,7 +266,7 @@ def choose_faults(rng: random.Random, op: str, horizon: float) -> list[Fault]:
 
 def disk_limit(rng: random.Random) -> int | None:
     """A full disk for some runs: the largest file the tool may write (RLIMIT_FSIZE)."""
-    return rng.randrange(20_000, 3_000_000) if rng.random() < 0.15 else None
+    return rng.randrange(20_000, 800_000) if rng.random() < 0.15 else None
 
 
 def inject(world: World, process: subprocess.Popen[bytes], faults: list[Fault]) -> threading.Thread:

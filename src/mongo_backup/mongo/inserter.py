@@ -3,9 +3,14 @@
 Contract: :meth:`RawInserter.submit` hands a batch of raw BSON documents to one of
 ``jobs`` worker threads (blocking when ``2 x jobs`` batches already wait: back-pressure,
 not buffering). Leaving the ``with`` block waits for every batch. Per-document refusals
-(duplicate ``_id``, validation) are counted in :class:`InsertCounts` and never raise; a
-failure of the connection itself stops the workers and is raised from ``__exit__`` or
-the next ``submit``.
+(duplicate ``_id``, validation) are counted in :class:`InsertCounts` and never raise. A
+transient fault (connection lost, server restarting, a stall) sends the batch again, up
+to ``policy.retries`` times with backoff; since the server may have applied it before the
+answer was lost, the duplicates of a batch sent again are counted as ``already`` (as a
+resumed restore counts its replayed batches), not as conflicts. Give the inserter a
+client with ``retryWrites=False``: the driver's own silent retry would count them as
+conflicts. Any other failure stops the workers and is raised from ``__exit__`` or the
+next ``submit``.
 
 The driver releases the GIL while it waits for the server, so the caller's parsing of
 the next batch overlaps the server's work on this one.
@@ -13,8 +18,10 @@ the next batch overlaps the server's work on this one.
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +31,9 @@ from bson.raw_bson import RawBSONDocument
 from pymongo.collection import Collection
 
 from ..errors import MongoBackupError
+from ..retry import RetryPolicy, is_transient
+
+logger = logging.getLogger(__name__)
 
 DUPLICATE_KEY = 11000
 VALIDATION_FAILED = 121
@@ -73,8 +83,10 @@ class RawInserter:
         counts: InsertCounts,
         describe: Callable[[BaseException], str],
         answered: Callable[[int], None] | None = None,
+        policy: RetryPolicy | None = None,
     ) -> None:
         self.collection = collection
+        self.policy = policy or RetryPolicy()
         self.bypass = bypass_validation
         self.counts = counts
         self.describe = describe
@@ -120,18 +132,40 @@ class RawInserter:
             if self.fatal is not None:
                 continue  # drain, so that submit() never blocks forever
             batch, replay, ticket = item
-            documents = [RawBSONDocument(raw) for raw in batch]
+            try:
+                self._insert([RawBSONDocument(raw) for raw in batch], replay)
+            except BaseException as error:  # connection lost for good, auth, ...: stop
+                self.fatal = error
+                continue
+            if self.answered is not None:
+                self.answered(ticket)
+
+    def _insert(self, documents: list[RawBSONDocument], replay: bool) -> None:
+        """Insert one batch, sending it again after a transient fault."""
+        attempt = 0
+        while True:
             try:
                 self.collection.insert_many(
                     documents, ordered=False, bypass_document_validation=self.bypass
                 )
             except pymongo.errors.BulkWriteError as error:
-                self.counts.add_bulk_error(dict(error.details), replay)
-            except BaseException as error:  # connection lost, auth, ...: stop everything
-                self.fatal = error
+                self.counts.add_bulk_error(dict(error.details), replay or attempt > 0)
+            except pymongo.errors.PyMongoError as error:
+                if not is_transient(error) or attempt >= self.policy.retries:
+                    raise
+                attempt += 1
+                delay = self.policy.delay(attempt)
+                logger.warning(
+                    "%s: %s; sending the batch again (retry %d of %d in %.1f s)",
+                    self.collection.name,
+                    self.describe(error),
+                    attempt,
+                    self.policy.retries,
+                    delay,
+                )
+                time.sleep(delay)
                 continue
             else:
                 with self.counts.lock:
                     self.counts.inserted += len(documents)
-            if self.answered is not None:
-                self.answered(ticket)
+            return

@@ -164,7 +164,14 @@ def _restore_one(opts: RestoreOptions, started: float) -> RestoreResult:
         state = _starting_state(opts, state_file, target)
         client = connect(opts.uri, timeout=opts.timeout)
         try:
-            inserts = connect(opts.uri, timeout=opts.timeout, stall_timeout=opts.stall_timeout)
+            # retryWrites=False: the inserter sends a batch again itself, and counts what
+            # the first try had written as restored (see mongo/inserter.py).
+            inserts = connect(
+                opts.uri,
+                timeout=opts.timeout,
+                stall_timeout=opts.stall_timeout,
+                retryWrites=False,
+            )
         except BaseException:
             client.close()
             raise

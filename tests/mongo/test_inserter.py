@@ -1,0 +1,84 @@
+"""RawInserter without a server: a batch whose answer is lost is sent again, and what
+the first try had written counts as ``already``, never as a conflict; a fault that will
+not pass stops the workers with one error."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import bson
+import pymongo.errors
+import pytest
+
+from mongo_backup.errors import MongoBackupError
+from mongo_backup.mongo.inserter import InsertCounts, RawInserter
+from mongo_backup.retry import RetryPolicy
+
+QUICK = RetryPolicy(retries=3, base_delay=0.001)
+
+
+class LosesAnswers:
+    """A collection that applies every insert but loses the first ``lost`` answers."""
+
+    name = "items"
+
+    def __init__(self, lost: int, error: Exception | None = None) -> None:
+        self.stored: dict[Any, bytes] = {}
+        self.lost, self.error = lost, error
+
+    def insert_many(self, documents: list[Any], **_: Any) -> None:
+        errors = []
+        for index, document in enumerate(documents):
+            key = document["_id"]
+            if key in self.stored:
+                errors.append({"index": index, "code": 11000, "errmsg": "E11000 duplicate"})
+            else:
+                self.stored[key] = document.raw
+        if self.lost:
+            self.lost -= 1
+            raise self.error or pymongo.errors.AutoReconnect("connection reset by peer")
+        if errors:
+            details = {"nInserted": len(documents) - len(errors), "writeErrors": errors}
+            raise pymongo.errors.BulkWriteError(details)
+
+
+def batch(start: int, size: int) -> list[bytes]:
+    return [bson.encode({"_id": i, "n": i}) for i in range(start, start + size)]
+
+
+def run(collection: LosesAnswers, batches: list[list[bytes]]) -> InsertCounts:
+    counts = InsertCounts()
+    inserter = RawInserter(collection, 2, False, counts, str, policy=QUICK)  # type: ignore[arg-type]
+    with inserter:
+        for number, documents in enumerate(batches):
+            inserter.submit(documents, False, number)
+    return counts
+
+
+def test_a_lost_answer_sends_the_batch_again_without_conflicts() -> None:
+    collection = LosesAnswers(lost=2)
+    counts = run(collection, [batch(0, 50), batch(50, 50)])
+    assert len(collection.stored) == 100
+    assert counts.duplicates == 0 and counts.failed == 0
+    assert counts.inserted + counts.already == 100 and counts.already >= 50
+
+
+def test_true_conflicts_in_a_first_try_are_still_conflicts() -> None:
+    collection = LosesAnswers(lost=0)
+    collection.stored[3] = b"already there before the restore"
+    counts = run(collection, [batch(0, 10)])
+    assert (counts.inserted, counts.duplicates, counts.already) == (9, 1, 0)
+
+
+def test_a_fault_that_does_not_pass_stops_with_one_error() -> None:
+    collection = LosesAnswers(lost=99)
+    with pytest.raises(MongoBackupError, match="items: insert failed: connection reset"):
+        run(collection, [batch(0, 10)])
+
+
+def test_a_permanent_error_is_not_retried() -> None:
+    refused = pymongo.errors.OperationFailure("not authorized", code=13)
+    collection = LosesAnswers(lost=1, error=refused)
+    with pytest.raises(MongoBackupError, match="not authorized"):
+        run(collection, [batch(0, 10)])
+    assert collection.lost == 0  # tried once
