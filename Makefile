@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test test-fast lint bench chaos clean
+.PHONY: demo test test-fast lint bench chaos chaos-mutants clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ lint: $(VENV)/.test-installed
 CHAOS_MINUTES ?= 10
 chaos: $(VENV)/.test-installed
 	CHAOS_MINUTES=$(CHAOS_MINUTES) $(BIN)/python chaos/campaign.py $(CHAOS_ARGS)
+
+## make chaos-mutants: two deliberately broken builds, each must be caught within 5 minutes
+chaos-mutants: $(VENV)/.test-installed
+	$(BIN)/python chaos/mutants.py
 
 ## make bench: speed and memory against the baselines in ../shared/bench (several minutes)
 bench: $(VENV)/.test-installed

@@ -67,15 +67,17 @@ def source(client: MongoClient[Any], db_name: str) -> str:
 def test_a_backup_reads_on_after_a_stall(
     cli: CliRunner, proxy: FaultProxy, source: str, tmp_path: Path, mongo_uri: str
 ) -> None:
-    watcher = stall_when(proxy, "to_client", 200_000, seconds=3)
+    # Above the server's own time to answer a find (about 1 s on SecantusDB for this
+    # collection: it sorts before it answers), or every re-opened cursor would "stall".
+    watcher = stall_when(proxy, "to_client", 200_000, seconds=6)
     result = cli(
         "backup", "--uri", proxied(proxy), "--db", source, "--out-dir", tmp_path,
-        "--stall-timeout", "1", "--retries", "8", "--retry-delay", "0.1", "-j", "1",
+        "--stall-timeout", "2.5", "--retries", "8", "--retry-delay", "0.1", "-j", "1",
         "--batch-size", "200", "--compress", "none",
     )  # fmt: skip
     watcher.join(30)
     assert result.code == 0, result.err
-    assert f"stalled: no answer from 127.0.0.1:{proxy.port} for 1 s" in result.err
+    assert f"stalled: no answer from 127.0.0.1:{proxy.port} for 2.5 s" in result.err
     archive = result.out.strip()
     checked = cli("verify", archive, "--against-uri", mongo_uri, "--against-db", source)
     assert checked.code == 0, checked.out + checked.err

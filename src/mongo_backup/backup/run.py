@@ -89,7 +89,8 @@ def _locked_backup(opts: BackupOptions, progress: Progress) -> BackupResult:
         event_listeners=[check],
     )
     try:
-        source = MongoSource(client, opts.db, uri_secrets(opts.uri))
+        policy = RetryPolicy(opts.retries, opts.retry_delay)
+        source = MongoSource(client, opts.db, uri_secrets(opts.uri), policy)
         if resumable is None:
             base = find_base(Path(opts.out_dir), opts.db, opts.base) if opts.incremental else None
             plan, folder = new_plan(source, opts.plan_request(), base)

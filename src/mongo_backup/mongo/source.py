@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from re import Pattern
@@ -36,7 +37,7 @@ from pymongo.client_session import ClientSession
 
 from ..errors import ConnectionFailed, MongoBackupError
 from ..redact import hosts_of, uri_secrets
-from ..retry import RetryPolicy, driver_error_text
+from ..retry import RetryPolicy, driver_error_text, is_transient
 from .prefetch import IdKey, id_key_of, id_key_value, prefetched, resumable
 
 logger = logging.getLogger(__name__)
@@ -121,7 +122,7 @@ def connect(
             f"invalid connection string: {driver_error_text(error, secrets)}"
         ) from None
     try:
-        client.admin.command("ping")
+        _first_ping(client, timeout)
     except pymongo.errors.OperationFailure as error:
         client.close()  # its monitor threads and sockets would outlive the failure
         raise ConnectionFailed(
@@ -139,11 +140,47 @@ def connect(
     return client
 
 
+def durable_writes(uri: str) -> dict[str, Any]:
+    """Client options for writes acknowledged only once durable (``w: majority`` and
+    journaled); a write concern written in the URI wins."""
+    query = uri.split("?", 1)[1] if "?" in uri else ""
+    given = {part.split("=", 1)[0].lower() for part in query.replace(";", "&").split("&")}
+    if given & {"w", "journal", "wtimeoutms"}:
+        return {}
+    return {"w": "majority", "journal": True}
+
+
+def _first_ping(client: MongoClient[Any], timeout: float) -> None:
+    """Ping until the server answers; a transient fault (a reset, a stall, a server
+    restarting) is tried again until ``timeout`` has passed since the first try."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            client.admin.command("ping")
+            return
+        except pymongo.errors.OperationFailure:
+            raise
+        except pymongo.errors.PyMongoError as error:
+            if not is_transient(error) or time.monotonic() + 0.5 > deadline:
+                raise
+            time.sleep(0.5)
+
+
 class MongoSource:
     """Reads one database. ``secrets`` are scrubbed from every error it raises."""
 
-    def __init__(self, client: MongoClient[Any], db_name: str, secrets: list[str]) -> None:
+    def __init__(
+        self,
+        client: MongoClient[Any],
+        db_name: str,
+        secrets: list[str],
+        policy: RetryPolicy | None = None,
+    ) -> None:
         self.client = client
+        # Metadata reads (buildInfo, listings, sizes, samples) ride out transient faults
+        # as the document reads do: a reset or a stall at the wrong moment must not end
+        # a backup that would have read everything a moment later.
+        self.policy = policy or RetryPolicy()
         self.db = client[db_name]
         self.db_name = db_name
         self.secrets = secrets
@@ -154,10 +191,26 @@ class MongoSource:
         self.snapshot_lost = False
 
     def _call(self, what: str, function: Callable[[], T]) -> T:
-        try:
-            return function()
-        except pymongo.errors.PyMongoError as error:
-            raise MongoBackupError(f"{what}: {driver_error_text(error, self.secrets)}") from None
+        """``function()``, a read without side effects, retried after transient faults."""
+        attempt = 0
+        while True:
+            try:
+                return function()
+            except pymongo.errors.PyMongoError as error:
+                text = driver_error_text(error, self.secrets)
+                if not is_transient(error) or attempt >= self.policy.retries:
+                    raise MongoBackupError(f"{what}: {text}") from None
+                attempt += 1
+                delay = self.policy.delay(attempt)
+                logger.warning(
+                    "%s: %s; retry %d of %d in %.1f s",
+                    what,
+                    text,
+                    attempt,
+                    self.policy.retries,
+                    delay,
+                )
+                time.sleep(delay)
 
     def server_info(self) -> dict[str, Any]:
         build = self._call("buildInfo", lambda: self.client.admin.command("buildInfo"))

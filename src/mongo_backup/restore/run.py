@@ -33,7 +33,7 @@ from ..errors import (
     MongoBackupError,
 )
 from ..location.transfer import local_copy
-from ..mongo.source import connect
+from ..mongo.source import connect, durable_writes
 from ..names import collection_filter
 from ..redact import hosts_of, uri_secrets
 from ..retry import driver_error_text
@@ -165,12 +165,17 @@ def _restore_one(opts: RestoreOptions, started: float) -> RestoreResult:
         client = connect(opts.uri, timeout=opts.timeout)
         try:
             # retryWrites=False: the inserter sends a batch again itself, and counts what
-            # the first try had written as restored (see mongo/inserter.py).
+            # the first try had written as restored (see mongo/inserter.py). Acknowledged
+            # means durable (journaled, on a majority), as mongorestore's default: the
+            # progress kept for --resume counts acknowledged documents, and a server that
+            # crashed before its journal held them would lose them for good (found by the
+            # chaos campaign: a SIGKILLed server lost a batch the restore had counted).
             inserts = connect(
                 opts.uri,
                 timeout=opts.timeout,
                 stall_timeout=opts.stall_timeout,
                 retryWrites=False,
+                **durable_writes(opts.uri),
             )
         except BaseException:
             client.close()
