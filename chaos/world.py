@@ -95,6 +95,14 @@ class World:
             "?directConnection=true&authSource=admin"
         )
 
+    @property
+    def direct_uri(self) -> str:
+        """Straight to the server, for the campaign's own checks."""
+        return (
+            f"mongodb://{USER}:{self.secret}@127.0.0.1:{self.port}/"
+            "?directConnection=true&authSource=admin"
+        )
+
     def direct(self) -> MongoClient[Any]:
         """A client for checking, straight to the server (no proxy)."""
         return MongoClient(
@@ -150,7 +158,7 @@ def load_source(db: Any) -> None:
                 "note": "é" * rng.randrange(0, 30),
                 "blob": os.urandom(rng.randrange(0, 64)),
             }
-            for i in range(2500)
+            for i in range(1500)
         ]
     )
     db.orders.create_index([("at", -1), ("n", 1)], name="at_n")
