@@ -129,7 +129,8 @@ class Campaign:
             )  # fmt: skip
         out = work / "out"
         backup = [*self.tool, "backup", "--uri", uri, "--db", SOURCE, "--out-dir", str(out),
-                  "--checkpoint-interval", "0.2", "--batch-size", str(rng.choice([100, 500, 1000])),
+                  "--checkpoint-interval", str(rng.choice([0.05, 0.2])),
+                  "--batch-size", str(rng.choice([100, 200, 500, 1000])),
                   "-j", str(rng.choice([1, 2])), *common]  # fmt: skip
         if op == "backup-dest":
             assert self.world.s3 is not None
@@ -162,9 +163,9 @@ class Campaign:
         """The faulty attempt, then retries with --resume until one succeeds."""
         for attempt in range(ATTEMPTS):
             outcome.attempts = attempt + 1
+            # The same command with --resume, as the README tells a user (a resumed restore
+            # keeps what it restored; --drop then applies only to what it had not begun).
             again = command if attempt == 0 else [*command, "--resume"]
-            if attempt and "--drop" in again:
-                again.remove("--drop")  # a resumed restore keeps what it restored
             code = self._run_once(
                 again, env, faults if attempt == 0 else [], limit if attempt == 0 else None, outcome
             )

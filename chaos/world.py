@@ -249,6 +249,17 @@ def choose_faults(rng: random.Random, op: str, horizon: float) -> list[Fault]:
         time.sleep(rng.uniform(1.0, 3.0))
         world.proxy.slow(None)
 
+    cut_for = rng.uniform(1.0, 3.0)
+
+    def cut_connections(world: World, _: Any) -> None:
+        # A passing fault like the others: for a while every connection is cut after
+        # ``cut`` bytes, then the path heals (a cut that never heals is an outage no
+        # retry can ride out, which says nothing about the tool).
+        assert world.proxy is not None
+        world.proxy.cut_after(cut, "to_client")
+        time.sleep(cut_for)
+        world.proxy.heal()
+
     def s3_restart(world: World, _: Any) -> None:
         assert world.s3 is not None
         world.s3.stop()
@@ -260,7 +271,7 @@ def choose_faults(rng: random.Random, op: str, horizon: float) -> list[Fault]:
         "proxy-drop": proxy(lambda p: p.drop_all()),
         f"proxy-stall({stall:.1f}s)": proxy(lambda p: p.stall(stall)),
         f"proxy-slow({rate}KiB/s)": slow,
-        f"proxy-cut({cut}B)": proxy(lambda p: p.cut_after(cut, "to_client")),
+        f"proxy-cut({cut}B for {cut_for:.1f}s)": cut_connections,
         f"proxy-refuse({refuse:.1f}s)": proxy(lambda p: p.refuse(refuse)),
         "client-kill": _kill_client,
     }
