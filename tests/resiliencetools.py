@@ -20,7 +20,8 @@ from pymongo.errors import OperationFailure
 
 from bsontools import read_archive_member, read_manifest
 from conftest import CliResult, CliRunner
-from mongo_backup.mongo.source import APP_NAME, UNKNOWN_DOCUMENT_BYTES
+from mongo_backup.mongo.connection import APP_NAME
+from mongo_backup.mongo.source import UNKNOWN_DOCUMENT_BYTES
 from serverfeatures import lacks
 
 RETRY_WARNING = re.compile(r"WARNING .*; retry (\d+) of (\d+) in ")

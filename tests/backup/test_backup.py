@@ -23,7 +23,7 @@ from mongo_backup import __version__
 from mongo_backup.archive.manifest import parse_manifest
 from mongo_backup.cli.config import AuthOptions, with_auth
 from mongo_backup.errors import ConnectionFailed
-from mongo_backup.mongo.source import connect
+from mongo_backup.mongo.connection import connect
 from mongo_backup.names import is_safe_member_name
 from mongo_backup.redact import hosts_of
 from serverfeatures import lacks

@@ -54,8 +54,9 @@ from mongo_backup.mongo.cluster_time import (
     show,
     to_json,
 )
+from mongo_backup.mongo.connection import APP_NAME
 from mongo_backup.mongo.embedded import EmbeddedServer
-from mongo_backup.mongo.source import APP_NAME, MongoSource
+from mongo_backup.mongo.source import MongoSource
 from restoretools import (
     assert_same_bytes,
     assert_single_error_line,

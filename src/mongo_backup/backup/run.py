@@ -42,7 +42,8 @@ from ..errors import (
 from ..files import private_file
 from ..location.locking import location_lock
 from ..mongo.cluster_time import SnapshotCheck
-from ..mongo.source import MongoSource, connect
+from ..mongo.connection import connect
+from ..mongo.source import MongoSource
 from ..names import ARCHIVE_FOLDER, collection_filter
 from ..redact import uri_secrets
 from ..retry import RetryPolicy

@@ -1,6 +1,7 @@
 """The MongoDB edge: everything that talks to a server.
 
-- ``source``: connecting, listing namespaces ("intents"), sizes, split points, reading.
+- ``connection``: connecting (timeouts, a first ping that rides out faults, durable writes).
+- ``source``: listing namespaces ("intents"), sizes, split points, reading.
 - ``prefetch``: raw BSON batches read ahead in ``_id`` order, retried after a fault.
 - ``inserter``: raw documents inserted in unordered bulk batches by worker threads, counted.
 - ``cluster_time``: cluster times, ``--until``, the check that snapshot reads held.

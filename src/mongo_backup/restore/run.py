@@ -33,7 +33,7 @@ from ..errors import (
     MongoBackupError,
 )
 from ..location.transfer import local_copy
-from ..mongo.source import connect, durable_writes
+from ..mongo.connection import connect, durable_writes
 from ..names import collection_filter
 from ..redact import hosts_of, uri_secrets
 from ..retry import driver_error_text

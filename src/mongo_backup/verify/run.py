@@ -30,7 +30,8 @@ from ..archive.manifest import CollectionEntry, Manifest
 from ..archive.reader import BackupReader, open_backup
 from ..errors import ArchiveError, ConfigError, LineFormatError
 from ..location.transfer import local_copy
-from ..mongo.source import MongoSource, connect, to_extjson
+from ..mongo.connection import connect
+from ..mongo.source import MongoSource, to_extjson
 from ..redact import uri_secrets
 
 MAX_PROBLEMS_PER_MEMBER = 20
