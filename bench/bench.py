@@ -33,12 +33,13 @@ from typing import Any
 
 from bench_increments import section_increments
 from bench_storage import section_destinations
+from bench_watch import section_watch
 from pymongo import MongoClient  # a dependency of the project, so in its venv
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "bench"  # baselines: called by path, never copied
 RESULTS = REPO / "bench" / "results" / "latest.json"
-SECTIONS = ("backup", "restore", "verify", "resilience", "increments", "destinations")
+SECTIONS = ("backup", "restore", "verify", "resilience", "increments", "destinations", "watch")
 
 try:  # use the installed package if there is one, else the source tree
     from mongo_backup.mongo.embedded import EmbeddedServer
@@ -444,6 +445,8 @@ def main() -> int:
     p.add_argument("--only", default=",".join(SECTIONS), help="comma list of " + ",".join(SECTIONS))
     p.add_argument("--big-n", type=int, default=400_000, help="N of the flat-memory set; 0 skips")
     p.add_argument("--timeout", type=float, default=1800, help="kill a measured command after S s")
+    p.add_argument("--watch-minutes", type=float, default=10, help="length of the watch section")
+    p.add_argument("--watch-rate", type=float, default=500, help="updates/s during the watch")
     a = p.parse_args()
     only = {s.strip() for s in a.only.split(",") if s.strip()}
     if unknown := only - set(SECTIONS):
@@ -497,6 +500,10 @@ def main() -> int:
                 say("")
                 say("== increments")
                 section_increments(c, SimpleNamespace(say=say, check=check, load=load))
+            if "watch" in only:  # last: it writes to the main data set
+                say("")
+                say("== watch")
+                section_watch(c, SimpleNamespace(say=say, check=check))
 
     finally:
         for d in keep:

@@ -1,5 +1,5 @@
-"""``make chaos``: a seeded random fault campaign over backup, resume, restore and
-increments, checked against the source after every run.
+"""``make chaos``: a seeded random fault campaign over backup, resume, restore,
+increments and watch, checked against the source after every run.
 
 usage: python chaos/campaign.py [--minutes M] [--seed S] [--run K] [--keep]
 
@@ -7,7 +7,8 @@ Each run picks an operation and one or two faults (server SIGKILL and restart on
 same store, proxy drop/stall/slow/cut/refuse, client SIGKILL, a full disk, an S3 restart
 for ``--dest``), runs the real ``mongo-backup`` as a child process with the faults
 applied at random moments, then retries as a user would (the same command with
-``--resume``) until it succeeds. The outcome is checked against the source: documents
+``--resume``; a watch is started again) until it succeeds. A watch runs 3 s while the
+source changes, then gets SIGTERM (2 s on a retry), and its location's chain is checked. The outcome is checked against the source: documents
 byte for byte, options, indexes and views; the archive verifies; no archive exists
 under its final name unless it is complete; the password is in no file and no output.
 One line per run, then a summary; the exit code is 1 on any data lost, unrecovered or
@@ -25,6 +26,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,7 +52,8 @@ from mongo_backup.verify.run import VerifyOptions, run_verify
 
 logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's request log
 
-OPERATIONS = ("backup", "backup", "restore", "restore", "incremental", "backup-dest")
+OPERATIONS = ("backup", "backup", "restore", "restore", "incremental", "backup-dest", "watch")
+WATCH_FOR = (3.0, 2.0)  # seconds a watch runs before its SIGTERM: first try, retries
 COMMAND_BOUND = 60.0  # seconds one command may take before the run counts as hung
 ATTEMPTS = 4  # the faulty run, then up to three retries as a user would
 
@@ -86,12 +89,18 @@ class Campaign:
         work.mkdir()
         env = {**os.environ, "MONGO_BACKUP_STATE_DIR": str(work / "state")}
         command, expected = self._prepare(op, number, work, rng)
-        faults = choose_faults(rng, op, horizon=2.5)
+        # Faults land while the command runs: a backup of the campaign's source takes about a
+        # second, a restore a few, a watch runs 3 s.
+        horizon = 2.5 if op in ("restore", "watch") else 1.2
+        faults = choose_faults(rng, op, horizon=horizon, out=work / "out")
         limit = disk_limit(rng) if op != "restore" else None
         labels = [f.label() for f in faults] + ([f"disk-full({limit}B)"] if limit else [])
         outcome = Outcome()
+        writer = self._writes_during_watch(rng) if op == "watch" else None
         try:
             self._attempts(command, env, faults, limit, outcome)
+            if writer is not None:
+                writer.join(30)
             riding_out = op != "restore" and limit is None and all(f.survivable for f in faults)
             if outcome.verdict == "recovered" and riding_out and outcome.attempts > 1:
                 # A backup promises to retry these faults itself: a user's retry was needed.
@@ -132,6 +141,8 @@ class Campaign:
                   "--checkpoint-interval", str(rng.choice([0.05, 0.2])),
                   "--batch-size", str(rng.choice([100, 200, 500, 1000])),
                   "-j", str(rng.choice([1, 2])), *common]  # fmt: skip
+        if op == "watch":  # the same options, an increment every 0.3 s until SIGTERM
+            return [*backup[:3], "watch", *backup[4:], "--interval", "0.3"], {}
         if op == "backup-dest":
             assert self.world.s3 is not None
             url = f"s3://{self.world.s3.bucket}/run{number}"
@@ -152,6 +163,27 @@ class Campaign:
             backup += ["--incremental"]
         return backup, {}
 
+    def _writes_during_watch(self, rng: random.Random) -> threading.Thread:
+        """Changes to the source while a watch follows it (the check compares after)."""
+        moments = sorted(rng.uniform(0.2, 1.5) for _ in range(3))
+        seeds = [rng.randrange(10**9) for _ in moments]
+
+        def write() -> None:
+            started = time.monotonic()
+            for moment, seed in zip(moments, seeds, strict=True):
+                time.sleep(max(0.0, moment - (time.monotonic() - started)))
+                for _ in range(20):  # the server may be down for a while: as any writer
+                    try:
+                        with self.world.direct() as client:
+                            change_source(client[SOURCE], random.Random(seed))
+                        break
+                    except Exception:
+                        time.sleep(0.3)
+
+        thread = threading.Thread(target=write, daemon=True)
+        thread.start()
+        return thread
+
     def _attempts(
         self,
         command: list[str],
@@ -165,9 +197,15 @@ class Campaign:
             outcome.attempts = attempt + 1
             # The same command with --resume, as the README tells a user (a resumed restore
             # keeps what it restored; --drop then applies only to what it had not begun).
-            again = command if attempt == 0 else [*command, "--resume"]
+            watch = "watch" in command[3:4]
+            again = command if attempt == 0 or watch else [*command, "--resume"]
             code = self._run_once(
-                again, env, faults if attempt == 0 else [], limit if attempt == 0 else None, outcome
+                again,
+                env,
+                faults if attempt == 0 else [],
+                limit if attempt == 0 else None,
+                outcome,
+                stop_after=WATCH_FOR[min(attempt, 1)] if watch else None,
             )
             if code is None:
                 outcome.verdict = "hung"
@@ -185,6 +223,7 @@ class Campaign:
         faults: list[Any],
         limit: int | None,
         outcome: Outcome,
+        stop_after: float | None = None,
     ) -> int | None:
         def child_setup() -> None:
             if limit is not None:
@@ -195,6 +234,11 @@ class Campaign:
             start_new_session=True, preexec_fn=child_setup,
         )  # fmt: skip
         injector = inject(self.world, process, faults)
+        # A watch runs until told to stop: SIGTERM to it alone (its converters are children
+        # it stops itself), as systemd's KillMode=mixed does.
+        stopper = threading.Timer(stop_after or 0.0, _terminate, args=(process,))
+        if stop_after is not None:
+            stopper.start()
         try:
             out, err = process.communicate(timeout=COMMAND_BOUND)
         except subprocess.TimeoutExpired:
@@ -203,6 +247,7 @@ class Campaign:
             outcome.outputs += [out, err]
             outcome.notes.append(f"hung: {command[3]} past {COMMAND_BOUND:.0f} s")
             return None
+        stopper.cancel()
         injector.join(30)
         outcome.outputs += [out, err]
         if process.returncode:
@@ -235,6 +280,8 @@ class Campaign:
             if op == "backup-dest":
                 source = expected["url"] + "/" + self._stored_key(expected["url"])
                 endpoint = self.world.s3.endpoint_url if self.world.s3 else None
+            elif op == "watch":  # the location: its newest chain
+                source, endpoint = str(work / "out"), None
             else:
                 archives = sorted((work / "out" / "backup_data").glob("backup_*.tar*"))
                 archives = [
@@ -301,6 +348,11 @@ class Campaign:
         if leaks:
             outcome.verdict = "lost"
             outcome.notes.append(f"the password is in {leaks[:3]}")
+
+
+def _terminate(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
 
 
 def main() -> int:

@@ -212,7 +212,7 @@ class Fault:
     def survivable(self) -> bool:
         """A passing fault of the server, the network or the store: a backup rides it
         out by itself (retries). A killed client or a full disk needs the user's retry."""
-        return self.name != "client-kill"
+        return not self.name.startswith("client-kill")
 
     def label(self) -> str:
         return f"{self.name}@{self.at:.1f}s"
@@ -223,13 +223,37 @@ def _kill_client(world: World, process: subprocess.Popen[bytes]) -> None:
         os.killpg(process.pid, signal.SIGKILL)  # the tool and its converter children
 
 
-def choose_faults(rng: random.Random, op: str, horizon: float) -> list[Fault]:
-    """One fault, or two, at random moments within ``horizon`` seconds."""
-    down = rng.uniform(0.3, 2.0)
-    stall = rng.uniform(1.0, 5.0)
+def _kill_mid_export(out: Path, rate: int, after: float) -> Callable[[World, Any], None]:
+    """Kill the client while it is inside an export: a crash at a random moment seldom
+    lands there (the campaign's collections take a fraction of a second to read), yet that
+    is where a checkpoint that runs ahead of its data loses documents. The reads are slowed
+    so that exports last, and the kill comes ``after`` seconds past the first checkpoint."""
+
+    def run(world: World, process: subprocess.Popen[bytes]) -> None:
+        assert world.proxy is not None
+        world.proxy.slow(rate)
+        try:
+            deadline = time.monotonic() + 20
+            while process.poll() is None and time.monotonic() < deadline:
+                if any(out.rglob("*.checkpoint")):
+                    time.sleep(after)
+                    _kill_client(world, process)
+                    return
+                time.sleep(0.005)
+        finally:
+            world.proxy.slow(None)
+
+    return run
+
+
+def choose_faults(rng: random.Random, op: str, horizon: float, out: Path) -> list[Fault]:
+    """One fault, or two, at random moments within ``horizon`` seconds; ``out`` is where a
+    backup writes (for the fault that waits for an export to be under way)."""
+    down = rng.uniform(0.3, 1.5)
+    stall = rng.uniform(1.0, 3.5)
     refuse = rng.uniform(0.5, 3.0)
     rate = rng.choice([32, 128, 512])
-    cut = rng.randrange(2_000, 400_000)
+    cut = rng.randrange(2_000, 60_000)
 
     def server_kill(world: World, _: subprocess.Popen[bytes]) -> None:
         world.kill_server()
@@ -246,8 +270,16 @@ def choose_faults(rng: random.Random, op: str, horizon: float) -> list[Fault]:
     def slow(world: World, _: Any) -> None:
         assert world.proxy is not None
         world.proxy.slow(rate)
-        time.sleep(rng.uniform(1.0, 3.0))
+        time.sleep(rng.uniform(0.5, 2.0))
         world.proxy.slow(None)
+
+    def flap(world: World, _: Any) -> None:
+        # Three drops 0.2 s apart: a flapping link. The driver's own single retry of a
+        # read absorbs one drop; only the tool's retries ride out three.
+        assert world.proxy is not None
+        for _ in range(3):
+            world.proxy.drop_all()
+            time.sleep(0.2)
 
     cut_for = rng.uniform(1.0, 3.0)
 
@@ -268,7 +300,7 @@ def choose_faults(rng: random.Random, op: str, horizon: float) -> list[Fault]:
 
     kinds: dict[str, Callable[[World, subprocess.Popen[bytes]], None]] = {
         f"server-kill(down {down:.1f}s)": server_kill,
-        "proxy-drop": proxy(lambda p: p.drop_all()),
+        "proxy-drop(x3)": flap,
         f"proxy-stall({stall:.1f}s)": proxy(lambda p: p.stall(stall)),
         f"proxy-slow({rate}KiB/s)": slow,
         f"proxy-cut({cut}B for {cut_for:.1f}s)": cut_connections,
@@ -278,9 +310,18 @@ def choose_faults(rng: random.Random, op: str, horizon: float) -> list[Fault]:
     if op == "backup-dest":
         kinds[f"s3-restart(down {down:.1f}s)"] = s3_restart
     names = rng.sample(sorted(kinds), k=rng.choice([1, 1, 2]))
-    return sorted(
-        (Fault(n, rng.uniform(0.05, horizon), kinds[n]) for n in names), key=lambda f: f.at
-    )
+    if op != "restore" and rng.random() < 0.25:
+        # A quarter of the backups crash inside their export (see _kill_mid_export).
+        after = rng.uniform(0.0, 0.4)
+        name = f"client-kill-mid-export(+{after:.2f}s)"
+        kinds[name] = _kill_mid_export(out, rate, after)
+        names = [name, *[n for n in names[:1] if n != "client-kill"]]
+    return sorted((Fault(n, _start(n, rng, horizon), kinds[n]) for n in names), key=lambda f: f.at)
+
+
+def _start(name: str, rng: random.Random, horizon: float) -> float:
+    # The mid-export kill times itself (from the first checkpoint): it starts at once.
+    return 0.0 if name.startswith("client-kill-mid-export") else rng.uniform(0.05, horizon)
 
 
 def disk_limit(rng: random.Random) -> int | None:

@@ -45,6 +45,49 @@ def mongo_uri() -> Iterator[str]:
         server.stop()
 
 
+OPLOG_CAP = 50  # the oplog entries a pruning_server keeps
+
+
+def _own_server(extra: list[str], why: str) -> EmbeddedServer:
+    if os.environ.get("MONGO_TEST_URI"):
+        from serverfeatures import lacks
+
+        lacks("own-servers", f"{why} (MONGO_TEST_URI set)")
+    return EmbeddedServer(extra_args=extra).start()
+
+
+@pytest.fixture
+def standalone_uri() -> Iterator[str]:
+    """A SecantusDB of its own started --standalone (no change streams, no cluster time)."""
+    server = _own_server(["--standalone"], "needs the embedded SecantusDB started --standalone")
+    try:
+        yield server.uri
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def pruning_server() -> Iterator[str]:
+    """A SecantusDB of its own that keeps only the newest OPLOG_CAP oplog entries."""
+    server = _own_server(
+        ["--oplog-max-entries", str(OPLOG_CAP)], "needs its own server with a tiny oplog"
+    )
+    try:
+        yield server.uri
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def own_server() -> Iterator[EmbeddedServer]:
+    """A SecantusDB of its own, for a test that kills and restarts it."""
+    server = _own_server([], "kills and restarts a server of its own")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture(scope="session")
 def client(mongo_uri: str) -> Iterator[MongoClient[Any]]:
     connection: MongoClient[Any] = MongoClient(mongo_uri, serverSelectionTimeoutMS=10_000)
@@ -138,7 +181,15 @@ def pytest_report_header(config: pytest.Config) -> str:
 
 STRICT = os.environ.get("MONGO_BACKUP_STRICT") == "1"
 # Fixtures that start or reach a server: a test using any of them is not a fast test.
-SERVER_FIXTURES = {"mongo_uri", "moto_s3", "standalone_uri", "pruning_server", "auth", "tls"}
+SERVER_FIXTURES = {
+    "mongo_uri",
+    "moto_s3",
+    "standalone_uri",
+    "pruning_server",
+    "own_server",
+    "auth",
+    "tls",
+}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -25,7 +25,6 @@ import contextlib
 import datetime as dt
 import importlib
 import json
-import os
 import subprocess
 import threading
 import time
@@ -55,7 +54,6 @@ from mongo_backup.mongo.cluster_time import (
     to_json,
 )
 from mongo_backup.mongo.connection import APP_NAME
-from mongo_backup.mongo.embedded import EmbeddedServer
 from mongo_backup.mongo.source import MongoSource
 from restoretools import (
     assert_same_bytes,
@@ -581,18 +579,6 @@ def test_snapshot_too_old_mid_backup_falls_back_to_oplog(
 
 
 # --- 4. a standalone server: no point
-
-
-@pytest.fixture
-def standalone_uri() -> Iterator[str]:
-    if os.environ.get("MONGO_TEST_URI"):
-        lacks("own-servers", "needs the embedded SecantusDB (started --standalone)")
-    server = EmbeddedServer(extra_args=["--standalone"])
-    server.start()
-    try:
-        yield server.uri
-    finally:
-        server.stop()
 
 
 def test_standalone_backup_has_no_point_and_until_is_refused(

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,15 +34,12 @@ from chaintools import (
     point_of,
     snapshot,
 )
-from conftest import CliRunner
+from conftest import OPLOG_CAP, CliRunner
 from mongo_backup.mongo.change_apply import ChangeApplier
-from mongo_backup.mongo.embedded import EmbeddedServer
 from restoretools import assert_single_error_line, backup_archive, restore_cli
-from serverfeatures import lacks
 
 # Long enough that the writes after a backup fall in a later second than its point.
 NEXT_SECOND = 1.1
-OPLOG_CAP = 50
 
 
 def incremental(cli: CliRunner, uri: str, db: str, out: Path, *extra: str) -> Path:
@@ -293,18 +289,6 @@ def test_broken_chain_is_refused_before_anything_is_written(
 
 
 # -- 4. the server no longer holds the history -----------------------------------------
-
-
-@pytest.fixture
-def pruning_server() -> Iterator[str]:
-    """A SecantusDB of its own that keeps only the newest OPLOG_CAP oplog entries."""
-    if os.environ.get("MONGO_TEST_URI"):
-        lacks("own-servers", "needs its own server with a tiny oplog (MONGO_TEST_URI set)")
-    server = EmbeddedServer(extra_args=["--oplog-max-entries", str(OPLOG_CAP)]).start()
-    try:
-        yield server.uri
-    finally:
-        server.stop()
 
 
 def test_lost_history_needs_a_full_backup(

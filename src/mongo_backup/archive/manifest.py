@@ -111,6 +111,29 @@ class Manifest:
     def failed(self) -> list[CollectionEntry]:
         return [entry for entry in self.collections if entry.status != "ok"]
 
+    @property
+    def window(self) -> tuple[ClusterTime, ClusterTime] | None:
+        """The stretch of the server's history this backup brings a restore through:
+        a full backup's one point, an increment's (from, to]; None without a point."""
+        end = _cluster_time((self.point or {}).get("cluster_time"))
+        if end is None:
+            return None
+        start = _cluster_time((self.increment or {}).get("from")) if self.parent else end
+        return (start or end), end
+
+
+ClusterTime = tuple[int, int]  # (seconds, increment): a BSON Timestamp, as JSON keeps it
+
+
+def _cluster_time(value: Any) -> ClusterTime | None:
+    inner = value.get("$timestamp") if isinstance(value, dict) else None
+    if not isinstance(inner, dict):
+        return None
+    seconds, increment = inner.get("t"), inner.get("i")
+    if type(seconds) is not int or type(increment) is not int:
+        return None
+    return seconds, increment
+
 
 def _canonical_bytes(data: dict[str, Any]) -> bytes:
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode(

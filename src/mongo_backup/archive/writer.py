@@ -42,7 +42,7 @@ from typing import IO, Any, cast
 
 import zstandard
 
-from ..files import private_file
+from ..files import private_file, sync_folder
 from .manifest import MANIFEST_NAME
 
 COMPRESSIONS = ("none", "gzip", "zstd")
@@ -330,6 +330,7 @@ def write_archive(
         with _archive_stream(temporary, compression) as (out, framing):
             write_tar(folder, members, out, framing)
         os.replace(temporary, destination)
+        sync_folder(destination.parent)  # the archive's name is durable too
     except BaseException:
         with contextlib.suppress(OSError):
             temporary.unlink()

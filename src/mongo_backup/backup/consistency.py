@@ -217,6 +217,7 @@ def write_changes(
     until: Timestamp,
     wanted: Callable[[str], bool],
     observe: Callable[[bytes], None] | None = None,
+    max_bytes: int | None = None,
 ) -> tuple[CollectionEntry | None, Captured]:
     """Capture the events in ``(after, until]`` into the changes member of ``folder``;
     no member (None) when there are none."""
@@ -253,6 +254,7 @@ def write_changes(
             sink=sink,
             wanted=wanted,
             secrets=source.secrets,
+            max_bytes=max_bytes,
         )
         if pending:
             write_pending()
@@ -278,7 +280,8 @@ def write_changes(
 def capture_increment(
     source: MongoSource, folder: Path, plan: Plan, wanted: Callable[[str], bool]
 ) -> Outcome:
-    """A change-stream increment: the events since the base backup's point."""
+    """A change-stream increment: the events since the base backup's point (up to the
+    plan's ``max_bytes`` of them, if it sets one: ``watch --max-increment-bytes``)."""
     assert plan.increment is not None
     until = latest_point(source.client)
     if until is None:
@@ -286,8 +289,16 @@ def capture_increment(
     after = from_json(plan.increment["from"])
     token = from_extjson(plan.increment["start_token"])
     entry, captured = write_changes(
-        source, folder, plan, token=token, after=after, until=until, wanted=wanted
+        source,
+        folder,
+        plan,
+        token=token,
+        after=after,
+        until=until,
+        wanted=wanted,
+        max_bytes=plan.increment.get("max_bytes"),
     )
+    until = captured.reached
     logger.info("%d changes from %s to %s", captured.events, show(after), show(until))
     point = {"cluster_time": to_json(until), "resume_token": to_extjson(captured.token)}
     return Outcome("oplog", point, entry)

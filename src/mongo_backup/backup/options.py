@@ -97,6 +97,7 @@ class BackupOptions:
     incremental: bool = False  # changes since the base backup (see increments.py)
     since_field: str | None = None  # incremental by this field; a full records its marks
     base: Path | None = None  # the backup an increment continues (default: the newest)
+    max_increment_bytes: int | None = None  # a change-stream increment ends near this size
     dest: str | None = None  # upload the archive there (folder or storage URL)
     endpoint_url: str | None = None  # S3-compatible endpoint for --dest
     keep_local: bool = False  # keep the local archive after --dest uploaded it
@@ -144,6 +145,12 @@ class BackupOptions:
                     f"--dest {self.dest} is where the archive is written anyway "
                     f"({here}): leave --dest out"
                 )
+        if self.max_increment_bytes is not None and (
+            self.max_increment_bytes < 1 or not self.incremental or self.since_field
+        ):
+            raise ConfigError(
+                "--max-increment-bytes must be positive and applies to change-stream increments"
+            )
         if self.base is not None and not self.incremental:
             raise ConfigError("--base names the backup an increment continues: add --incremental")
         if self.since_field is not None and (
@@ -156,7 +163,7 @@ class BackupOptions:
             self.json_format, self.pretty, self.compress, self.keep_folder, self.batch_size
         )
 
-    def plan_request(self) -> PlanRequest:
+    def plan_request(self, taken: frozenset[str] = frozenset()) -> PlanRequest:
         return PlanRequest(
             db=self.db,
             hosts=hosts_of(self.uri),
@@ -167,6 +174,8 @@ class BackupOptions:
             allow_empty=self.allow_empty,
             split_threshold=self.split_threshold,
             since_field=self.since_field,
+            max_increment_bytes=self.max_increment_bytes,
+            taken=taken,
         )
 
     def resuming(self, plan: Plan, folder: Path) -> BackupOptions:

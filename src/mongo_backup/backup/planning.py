@@ -37,13 +37,16 @@ def utc_stamp(now: dt.datetime | None = None) -> str:
     return (now or dt.datetime.now(dt.UTC)).strftime("%Y%m%d_%H%M%S")
 
 
-def claim_folder(out_dir: Path, stamp: str) -> Path:
-    """Create a fresh working folder; a second run in the same second gets ``_1``, ..."""
+def claim_folder(out_dir: Path, stamp: str, taken: frozenset[str] = frozenset()) -> Path:
+    """Create a fresh working folder; a second run in the same second gets ``_1``, ...
+    Names in ``taken`` (backups at the ``--dest``, which keeps no local copy) are skipped."""
     out_dir.mkdir(parents=True, exist_ok=True)
     archive_dir = out_dir / ARCHIVE_FOLDER
     for attempt in range(1000):
         name = f"{FOLDER_PREFIX}{stamp}" + (f"_{attempt}" if attempt else "")
-        if any((archive_dir / f"{name}{suffix}").exists() for suffix in SUFFIXES.values()):
+        if name in taken or any(
+            (archive_dir / f"{name}{suffix}").exists() for suffix in SUFFIXES.values()
+        ):
             continue
         try:
             os.mkdir(out_dir / name, 0o700)  # atomic: only one run can create it
@@ -67,6 +70,8 @@ class PlanRequest:
     allow_empty: bool = False
     split_threshold: int | None = None
     since_field: str | None = None
+    max_increment_bytes: int | None = None  # a change-stream increment stops near this size
+    taken: frozenset[str] = frozenset()  # backup ids already at the destination
 
 
 def find_resumable(resume: bool | Path, out_dir: Path, db: str) -> tuple[Plan, Path] | None:
@@ -187,6 +192,8 @@ def _changes_plan(
             "(on a standalone server use --since-field FIELD)"
         )
     increment = plan_increment(base, None, [])
+    if request.max_increment_bytes is not None:
+        increment["max_bytes"] = request.max_increment_bytes
     plan, folder = _saved_plan(
         request, started_at, server, intents=[], files={}, units=[], increment=increment
     )
@@ -198,7 +205,7 @@ def _saved_plan(
     request: PlanRequest, started_at: dt.datetime, server: dict[str, Any], **fields: Any
 ) -> tuple[Plan, Path]:
     """A new working folder with the plan saved in it, before any data is read."""
-    folder = claim_folder(Path(request.out_dir), utc_stamp(started_at))
+    folder = claim_folder(Path(request.out_dir), utc_stamp(started_at), request.taken)
     plan = Plan(
         database=request.db,
         hosts=request.hosts,

@@ -30,9 +30,10 @@ from pathlib import Path
 from typing import Any
 
 from ..archive import encryption
-from ..archive.chain import find_base
+from ..archive.chain import Link, find_base
 from ..archive.manifest import MANIFEST_NAME, Manifest, manifest_bytes
 from ..archive.writer import SUFFIXES, remove_compressed, write_archive
+from ..destinations import open_destination
 from ..errors import (
     ArchiveError,
     DestinationError,
@@ -40,6 +41,7 @@ from ..errors import (
     Interrupted,
 )
 from ..files import private_file
+from ..location.catalog import archive_ids
 from ..location.locking import location_lock
 from ..mongo.cluster_time import SnapshotCheck
 from ..mongo.connection import connect
@@ -70,14 +72,19 @@ def backup(
     return run_backup(BackupOptions(uri=uri, db=db, out_dir=Path(out_dir), **options), progress)
 
 
-def run_backup(opts: BackupOptions, progress: Progress | None = None) -> BackupResult:
+def run_backup(
+    opts: BackupOptions, progress: Progress | None = None, base: Link | None = None
+) -> BackupResult:
+    """Run one backup. ``base`` (with ``opts.incremental``) is the backup the increment
+    continues, known to the caller (``watch`` keeps it: its archives may be encrypted or
+    uploaded); by default it is ``opts.base`` or the newest archive in ``opts.out_dir``."""
     opts.check()
     location = opts.resume.parent if isinstance(opts.resume, Path) else Path(opts.out_dir)
     with location_lock(location, f"a backup of {opts.db!r}", wait=opts.lock_wait):
-        return _locked_backup(opts, progress or NoProgress())
+        return _locked_backup(opts, progress or NoProgress(), base)
 
 
-def _locked_backup(opts: BackupOptions, progress: Progress) -> BackupResult:
+def _locked_backup(opts: BackupOptions, progress: Progress, base: Link | None) -> BackupResult:
     started = time.perf_counter()
     resumable = find_resumable(opts.resume, Path(opts.out_dir), opts.db)
     if resumable is not None:
@@ -93,8 +100,11 @@ def _locked_backup(opts: BackupOptions, progress: Progress) -> BackupResult:
         policy = RetryPolicy(opts.retries, opts.retry_delay)
         source = MongoSource(client, opts.db, uri_secrets(opts.uri), policy)
         if resumable is None:
-            base = find_base(Path(opts.out_dir), opts.db, opts.base) if opts.incremental else None
-            plan, folder = new_plan(source, opts.plan_request(), base)
+            if not opts.incremental:
+                base = None
+            elif base is None:
+                base = find_base(Path(opts.out_dir), opts.db, opts.base)
+            plan, folder = new_plan(source, opts.plan_request(_ids_at(opts)), base)
         else:
             plan, folder = resumable
         resumed = resumable is not None
@@ -139,6 +149,15 @@ def _locked_backup(opts: BackupOptions, progress: Progress) -> BackupResult:
         ) from None
     took = time.perf_counter() - started
     return BackupResult(archive, folder, manifest, took, url)
+
+
+def _ids_at(opts: BackupOptions) -> frozenset[str]:
+    """The backup ids at ``--dest``: a new backup must not take one (without a local copy,
+    two backups in one second would otherwise get one name, and an upload never replaces
+    an archive)."""
+    if not opts.dest:
+        return frozenset()
+    return archive_ids(open_destination(opts.dest, endpoint_url=opts.endpoint_url))
 
 
 def _archive(

@@ -12,6 +12,7 @@ from ..archive.writer import COMPRESSIONS
 from ..backup.options import BackupOptions, BackupResult, default_jobs
 from ..backup.run import run_backup
 from .exits import with_exit_code
+from .monitoring import Monitor, add_monitoring_options
 from .options import add_collection_filters, add_connection_options, connection_from
 from .progress import progress_for
 
@@ -26,12 +27,19 @@ def add_parser(commands: Any, parent: argparse.ArgumentParser, epilog: str) -> N
         "OUT_DIR/backup_data/backup_YYYYmmdd_HHMMSS.tar[.gz|.zst]. Prints the archive path.",
     )
     add_connection_options(parser, "database to back up (default: $MONGO_DB, then .env)")
+    add_backup_groups(parser, resume=True)
+    _add_increment_options(parser)
+    add_destination_options(parser)
+    add_monitoring_options(parser)
+    parser.set_defaults(handler=run)
+
+
+def add_backup_groups(parser: argparse.ArgumentParser, *, resume: bool) -> None:
+    """What to back up, the output format and the performance options: the groups that
+    ``backup`` and ``watch`` share (``watch`` always resumes, so it has no ``--resume``)."""
     _add_selection_options(parser)
     _add_output_options(parser)
-    _add_performance_options(parser)
-    _add_increment_options(parser)
-    _add_destination_options(parser)
-    parser.set_defaults(handler=run)
+    _add_performance_options(parser, resume)
 
 
 def _add_selection_options(parser: argparse.ArgumentParser) -> None:
@@ -87,7 +95,7 @@ def _add_output_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--json", action="store_true", help="print a JSON result object on stdout")
 
 
-def _add_performance_options(parser: argparse.ArgumentParser) -> None:
+def _add_performance_options(parser: argparse.ArgumentParser, resume: bool) -> None:
     group = parser.add_argument_group(
         "performance and faults",
         "how much work runs at once, and how a backup rides out errors and interruptions",
@@ -144,6 +152,8 @@ def _add_performance_options(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="wait this long for another backup in OUT_DIR to finish (default: fail at once)",
     )
+    if not resume:
+        return
     group.add_argument(
         "--resume",
         nargs="?",
@@ -184,7 +194,7 @@ def _add_increment_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_destination_options(parser: argparse.ArgumentParser) -> None:
+def add_destination_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
         "destinations and encryption",
         "where the finished archive is uploaded, and who can decrypt it",
@@ -232,8 +242,26 @@ def byte_size(text: str) -> int:
 
 
 def run(args: argparse.Namespace) -> BackupResult:
+    options = backup_options(args)
+    monitor = Monitor.from_args(args, "backup", options.db)
+    try:
+        with progress_for(args.quiet or args.json) as progress:
+            result = run_backup(options, progress)
+    except BaseException as error:
+        monitor.failed(error)
+        raise
+    monitor.backup_done(result)
+    if args.json:
+        print(json.dumps(with_exit_code(result), ensure_ascii=False))
+    else:
+        print(result.location)
+    return result
+
+
+def backup_options(args: argparse.Namespace) -> BackupOptions:
+    """The backup the flags ask for (``watch`` has no increment flags nor ``--resume``)."""
     settings = connection_from(args)
-    options = BackupOptions(
+    return BackupOptions(
         uri=settings.uri,
         db=settings.db,
         out_dir=args.out_dir,
@@ -254,20 +282,13 @@ def run(args: argparse.Namespace) -> BackupResult:
         retry_delay=args.retry_delay,
         checkpoint_interval=args.checkpoint_interval,
         lock_wait=args.lock_wait,
-        resume=args.resume,
-        incremental=args.incremental,
-        since_field=args.since_field,
-        base=args.base,
+        resume=getattr(args, "resume", False),
+        incremental=getattr(args, "incremental", False),
+        since_field=getattr(args, "since_field", None),
+        base=getattr(args, "base", None),
         dest=args.dest,
         endpoint_url=args.endpoint_url,
         keep_local=args.keep_local,
         stream=args.stream,
         encrypt_to=args.encrypt_to,
     )
-    with progress_for(args.quiet or args.json) as progress:
-        result = run_backup(options, progress)
-    if args.json:
-        print(json.dumps(with_exit_code(result), ensure_ascii=False))
-    else:
-        print(result.location)
-    return result

@@ -12,6 +12,7 @@ from ..location.catalog import StoredBackup, backups_at
 from ..location.prune import PruneOptions, run_prune
 from ..location.retention import Policy, parse_duration
 from ..location.transfer import open_location
+from ..location.windows import broken, gaps, show_time, windows
 from .tables import print_table
 
 KEEP_OPTIONS = ("last", "hourly", "daily", "weekly", "monthly", "yearly")
@@ -55,6 +56,13 @@ def add_parser(commands: Any, parent: argparse.ArgumentParser, epilog: str) -> N
         type=_duration,
         metavar="DURATION",
         help="keep every backup within DURATION (1y2m3d4h) of the newest one",
+    )
+    prune.add_argument(
+        "--keep-window",
+        type=_duration,
+        metavar="DURATION",
+        help="keep point-in-time coverage (restore --until) of the last DURATION before now: "
+        "every backup since, and the chain that reaches back to its start",
     )
     prune.add_argument("--dry-run", action="store_true", help="show what would go, remove nothing")
     prune.add_argument("--lock-wait", type=float, default=0.0, metavar="SECONDS")
@@ -110,12 +118,29 @@ def run_list(args: argparse.Namespace) -> None:
         print(json.dumps([b.to_json() for b in backups], ensure_ascii=False))
         return None
     print_table(f"backups at {destination.url}", HEADERS, [_row(b) for b in backups])
+    _print_windows(backups)
     return None
+
+
+def _print_windows(backups: list[StoredBackup]) -> None:
+    """The point-in-time windows (restore LOCATION --until TIME), gaps, broken chains."""
+    found = windows(backups)
+    for window in found:
+        print(
+            f"window {window.database}: any second from {show_time(window.start)} to "
+            f"{show_time(window.end)} ({window.backups} backups from {window.full})"
+        )
+    for gap in gaps(found):
+        print(f"gap {gap.database}: nothing covers {show_time(gap.start)} to {show_time(gap.end)}")
+    for backup in broken(backups):
+        print(f"broken {backup.database}: {backup.key} misses a backup of its chain")
 
 
 def run_prune_command(args: argparse.Namespace) -> None:
     policy = Policy(
-        **{name: getattr(args, f"keep_{name}") for name in KEEP_OPTIONS}, within=args.keep_within
+        **{name: getattr(args, f"keep_{name}") for name in KEEP_OPTIONS},
+        within=args.keep_within,
+        window=args.keep_window,
     )
     result = run_prune(
         PruneOptions(

@@ -14,6 +14,7 @@ errors of the tree in :mod:`mongo_backup.errors`, whose classes name their code.
 from __future__ import annotations
 
 from ..backup.options import BackupResult
+from ..backup.watch import WatchResult
 from ..errors import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
@@ -21,6 +22,7 @@ from ..errors import (
     EXIT_PARTIAL,
     MongoBackupError,
 )
+from ..location.status import StatusReport
 from ..restore.run import RestoreResult
 from ..verify.run import VerifyResult
 
@@ -30,14 +32,18 @@ HELP = (
 )
 
 # What a command handler returns: a core's result, a plain verdict, or nothing (success).
-Outcome = BackupResult | RestoreResult | VerifyResult | bool | None
+Outcome = BackupResult | RestoreResult | VerifyResult | WatchResult | StatusReport | bool | None
 
 
 def exit_code_for(outcome: Outcome) -> int:
     """The exit code of a command that returned ``outcome``."""
     if isinstance(outcome, BackupResult | RestoreResult):
         return EXIT_OK if outcome.complete else EXIT_PARTIAL
-    if isinstance(outcome, VerifyResult):
+    if isinstance(outcome, WatchResult):  # the last cycle closed the window, or not
+        if outcome.complete:
+            return EXIT_OK
+        return EXIT_PARTIAL if outcome.last and outcome.last.result else EXIT_FAILURE
+    if isinstance(outcome, VerifyResult | StatusReport):
         return EXIT_OK if outcome.ok else EXIT_FAILURE
     if outcome is False:
         return EXIT_FAILURE

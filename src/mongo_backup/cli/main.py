@@ -15,15 +15,36 @@ from collections.abc import Callable, Sequence
 from .._version import __version__
 from ..errors import MongoBackupError
 from ..redact import scrub_text, uri_secrets
-from . import cmd_backup, cmd_demo, cmd_inspect, cmd_list, cmd_restore, cmd_verify
+from . import (
+    cmd_backup,
+    cmd_config,
+    cmd_demo,
+    cmd_inspect,
+    cmd_list,
+    cmd_restore,
+    cmd_status,
+    cmd_verify,
+    cmd_watch,
+)
 from .exits import HELP, Outcome, exit_code_for, exit_code_for_error
 from .logs import configure_logging
+from .profiles import add_config_options, apply_settings, load_settings, preparse
 
 logger = logging.getLogger("mongo_backup.cli")
 
 EXIT_CODES_HELP = HELP
 
-COMMANDS = [cmd_backup, cmd_restore, cmd_verify, cmd_inspect, cmd_list, cmd_demo]
+COMMANDS = [
+    cmd_backup,
+    cmd_watch,
+    cmd_restore,
+    cmd_verify,
+    cmd_inspect,
+    cmd_list,
+    cmd_status,
+    cmd_config,
+    cmd_demo,
+]
 
 
 def common_options() -> argparse.ArgumentParser:
@@ -41,6 +62,7 @@ def common_options() -> argparse.ArgumentParser:
         default="text",
         help="format of log lines on stderr (default: text)",
     )
+    add_config_options(parent.add_argument_group("configuration file"))
     return parent
 
 
@@ -69,8 +91,18 @@ def _secrets_of(args: argparse.Namespace) -> list[str]:
 
 def run_cli(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit code (tests call this in-process)."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        config, profile = preparse(arguments)
+        settings = load_settings(config, profile) if config is not None else {}
+        if config is not None:
+            apply_settings(parser, arguments, settings, config)
+    except MongoBackupError as error:  # before logging exists: the one line by hand
+        print(f"mongo-backup: error: {error}", file=sys.stderr)
+        return exit_code_for_error(error)
+    args = parser.parse_args(arguments)
+    args.settings = settings
     secrets = _secrets_of(args)
     # One list, shared with the log formatter: secrets a command learns while it runs
     # (a password from a file or the environment) are appended here and scrubbed at once.

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
+from ..archive.manifest import ClusterTime
 from ..archive.reader import open_backup
 from ..destinations import Destination, LocalFolder
 from ..errors import MongoBackupError
@@ -47,6 +48,7 @@ class StoredBackup:
     consistency: str | None = None
     encrypted: bool = False
     status: str = "unknown"
+    window: tuple[ClusterTime, ClusterTime] | None = None  # see Manifest.window
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self) | {"time": self.time.isoformat()}
@@ -75,6 +77,15 @@ def backups_at(destination: Destination) -> list[StoredBackup]:
     return sorted(found, key=lambda b: (b.time, b.id), reverse=True)
 
 
+def archive_ids(destination: Destination) -> frozenset[str]:
+    """The ids of the archives at ``destination`` (names only: one listing)."""
+    return frozenset(
+        match.group(1)
+        for info in destination.list()
+        if (match := ARCHIVE_NAME.match(info.key)) is not None
+    )
+
+
 def _describe(destination: Destination, backup: StoredBackup) -> None:
     stat = destination.stat(backup.key)
     metadata = (stat.metadata if stat else None) or {}
@@ -84,6 +95,7 @@ def _describe(destination: Destination, backup: StoredBackup) -> None:
         backup.parent = metadata.get("mb_parent") or None
         backup.collections = int(metadata.get("mb_collections", "0") or 0)
         backup.consistency = metadata.get("mb_consistency")
+        backup.window = _window_of(metadata.get("mb_from"), metadata.get("mb_to"))
         verified = recorded_digest(destination, backup.key) is not None
         failed = int(metadata.get("mb_failed", "0") or 0)
         backup.status = (
@@ -101,7 +113,18 @@ def _describe(destination: Destination, backup: StoredBackup) -> None:
         backup.parent = (manifest.parent or {}).get("id")
         backup.collections = sum(e.type != "changes" for e in manifest.collections)
         backup.consistency = manifest.consistency
+        backup.window = manifest.window
         backup.status = f"{len(manifest.failed)} collection(s) failed" if manifest.failed else "ok"
+
+
+def _window_of(start: str | None, end: str | None) -> tuple[ClusterTime, ClusterTime] | None:
+    try:
+        first, last = (tuple(int(n) for n in str(text).split(":", 1)) for text in (start, end))
+    except ValueError:
+        return None
+    if len(first) != 2 or len(last) != 2:
+        return None
+    return (first[0], first[1]), (last[0], last[1])
 
 
 def plan_prune(backups: list[StoredBackup], policy: Policy, now: dt.datetime) -> Decision:

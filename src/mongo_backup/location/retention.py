@@ -21,6 +21,9 @@ the backups at one location, with the rules of restic's ``forget``:
   dated after ``now``, and backups dated after ``now`` are always kept by ``within``
   (a wrong clock then shows up as extra kept backups, never as lost ones). The count
   options ignore ``now``.
+- ``window D`` (beyond restic) keeps point-in-time coverage of the last D before
+  ``now``: every backup dated after ``now - D``, and the newest one at or before it
+  (its chain covers that moment; the ancestor rule below keeps the chain's start).
 - A backup is kept if any option keeps it; an empty policy raises ValueError (restic
   refuses it too) instead of removing every backup.
 
@@ -77,6 +80,7 @@ class Policy:
     monthly: int = 0
     yearly: int = 0
     within: datetime.timedelta | None = None
+    window: datetime.timedelta | None = None  # point-in-time coverage before now
 
     def __post_init__(self) -> None:
         # restic forbids negative counts other than "unlimited": older versions
@@ -87,11 +91,13 @@ class Policy:
                 raise ValueError(f"keep-{field.name} must be -1 (unlimited) or >= 0")
         if self.within is not None and self.within < datetime.timedelta(0):
             raise ValueError("keep-within must not be negative")
+        if self.window is not None and self.window < datetime.timedelta(0):
+            raise ValueError("keep-window must not be negative")
 
     def is_empty(self) -> bool:
         """True if no option keeps anything; a zero duration counts as unset, as in restic."""
         counts = (self.last, self.hourly, self.daily, self.weekly, self.monthly, self.yearly)
-        return not any(counts) and not self.within
+        return not any(counts) and not self.within and not self.window
 
 
 @dataclass
@@ -146,6 +152,8 @@ def decide(backups: Sequence[BackupRef], policy: Policy, now: datetime.datetime)
     # restic lists "within" before the counts in each snapshot's reasons.
     if policy.within:
         _apply_within(ordered, policy.within, now, add)
+    if policy.window:
+        _apply_window(ordered, policy.window, now, add)
     last = len(ordered) if policy.last == UNLIMITED else policy.last
     for position, backup in enumerate(ordered[:last]):
         add(backup, f"last snapshot #{position + 1}")
@@ -166,7 +174,7 @@ def _apply_within(
     now: datetime.datetime,
     add: Callable[[BackupRef, str], None],
 ) -> None:
-    text = _format_duration(within)
+    text = format_duration(within)
     reference = next((b.time for b in ordered if b.time <= now), None)
     try:
         cutoff = None if reference is None else reference - within
@@ -177,6 +185,25 @@ def _apply_within(
             add(backup, f"dated after now: kept by keep-within {text}")
         elif cutoff is None or backup.time > cutoff:
             add(backup, f"within {text} of the newest backup")
+
+
+def _apply_window(
+    ordered: list[BackupRef],
+    window: datetime.timedelta,
+    now: datetime.datetime,
+    add: Callable[[BackupRef, str], None],
+) -> None:
+    text = format_duration(window)
+    try:
+        cutoff = now - window
+    except OverflowError:
+        cutoff = datetime.datetime.min.replace(tzinfo=datetime.UTC)
+    for backup in ordered:  # newest first
+        if backup.time > cutoff:
+            add(backup, f"in the point-in-time window of {text}")
+        else:
+            add(backup, f"starts the point-in-time window of {text}")
+            return
 
 
 def _apply_buckets(
@@ -258,7 +285,7 @@ def parse_duration(text: str) -> datetime.timedelta:
         raise ValueError(f"duration {text!r} is too large") from None
 
 
-def _format_duration(duration: datetime.timedelta) -> str:
+def format_duration(duration: datetime.timedelta) -> str:
     """``7d``, ``1d12h`` or ``5h``; timedelta's own form if not whole hours."""
     if duration % _HOUR:
         return str(duration)

@@ -4,7 +4,8 @@ them back, and what a listing shows of them.
 Uploading (:func:`upload_file`, :func:`upload_stream`) never leaves a short or damaged
 object under an archive's name: the bytes go under a temporary key, what the store then
 holds is read back and its size and SHA-256 compared with what was sent, and only then is
-it copied to the final key, followed by a ``KEY.sha256`` sidecar in ``sha256sum`` format
+it copied to the final key (never over an existing archive: an upload to a taken name is
+refused), followed by a ``KEY.sha256`` sidecar in ``sha256sum`` format
 (the completion marker: ``sha256sum -c`` checks a downloaded archive with it). The
 archive's own metadata (database, kind, parent, ...) rides on the object, so ``list`` and
 ``prune`` need no download, even of an encrypted archive.
@@ -55,6 +56,8 @@ def metadata_for(manifest: Manifest, encrypted: bool) -> dict[str, str]:
         "mb_consistency": manifest.consistency,
         "mb_encrypted": "yes" if encrypted else "no",
     }
+    if manifest.window is not None:  # what ``list`` and ``status`` show as covered
+        data["mb_from"], data["mb_to"] = (f"{t}:{i}" for t, i in manifest.window)
     return {key: value for key, value in data.items() if value}
 
 
@@ -102,6 +105,10 @@ def upload_stream(
     size_hint: int | None = None,
 ) -> str:
     """Upload an archive as it is produced; see the module's contract."""
+    if destination.stat(key) is not None:
+        raise DestinationError(
+            f"{key} already exists at {destination.url}: an upload never replaces a backup"
+        )
     temporary = f"{key}.partial-{uuid.uuid4().hex[:12]}"
     hashing = _Hashing(chunks)
     try:

@@ -17,7 +17,11 @@ Contracts:
   (:func:`~mongo_backup.mongo.cluster_time.latest_point`); change streams show only
   majority-committed events, so the stream is read until its position passes ``until``
   (MongoDB's resume tokens say where the stream stands) or, on servers whose tokens do
-  not, until it has nothing more.
+  not, until it has nothing more. With ``max_bytes``, capture stops early: once the
+  events handed on reach that size, it takes the rest of the events at the same cluster
+  time (a transaction's events share one; an increment never ends inside it) and stops;
+  :attr:`Captured.reached` is then the cluster time of the last event taken, and a later
+  capture from the returned token with ``after=reached`` continues with no gap.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ class Captured:
     events: int  # handed to the sink
     skipped: int  # read but not wanted (other collections)
     token: dict[str, Any]  # resume token after the last event up to ``until``
+    reached: Timestamp  # ``until``, or where ``max_bytes`` stopped the capture
 
 
 def token_time(token: Any) -> Timestamp | None:
@@ -97,11 +102,12 @@ def capture(
     sink: Callable[[bytes], None],
     wanted: Callable[[str], bool],
     secrets: list[str],
+    max_bytes: int | None = None,
 ) -> Captured:
     """Hand ``sink`` the raw BSON of every event in ``(after, until]`` whose
     collection is ``wanted``; see the module's contracts."""
     try:
-        return _capture(db, start_token, after, until, sink, wanted)
+        return _capture(db, start_token, after, until, sink, wanted, max_bytes)
     except pymongo.errors.PyMongoError as error:
         text = driver_error_text(error, secrets)
         if getattr(error, "code", None) in HISTORY_LOST_CODES:
@@ -119,10 +125,12 @@ def _capture(
     until: Timestamp,
     sink: Callable[[bytes], None],
     wanted: Callable[[str], bool],
+    max_bytes: int | None,
 ) -> Captured:
     raw_db = db.with_options(codec_options=_RAW)
     token: dict[str, Any] = start_token
-    events = skipped = 0
+    events = skipped = handed = 0
+    full_at: Timestamp | None = None  # the cluster time at which max_bytes was reached
     stream = raw_db.watch(
         start_after=start_token, show_expanded_events=True, max_await_time_ms=AWAIT_MS
     )
@@ -147,8 +155,8 @@ def _capture(
                 continue
             last_progress = time.monotonic()
             cluster_time = event["clusterTime"]
-            if cluster_time > until:
-                break  # token stays after the last event up to ``until``
+            if cluster_time > until or (full_at is not None and cluster_time > full_at):
+                break  # token stays after the last event taken
             if event["operationType"] == "invalidate":
                 # A dropped or renamed database ends a database's stream; a new one
                 # continues after the invalidation.
@@ -171,11 +179,14 @@ def _capture(
             ):
                 sink(bytes(event.raw))
                 events += 1
+                handed += len(event.raw)
+                if max_bytes is not None and full_at is None and handed >= max_bytes:
+                    full_at = cluster_time
             else:
                 skipped += 1
     finally:
         stream.close()
-    return Captured(events, skipped, token)
+    return Captured(events, skipped, token, full_at if full_at is not None else until)
 
 
 def _collection_of(event: RawBSONDocument) -> str:

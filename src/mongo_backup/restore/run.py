@@ -40,7 +40,7 @@ from ..retry import driver_error_text
 from ..verify.run import verify
 from .namespaces import CollectionOutcome, Restorer, WriteSettings
 from .options import RestoreOptions
-from .replay import Replay, apply_increment, plan_chain
+from .replay import Replay, apply_increment, chain_at, is_location, plan_chain
 from .state import (
     RestoreState,
     load_state,
@@ -125,6 +125,10 @@ def _chain(opts: RestoreOptions) -> list[Link]:
     """The backups to apply when ``source`` is an increment or ``--until`` is given;
     [] for a plain restore of one backup. Refuses a broken chain before any write."""
     path = Path(opts.source)
+    if is_location(path):
+        chain = chain_at(path, opts.db, opts.until)
+        logger.info("restoring the chain %s", " -> ".join(link.path.name for link in chain))
+        return chain
     if not path.is_file() or is_single_file(path):
         if opts.until is not None:
             raise ConfigError("--until needs a backup archive (a chain of them)")

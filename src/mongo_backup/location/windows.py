@@ -1,0 +1,106 @@
+"""Point-in-time windows: the stretches of a database's history a location can restore to
+any second of (``restore LOCATION --until TIME``), and the gaps between them.
+
+A window is one chain: a full backup's point, then each increment's ``(from, to]`` up to
+the newest increment that reaches it through its parents. A chain whose full backup (or
+any link) is missing from the location covers nothing: its increments are *broken*.
+Two windows of one database that do not touch leave a *gap*: history no backup holds
+(a ``watch`` that was down, or history the server had lost).
+
+Pure functions over :class:`~mongo_backup.location.catalog.StoredBackup` rows: ``list``
+prints them, ``status`` judges them, ``prune --keep-window`` keeps them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..archive.manifest import ClusterTime
+from .catalog import StoredBackup
+
+
+@dataclass
+class Window:
+    database: str | None
+    start: ClusterTime  # the full backup's point
+    end: ClusterTime  # the newest point the chain reaches
+    full: str  # the id of the chain's full backup
+    newest: str  # the id of the backup that ends the window
+    backups: int  # in the chain, full backup included
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "database": self.database,
+            "from": show_time(self.start),
+            "to": show_time(self.end),
+            "full": self.full,
+            "newest": self.newest,
+            "backups": self.backups,
+        }
+
+
+@dataclass
+class Gap:
+    database: str | None
+    start: ClusterTime  # the end of the window before
+    end: ClusterTime  # the start of the window after
+
+    def to_json(self) -> dict[str, Any]:
+        return {"database": self.database, "from": show_time(self.start), "to": show_time(self.end)}
+
+
+def show_time(point: ClusterTime) -> str:
+    when = dt.datetime.fromtimestamp(point[0], dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+    return f"{when} ({point[0]}:{point[1]})"
+
+
+def root_of(backup: StoredBackup, by_id: dict[str, StoredBackup]) -> StoredBackup | None:
+    """The full backup a backup's chain starts with; None if a link is missing."""
+    current, seen = backup, set()
+    while current.kind == "incremental":
+        if current.parent is None or current.parent not in by_id or current.id in seen:
+            return None
+        seen.add(current.id)
+        current = by_id[current.parent]
+    return current
+
+
+def windows(backups: Sequence[StoredBackup]) -> list[Window]:
+    """One window per chain with known points, oldest first (by database, then start)."""
+    by_id = {backup.id: backup for backup in backups}
+    found: dict[str, Window] = {}
+    for backup in sorted(backups, key=lambda b: (b.time, b.id)):
+        root = root_of(backup, by_id)
+        if root is None or root.window is None or backup.window is None:
+            continue
+        window = found.get(root.id)
+        if window is None:
+            window = found[root.id] = Window(
+                backup.database, root.window[1], root.window[1], root.id, root.id, 0
+            )
+        window.backups += 1
+        if backup.window[1] > window.end:
+            window.end, window.newest = backup.window[1], backup.id
+    return sorted(found.values(), key=lambda w: (w.database or "", w.start))
+
+
+def gaps(found: Sequence[Window]) -> list[Gap]:
+    """History between two windows of one database that neither covers."""
+    holes: list[Gap] = []
+    reached: dict[str | None, ClusterTime] = {}
+    for window in found:
+        before = reached.get(window.database)
+        if before is not None and window.start > before:
+            holes.append(Gap(window.database, before, window.start))
+        if before is None or window.end > before:
+            reached[window.database] = window.end
+    return holes
+
+
+def broken(backups: Sequence[StoredBackup]) -> list[StoredBackup]:
+    """Increments whose chain misses a link: nothing restores them."""
+    by_id = {backup.id: backup for backup in backups}
+    return [b for b in backups if b.kind == "incremental" and root_of(b, by_id) is None]
