@@ -233,9 +233,9 @@ def _kill_mid_export(out: Path, rate: int, after: float) -> Callable[[World, Any
         assert world.proxy is not None
         world.proxy.slow(rate)
         try:
-            deadline = time.monotonic() + 20
+            deadline = time.monotonic() + 4  # no export under way by then: no kill
             while process.poll() is None and time.monotonic() < deadline:
-                if any(out.rglob("*.checkpoint")):
+                if _has_checkpoint(out):
                     time.sleep(after)
                     _kill_client(world, process)
                     return
@@ -244,6 +244,13 @@ def _kill_mid_export(out: Path, rate: int, after: float) -> Callable[[World, Any
             world.proxy.slow(None)
 
     return run
+
+
+def _has_checkpoint(out: Path) -> bool:
+    try:
+        return any(out.rglob("*.checkpoint"))
+    except OSError:  # a folder went away while it was searched: the export moved on
+        return False
 
 
 def choose_faults(rng: random.Random, op: str, horizon: float, out: Path) -> list[Fault]:

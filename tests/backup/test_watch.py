@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from bson import Timestamp
 from pymongo import MongoClient, WriteConcern
+from pyrage import x25519
 
 from chaintools import as_pair, assert_same_snapshot, snapshot
 from conftest import OPLOG_CAP, CliRunner
@@ -28,6 +29,7 @@ from mongo_backup.backup.watch import Cycle, WatchOptions, WatchResult, run_watc
 from mongo_backup.mongo.embedded import EmbeddedServer
 from resiliencetools import fail_point, fast_failover_uri
 from restoretools import assert_single_error_line
+from s3tools import MotoS3, moto_s3_fixture  # noqa: F401  (registers the fixture moto_s3)
 
 
 class Writers:
@@ -421,3 +423,43 @@ def test_a_second_watch_of_the_same_database_is_refused(
     # (the first watch runs in this process: its log lines share stderr)
     last = result.err.strip().splitlines()[-1]
     assert last.startswith("mongo-backup: error:") and "is in use by a watch of" in last
+
+
+def test_encrypted_watch_to_s3_restores_any_moment_from_the_url(
+    cli: CliRunner,
+    client: MongoClient[Any],
+    mongo_uri: str,
+    db_name: str,
+    tmp_path: Path,
+    moto_s3: MotoS3,
+) -> None:
+    """Encrypted increments uploaded with no local copy: the chain continues from the
+    saved state, and ``restore URL --until`` picks the backup from the objects' metadata."""
+    db = seeded(client, db_name)
+    identity = x25519.Identity.generate()
+    (tmp_path / "key.txt").write_text(f"{identity}\n")
+    url = moto_s3.fresh_url()
+    watched = options(mongo_uri, db_name, tmp_path / "out")
+    watched.backup.dest, watched.backup.endpoint_url = url, moto_s3.endpoint_url
+    watched.backup.encrypt_to = [str(identity.to_public())]
+    with Watch(watched) as watch:
+        watch.wait_for(1)
+        db.events.insert_one({"_id": "first"})
+        watch.wait_for(2)
+        moment = client.admin.command("ping")["operationTime"]
+        then = snapshot(client, db_name)
+        time.sleep(1.1)  # the next writes fall in a later second than the moment
+        db.events.insert_one({"_id": "second"})
+        watch.wait_for(2)
+    assert not archives(tmp_path / "out")
+    listing = cli("list", url, "--endpoint-url", moto_s3.endpoint_url)
+    assert listing.out.count("encrypted") >= 4 and "window " in listing.out, listing.out
+    target = f"{db_name}_e"
+    common = ["--endpoint-url", moto_s3.endpoint_url, "--identity", str(tmp_path / "key.txt")]
+    try:
+        restored(cli, mongo_uri, url, target, *common)
+        assert_same_snapshot(snapshot(client, target), snapshot(client, db_name), "newest")
+        restored(cli, mongo_uri, url, target, *common, "--until", as_pair(moment))
+        assert_same_snapshot(snapshot(client, target), then, "--until")
+    finally:
+        client.drop_database(target)

@@ -41,7 +41,7 @@ from typing import Any
 
 from ..archive.chain import Link, find_base, resolve_chain
 from ..archive.manifest import Manifest, manifest_bytes, parse_manifest
-from ..errors import ArchiveError, ConfigError, HistoryLost, MongoBackupError
+from ..errors import ArchiveError, ConfigError, HistoryLost, Interrupted, MongoBackupError
 from ..files import write_json_atomic
 from ..location.locking import location_lock
 from ..mongo.cluster_time import from_json
@@ -237,7 +237,7 @@ class _Watcher:
             self.base = None
             cycle.duration = time.monotonic() - started
             return self._close(cycle)
-        except ConfigError:
+        except (ConfigError, Interrupted):  # a second signal stops the watch at once
             raise
         except MongoBackupError as error:
             cycle.error = str(error)

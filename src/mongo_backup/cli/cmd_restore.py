@@ -28,14 +28,17 @@ def add_parser(commands: Any, parent: argparse.ArgumentParser, epilog: str) -> N
         parents=[parent],
         epilog=epilog,
         help="restore a backup into a database",
-        description="Restore an archive (.tar, .tar.gz, .tar.zst), a backup folder, or a "
-        "JSON Lines file (mongoexport; needs --db and one --collection). The backup is "
-        "verified first and nothing is written if it is damaged.",
+        description="Restore an archive (.tar, .tar.gz, .tar.zst), a backup folder, a "
+        "location (an --out-dir or a storage URL: its newest backup, or with --until the "
+        "one whose chain covers that time), or a JSON Lines file (mongoexport; needs --db and "
+        "one --collection). The backup is verified first and nothing is written if it is "
+        "damaged.",
     )
     parser.add_argument(
         "source",
         metavar="SOURCE",
-        help="archive (path or storage URL, maybe .age), backup folder or .json/.jsonl file",
+        help="archive (path or storage URL, maybe .age), backup folder, location (folder or "
+        "URL of archives) or .json/.jsonl file",
     )
     add_connection_options(parser, "target database (default: the backup's database)")
     add_collection_filters(parser)
@@ -76,7 +79,8 @@ def add_parser(commands: Any, parent: argparse.ArgumentParser, epilog: str) -> N
         type=until_time,
         metavar="TIME",
         help="restore the chain only up to TIME: ISO-8601 (2026-11-26T12:00:00Z) or a "
-        "cluster time SECONDS:INCREMENT; an increment SOURCE brings its whole chain anyway",
+        "cluster time SECONDS:INCREMENT; an increment SOURCE brings its whole chain anyway, "
+        "a location SOURCE the chain that covers TIME",
     )
     group.add_argument("--json", action="store_true", help="print a JSON result object on stdout")
     parser.set_defaults(handler=run)

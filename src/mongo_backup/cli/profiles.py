@@ -38,7 +38,7 @@ def add_config_options(group: argparse._ArgumentGroup) -> None:
         "--config",
         type=Path,
         metavar="FILE",
-        help="read settings from this TOML file (see README: Configuration file)",
+        help="read settings from this TOML file (see README: A configuration file)",
     )
     group.add_argument("--profile", metavar="NAME", help="the [profile.NAME] of --config to use")
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..archive.manifest import ClusterTime
+from ..errors import ConfigError
 from .catalog import StoredBackup
 
 
@@ -104,3 +105,38 @@ def broken(backups: Sequence[StoredBackup]) -> list[StoredBackup]:
     """Increments whose chain misses a link: nothing restores them."""
     by_id = {backup.id: backup for backup in backups}
     return [b for b in backups if b.kind == "incremental" and root_of(b, by_id) is None]
+
+
+def backup_for(
+    backups: Sequence[StoredBackup], db: str | None, until: ClusterTime | None, where: str
+) -> StoredBackup:
+    """The backup a restore of a location starts from: with ``until``, the oldest whose
+    point is at or after it (its chain covers that moment, or a gap says so later);
+    without, the newest. ``db`` picks among several databases (any other name is the
+    target of a restore of a location with one database)."""
+    databases = sorted({b.database for b in backups if b.database})
+    if db is not None and db in databases:
+        backups = [b for b in backups if b.database == db]
+    elif len(databases) > 1:
+        raise ConfigError(
+            f"{where} holds backups of several databases ({', '.join(databases)}): "
+            "name one with --db"
+        )
+    if not backups:
+        raise ConfigError(f"{where} holds no backup to restore")
+    if until is None:
+        return backups[0]  # newest first
+    for backup in sorted(backups, key=lambda b: (b.time, b.id)):
+        if backup.window is not None and backup.window[1] >= until:
+            return backup
+    if all(backup.window is None for backup in backups):
+        raise ConfigError(
+            f"the backups in {where} record no point in time (encrypted without metadata, "
+            "or taken on a standalone server): name the archive to restore"
+        )
+    newest = max((b for b in backups if b.window), key=lambda b: b.window or ((0, 0), (0, 0)))
+    assert newest.window is not None
+    raise ConfigError(
+        f"--until {show_time(until)} is after the newest backup in {where} "
+        f"({newest.key}, consistent at {show_time(newest.window[1])})"
+    )

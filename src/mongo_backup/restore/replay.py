@@ -20,7 +20,6 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import IO, Any
 
 import pymongo.errors
@@ -29,15 +28,14 @@ from bson.timestamp import Timestamp
 from pymongo import ReplaceOne
 from pymongo.database import Database
 
-from ..archive.chain import Link, archives_in, read_manifest, resolve_chain
+from ..archive.chain import Link
 from ..archive.extjson import iter_documents, iter_lines
-from ..archive.manifest import MANIFEST_NAME, CollectionEntry
+from ..archive.manifest import CollectionEntry
 from ..archive.reader import open_backup
 from ..errors import ConfigError
 from ..mongo.change_apply import ChangeApplier
 from ..mongo.cluster_time import from_json, show
 from ..mongo.source import from_extjson
-from ..names import ARCHIVE_FOLDER
 
 logger = logging.getLogger(__name__)
 
@@ -69,41 +67,6 @@ class Replay:
 def point_of(link: Link) -> Timestamp | None:
     point = link.manifest.point
     return from_json(point["cluster_time"]) if point else None
-
-
-def is_location(path: Path) -> bool:
-    """A folder of archives (an ``OUT_DIR`` or its ``backup_data``), not one backup."""
-    return path.is_dir() and not (path / MANIFEST_NAME).exists()
-
-
-def chain_at(location: Path, db: str | None, until: Timestamp | None) -> list[Link]:
-    """The chain to restore from a location: with ``until``, the one ending at the oldest
-    backup whose point is at or after ``until`` (``watch`` closes increments in order, so
-    its chain covers that moment); without, the one ending at the newest backup. ``db``
-    picks among the databases backed up there (needed when there are several)."""
-    folder = location / ARCHIVE_FOLDER if (location / ARCHIVE_FOLDER).is_dir() else location
-    links = [Link(path, read_manifest(path)) for path in archives_in(folder)]  # newest first
-    databases = sorted({link.manifest.database for link in links})
-    if db is not None and db in databases:
-        links = [link for link in links if link.manifest.database == db]
-    elif len(databases) > 1:
-        raise ConfigError(
-            f"{location} holds backups of several databases ({', '.join(databases)}): "
-            "name one with --db"
-        )
-    if not links:
-        raise ConfigError(f"{location} holds no backup archive to restore")
-    if until is None:
-        return resolve_chain(links[0].path, links[0].manifest)
-    for link in reversed(links):
-        end = point_of(link)
-        if end is not None and end >= until:
-            return plan_chain(resolve_chain(link.path, link.manifest), until)
-    newest = point_of(links[0])
-    raise ConfigError(
-        f"--until {show(until)} is after the newest backup in {location} "
-        f"({links[0].path.name}, consistent at {show(newest) if newest else 'no known time'})"
-    )
 
 
 def plan_chain(chain: list[Link], until: Timestamp | None) -> list[Link]:

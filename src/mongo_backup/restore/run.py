@@ -23,24 +23,27 @@ import pymongo.errors
 
 from ..archive.chain import Link, read_manifest, resolve_chain
 from ..archive.extjson import iter_documents, iter_lines
-from ..archive.manifest import CollectionEntry, Manifest
+from ..archive.manifest import MANIFEST_NAME, CollectionEntry, Manifest
 from ..archive.reader import BackupReader, open_backup
 from ..archive.single_file import SingleFileReader, is_single_file
+from ..destinations import LocalFolder, is_url
 from ..errors import (
     ArchiveError,
     ConfigError,
     Interrupted,
     MongoBackupError,
 )
-from ..location.transfer import local_copy
+from ..location.catalog import backups_at
+from ..location.transfer import local_copy, open_location
+from ..location.windows import backup_for
 from ..mongo.connection import connect, durable_writes
-from ..names import collection_filter
+from ..names import ARCHIVE_NAME, collection_filter
 from ..redact import hosts_of, uri_secrets
 from ..retry import driver_error_text
 from ..verify.run import verify
 from .namespaces import CollectionOutcome, Restorer, WriteSettings
 from .options import RestoreOptions
-from .replay import Replay, apply_increment, chain_at, is_location, plan_chain
+from .replay import Replay, apply_increment, plan_chain
 from .state import (
     RestoreState,
     load_state,
@@ -97,6 +100,8 @@ def run_restore(opts: RestoreOptions) -> RestoreResult:
     """Restore ``opts.source``: a local backup, or a storage URL or encrypted archive,
     fetched (checked, decrypted) into a temporary folder first."""
     opts.check()
+    if is_location(opts.source):
+        opts = replace(opts, source=_archive_in(opts))
     with local_copy(opts.source, opts.identity, opts.endpoint_url) as local:
         result = _run_restore(replace(opts, source=str(local)))
     result.source = opts.source
@@ -125,10 +130,6 @@ def _chain(opts: RestoreOptions) -> list[Link]:
     """The backups to apply when ``source`` is an increment or ``--until`` is given;
     [] for a plain restore of one backup. Refuses a broken chain before any write."""
     path = Path(opts.source)
-    if is_location(path):
-        chain = chain_at(path, opts.db, opts.until)
-        logger.info("restoring the chain %s", " -> ".join(link.path.name for link in chain))
-        return chain
     if not path.is_file() or is_single_file(path):
         if opts.until is not None:
             raise ConfigError("--until needs a backup archive (a chain of them)")
@@ -140,6 +141,27 @@ def _chain(opts: RestoreOptions) -> list[Link]:
     names = " -> ".join(link.path.name for link in chain)
     logger.info("restoring the chain %s", names)
     return chain
+
+
+def is_location(source: str) -> bool:
+    """A folder of archives (an ``--out-dir`` or its ``backup_data``) or a storage URL
+    that names no archive: ``restore`` then picks the backup (see windows.backup_for)."""
+    if is_url(source):
+        return ARCHIVE_NAME.match(source.rstrip("/").rsplit("/", 1)[-1]) is None
+    path = Path(source)
+    return path.is_dir() and not (path / MANIFEST_NAME).exists()
+
+
+def _archive_in(opts: RestoreOptions) -> str:
+    """The archive of the location ``opts.source`` to restore (path or URL)."""
+    destination = open_location(opts.source, opts.endpoint_url)
+    until = (opts.until.time, opts.until.inc) if opts.until is not None else None
+    chosen = backup_for(backups_at(destination), opts.db, until, opts.source)
+    logger.info("restoring %s from %s", chosen.key, destination.url)
+    if is_url(opts.source):
+        return f"{destination.url.rstrip('/')}/{chosen.key}"
+    assert isinstance(destination, LocalFolder)
+    return str(destination.root / chosen.key)
 
 
 def _apply_increments(opts: RestoreOptions, target: str, links: list[Link]) -> list[Replay]:
