@@ -92,6 +92,10 @@ class Manifest:
     parent: dict[str, Any] | None = None
     # {"mode": "changes"|"field", "field", "from", "to", "deletes_captured"}
     increment: dict[str, Any] | None = None
+    # --query: {"filter": canonical Extended JSON, "collections": [...]}: a partial backup.
+    query: dict[str, Any] | None = None
+    # Where the documents were read: {"preference": {"mode", "tags"}, "members": [...]}.
+    read: dict[str, Any] | None = None
     # manifest_sha256 as read (parse_manifest); an increment's parent link names it.
     checksum: str | None = field(default=None, compare=False)
     format: str = FORMAT_NAME
@@ -229,6 +233,18 @@ def _parse_entry(data: Any, index: int) -> CollectionEntry:
     )
 
 
+def _query(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    _require(
+        isinstance(value.get("filter"), dict)
+        and isinstance(value.get("collections"), list)
+        and all(isinstance(name, str) for name in value["collections"]),
+        "malformed query",
+    )
+    return value
+
+
 def parse_manifest(raw: bytes) -> Manifest:
     """Parse and check a manifest; :class:`ArchiveError` for anything unexpected."""
     _require(len(raw) <= MAX_MANIFEST_BYTES, "larger than any manifest this tool writes")
@@ -291,6 +307,8 @@ def parse_manifest(raw: bytes) -> Manifest:
         point=_shallow(_typed(data, "point", dict, optional=True), "point"),
         parent=parent,
         increment=_shallow(increment, "increment"),
+        query=_query(_typed(data, "query", dict, optional=True)),
+        read=_shallow(_typed(data, "read", dict, optional=True), "read"),
         database=_typed(data, "database", str),
         tool_version=_typed(data, "tool_version", str),
         json_format=_typed(data, "json_format", str),

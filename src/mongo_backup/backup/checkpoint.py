@@ -115,6 +115,10 @@ class Plan:
     # --since-field: the field and each collection's high-water mark, read before export.
     since_field: str | None = None
     watermarks: dict[str, Any] = field(default_factory=dict)
+    # --query: the filter (canonical Extended JSON) for the collections it names.
+    query: dict[str, Any] | None = None
+    # The read preference asked ({"mode", "tags"}) and the members read so far.
+    read: dict[str, Any] = field(default_factory=dict)
     format: str = PLAN_FORMAT
     format_version: int = PLAN_VERSION
 

@@ -125,14 +125,37 @@ def plan_increment(base: Link, field: str | None, intents: list[Intent]) -> dict
 
 
 def query_for(plan: Plan, collection: str) -> dict[str, Any] | None:
-    """The filter of a field increment for ``collection``, or None (every document)."""
+    """The filter of ``collection``'s reads: ``--query``, the range of a field
+    increment, both, or None (every document)."""
+    filters: list[dict[str, Any]] = []
+    if plan.query is not None and collection in plan.query["collections"]:
+        filters.append(from_extjson(plan.query["filter"]))
     increment = plan.increment
-    if not increment or increment.get("mode") != "field":
+    if increment and increment.get("mode") == "field":
+        since = increment["since"].get(collection)
+        if since is not None:
+            filters.append({increment["field"]: {"$gte": from_extjson(since)}})
+    if len(filters) > 1:
+        return {"$and": filters}
+    return filters[0] if filters else None
+
+
+def kept_query(
+    base: Link | None, asked: dict[str, Any] | None, collections: list[str]
+) -> dict[str, Any] | None:
+    """The ``query`` of a plan: ``--query`` for the named collections; an increment
+    keeps its base's (asking for another one is refused)."""
+    inherited = base.manifest.query if base is not None else None
+    if inherited is not None:
+        if asked is not None and asked != inherited["filter"]:
+            raise ConfigError(
+                f"--query differs from the filter of {base.path.name if base else 'the base'}: "
+                "an increment keeps its base's filter (leave --query out)"
+            )
+        return inherited
+    if asked is None:
         return None
-    since = increment["since"].get(collection)
-    if since is None:
-        return None
-    return {increment["field"]: {"$gte": from_extjson(since)}}
+    return {"filter": asked, "collections": sorted(set(collections))}
 
 
 def entry_fields(plan: Plan, collection: str) -> dict[str, Any]:

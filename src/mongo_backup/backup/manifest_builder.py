@@ -105,7 +105,15 @@ def build_manifest(
         server=plan.server,
         hosts=plan.hosts,
         collections=entries,
+        query=plan.query,
+        read=_read(plan, runner),
     )
+
+
+def _read(plan: Plan, runner: UnitRunner) -> dict[str, Any]:
+    """The read preference and every member read, this run's and a resumed run's."""
+    members = sorted(set(plan.read.get("members", [])) | runner.source.read_from)
+    return {"preference": plan.read.get("preference"), "members": members}
 
 
 def _joined(folder: Path, plan: Plan, units: list[Unit]) -> dict[str, Any]:

@@ -3,11 +3,15 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
+
+from bson import json_util
+from bson.json_util import CANONICAL_JSON_OPTIONS as CANONICAL
 
 from ..archive import encryption
 from ..archive.extjson import JSON_FORMATS, JsonFormat
@@ -103,6 +107,8 @@ class BackupOptions:
     keep_local: bool = False  # keep the local archive after --dest uploaded it
     stream: bool = False  # --dest without a local archive file
     encrypt_to: list[str] = field(default_factory=list)  # age / SSH recipients
+    # --query: an Extended JSON filter for the collections named in ``collections``.
+    query: str | None = None
 
     def check(self) -> None:
         if self.json_format not in JSON_FORMATS:
@@ -153,6 +159,13 @@ class BackupOptions:
             )
         if self.base is not None and not self.incremental:
             raise ConfigError("--base names the backup an increment continues: add --incremental")
+        if self.query is not None:
+            filter_of(self.query)  # refuse bad JSON before any work
+            if not self.collections:
+                raise ConfigError(
+                    "--query applies to the collections named with --collection "
+                    "(as mongodump's): name at least one"
+                )
         if self.since_field is not None and (
             not self.since_field or self.since_field.startswith("$") or "\x00" in self.since_field
         ):
@@ -176,6 +189,7 @@ class BackupOptions:
             since_field=self.since_field,
             max_increment_bytes=self.max_increment_bytes,
             taken=taken,
+            query=filter_of(self.query) if self.query is not None else None,
         )
 
     def resuming(self, plan: Plan, folder: Path) -> BackupOptions:
@@ -188,6 +202,18 @@ class BackupOptions:
                     "resume: %s is %r in the unfinished backup, and stays so", key, value
                 )
         return replace(self, out_dir=folder.parent, **plan.options)
+
+
+def filter_of(text: str) -> dict[str, Any]:
+    """A ``--query`` as canonical Extended JSON (what the plan and manifest keep);
+    ConfigError for anything that is not a JSON object."""
+    try:
+        value = json_util.loads(text)
+    except (ValueError, TypeError) as error:
+        raise ConfigError(f"--query is not Extended JSON: {error}") from None
+    if not isinstance(value, dict):
+        raise ConfigError('--query must be a JSON object, such as {"status": "paid"}')
+    return cast(dict[str, Any], json.loads(json_util.dumps(value, json_options=CANONICAL)))
 
 
 def default_jobs() -> int:

@@ -22,7 +22,7 @@ from ..mongo.source import Intent, MongoSource
 from ..names import ARCHIVE_FOLDER, FOLDER_PREFIX, file_names
 from .checkpoint import PLAN_NAME, Layout, Plan, Unit, encode_key, load_plan, save_plan
 from .consistency import begin, mark_listed
-from .increments import plan_increment, watermarks
+from .increments import kept_query, plan_increment, watermarks
 
 if TYPE_CHECKING:
     from ..archive.chain import Link
@@ -72,6 +72,7 @@ class PlanRequest:
     since_field: str | None = None
     max_increment_bytes: int | None = None  # a change-stream increment stops near this size
     taken: frozenset[str] = frozenset()  # backup ids already at the destination
+    query: dict[str, Any] | None = None  # --query, canonical Extended JSON
 
 
 def find_resumable(resume: bool | Path, out_dir: Path, db: str) -> tuple[Plan, Path] | None:
@@ -144,6 +145,7 @@ def new_plan(
         logger.warning("%s", problem)
     mark_listed(source, consistency)
     increment = plan_increment(base, request.since_field, intents) if base is not None else None
+    query = kept_query(base, request.query, request.collections)
     floors = increment["since"] if increment else {}
     # Read at the start point, as the documents will be: a write the reads do not see
     # then carries a value at or after the mark.
@@ -172,6 +174,8 @@ def new_plan(
         increment=increment,
         since_field=request.since_field,
         watermarks=marks,
+        query=query,
+        read={"preference": source.read_preference()},
     )
     what = "an increment of" if increment else "backing up"
     logger.info("%s database %r (%d namespaces) into %s", what, request.db, len(intents), folder)
@@ -190,6 +194,11 @@ def _changes_plan(
         raise ConfigError(
             "a change-stream increment needs a replica set or sharded cluster "
             "(on a standalone server use --since-field FIELD)"
+        )
+    if base.manifest.query is not None:
+        raise ConfigError(
+            f"{base.path.name} is a partial backup (--query): its increments are "
+            "--since-field ones (a change stream cannot tell which documents match)"
         )
     increment = plan_increment(base, None, [])
     if request.max_increment_bytes is not None:

@@ -11,6 +11,8 @@ from ..archive.extjson import JSON_FORMATS
 from ..archive.writer import COMPRESSIONS
 from ..backup.options import BackupOptions, BackupResult, default_jobs
 from ..backup.run import run_backup
+from ..errors import ConfigError
+from .config import READ_PREFERENCES, with_read_preference
 from .exits import with_exit_code
 from .monitoring import Monitor, add_monitoring_options
 from .options import add_collection_filters, add_connection_options, connection_from
@@ -54,6 +56,30 @@ def _add_selection_options(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="write a backup even when the database has no collections",
     )
+    group.add_argument(
+        "--query",
+        metavar="JSON",
+        help="only the documents matching this Extended JSON filter, in the collections "
+        "named with --collection (a partial backup: the manifest says so)",
+    )
+    group.add_argument(
+        "--query-file", type=Path, metavar="FILE", help="the --query filter, read from FILE"
+    )
+    group.add_argument(
+        "--read-preference",
+        choices=READ_PREFERENCES,
+        metavar="MODE",
+        help="which member to read from: " + ", ".join(READ_PREFERENCES) + " (default: the "
+        "URI's, else primary, as mongodump); the manifest records the member read",
+    )
+    group.add_argument(
+        "--read-preference-tags",
+        action="append",
+        default=[],
+        metavar="TAGS",
+        help="a tag set for the read preference, such as dc:ny,rack:1 (repeatable, in order "
+        "of preference; an empty one means any member)",
+    )
 
 
 def _add_output_options(parser: argparse.ArgumentParser) -> None:
@@ -64,6 +90,8 @@ def _add_output_options(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--out-dir",
+        "--out",
+        "-o",
         type=Path,
         default=Path("backups"),
         help="where the backup goes (default: backups)",
@@ -81,6 +109,13 @@ def _add_output_options(parser: argparse.ArgumentParser) -> None:
         choices=COMPRESSIONS,
         default="zstd",
         help="archive compression (default: zstd)",
+    )
+    group.add_argument(
+        "--gzip",
+        action="store_const",
+        dest="compress",
+        const="gzip",
+        help="as mongodump's --gzip: the same as --compress gzip",
     )
     group.add_argument(
         "--batch-size",
@@ -103,6 +138,7 @@ def _add_performance_options(parser: argparse.ArgumentParser, resume: bool) -> N
     group.add_argument(
         "-j",
         "--jobs",
+        "--numParallelCollections",
         type=int,
         default=default_jobs(),
         metavar="N",
@@ -261,8 +297,9 @@ def run(args: argparse.Namespace) -> BackupResult:
 def backup_options(args: argparse.Namespace) -> BackupOptions:
     """The backup the flags ask for (``watch`` has no increment flags nor ``--resume``)."""
     settings = connection_from(args)
+    uri = with_read_preference(settings.uri, args.read_preference, args.read_preference_tags)
     return BackupOptions(
-        uri=settings.uri,
+        uri=uri,
         db=settings.db,
         out_dir=args.out_dir,
         collections=args.collection,
@@ -291,4 +328,17 @@ def backup_options(args: argparse.Namespace) -> BackupOptions:
         keep_local=args.keep_local,
         stream=args.stream,
         encrypt_to=args.encrypt_to,
+        query=query_text(args),
     )
+
+
+def query_text(args: argparse.Namespace) -> str | None:
+    """``--query``, or the contents of ``--query-file`` (not both)."""
+    if args.query_file is None:
+        return args.query  # type: ignore[no-any-return]
+    if args.query is not None:
+        raise ConfigError("give --query or --query-file, not both")
+    try:
+        return args.query_file.read_text(encoding="utf-8")  # type: ignore[no-any-return]
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"cannot read --query-file {args.query_file}: {error}") from None

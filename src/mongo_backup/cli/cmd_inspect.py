@@ -90,4 +90,14 @@ def history_lines(manifest: Manifest) -> list[str]:
         lines.append(f"parent: {parent['id']} (manifest sha256 {parent['manifest_sha256']})")
     else:
         lines.append("full backup")
+    if manifest.query is not None:
+        query = manifest.query
+        lines.append(
+            f"partial: only the documents of {', '.join(query['collections'])} matching "
+            f"{json.dumps(query['filter'], ensure_ascii=False)} (--query)"
+        )
+    read = manifest.read or {}
+    if read.get("members"):
+        mode = (read.get("preference") or {}).get("mode", "primary")
+        lines.append(f"read from {', '.join(read['members'])} (read preference {mode})")
     return lines

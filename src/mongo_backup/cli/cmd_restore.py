@@ -60,7 +60,17 @@ def add_parser(commands: Any, parent: argparse.ArgumentParser, epilog: str) -> N
         help="insert documents even where the target's validator refuses them",
     )
     group.add_argument(
-        "-j", "--jobs", type=int, default=2, help="parallel insert workers (default 2)"
+        "-j",
+        "--jobs",
+        "--numInsertionWorkersPerCollection",
+        type=int,
+        default=2,
+        help="parallel insert workers (default 2)",
+    )
+    group.add_argument(
+        "--gzip",
+        action="store_true",
+        help="accepted as mongorestore's: the compression of SOURCE is detected anyway",
     )
     group.add_argument(
         "--batch-size", type=int, default=1000, help="documents per insert (default 1000)"

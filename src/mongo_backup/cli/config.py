@@ -150,6 +150,27 @@ def with_auth(uri: str, auth: AuthOptions) -> str:
     return f"{scheme}://{credentials}{hosts}/{path}" + (f"?{query}" if query else "")
 
 
+READ_PREFERENCES = ("primary", "primaryPreferred", "secondary", "secondaryPreferred", "nearest")
+
+
+def with_read_preference(uri: str, mode: str | None, tags: list[str]) -> str:
+    """``uri`` with ``readPreference`` (and ``readPreferenceTags``, one per tag set, in
+    order) set from the flags; the URI's own are replaced. ``tags`` need a mode other
+    than primary, as the driver requires."""
+    if mode is None and not tags:
+        return uri
+    if tags and mode in (None, "primary"):
+        raise ConfigError("--read-preference-tags needs a --read-preference other than primary")
+    base, question, query = uri.partition("?")
+    pairs = urllib.parse.parse_qsl(query, keep_blank_values=True) if question else []
+    pairs = [(k, v) for k, v in pairs if k.lower() not in ("readpreference", "readpreferencetags")]
+    pairs.append(("readPreference", str(mode)))
+    pairs += [("readPreferenceTags", tag) for tag in tags]
+    if "/" not in base.split("://", 1)[-1]:
+        base += "/"
+    return base + "?" + urllib.parse.urlencode(pairs, safe="/:,", quote_via=urllib.parse.quote)
+
+
 def password_from(
     *,
     flag: str | None,

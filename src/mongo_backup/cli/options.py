@@ -32,7 +32,7 @@ def add_connection_options(parser: argparse.ArgumentParser, db_help: str) -> Non
         metavar="URI",
         help="MongoDB connection string (default: $MONGO_URI, then .env)",
     )
-    group.add_argument("--db", "--mongo-db", dest="db", metavar="NAME", help=db_help)
+    group.add_argument("--db", "--mongo-db", "-d", dest="db", metavar="NAME", help=db_help)
     group.add_argument(
         "--timeout",
         type=float,
@@ -143,6 +143,7 @@ def add_collection_filters(
     group = parser.add_argument_group(title, description)
     group.add_argument(
         "--collection",
+        "-c",
         action="append",
         default=[],
         metavar="NAME",

@@ -105,6 +105,7 @@ class MongoSource:
         policy: RetryPolicy | None = None,
     ) -> None:
         self.client = client
+        self.read_from: set[str] = set()  # "host:port" of every member a cursor read
         # Metadata reads (buildInfo, listings, sizes, samples) ride out transient faults
         # as the document reads do: a reset or a stall at the wrong moment must not end
         # a backup that would have read everything a moment later.
@@ -282,6 +283,9 @@ class MongoSource:
             return find(start, batch_size, None)
 
         def find(start: IdKey | None, batch_size: int, session: Any) -> Iterator[bytes]:
+            return self._noting_member(plain_find(start, batch_size, session))
+
+        def plain_find(start: IdKey | None, batch_size: int, session: Any) -> Any:
             if not ordered and query:
                 # Few documents of many (--since-field): the server's plan, an index on
                 # the field where there is one.
@@ -319,6 +323,17 @@ class MongoSource:
             policy=policy,
             batch_size=batch_size,
         )
+
+    def _noting_member(self, cursor: Any) -> Iterator[bytes]:
+        """The cursor's batches; the member that answered goes into ``read_from``."""
+        for batch in cursor:
+            if cursor.address is not None:
+                self.read_from.add("{}:{}".format(*cursor.address))
+            yield batch
+
+    def read_preference(self) -> dict[str, Any]:
+        """The read preference the reads use ({"mode", "tags"}), for the manifest."""
+        return dict(self.db.read_preference.document)
 
     @contextlib.contextmanager
     def snapshot_session(self) -> Iterator[ClientSession | None]:

@@ -31,7 +31,7 @@ from ..archive.reader import BackupReader, open_backup
 from ..errors import ArchiveError, ConfigError, LineFormatError
 from ..location.transfer import local_copy
 from ..mongo.connection import connect
-from ..mongo.source import MongoSource, to_extjson
+from ..mongo.source import MongoSource, from_extjson, to_extjson
 from ..redact import uri_secrets
 
 MAX_PROBLEMS_PER_MEMBER = 20
@@ -256,7 +256,13 @@ def compare_with_database(
             if _index_set(intent.indexes) != _index_set(entry.indexes):
                 report.metadata.append("indexes differ")
             if entry.file is not None:
-                _compare_documents(source, entry.name, kept.get(entry.name, {}), report)
+                query = manifest.query
+                subset = (
+                    from_extjson(query["filter"])
+                    if query and entry.name in query["collections"]
+                    else None
+                )
+                _compare_documents(source, entry.name, kept.get(entry.name, {}), report, subset)
             reports.append(report)
         return reports
     finally:
@@ -264,10 +270,16 @@ def compare_with_database(
 
 
 def _compare_documents(
-    source: MongoSource, name: str, expected: dict[bytes, bytes], report: AgainstReport
+    source: MongoSource,
+    name: str,
+    expected: dict[bytes, bytes],
+    report: AgainstReport,
+    subset: dict[str, Any] | None = None,
 ) -> None:
+    """The live documents (``subset``: only those a --query backup kept) against the
+    backup's, by ``_id`` and exact bytes."""
     remaining = dict(expected)
-    for batch, _ in source.raw_batches(name):
+    for batch, _ in source.raw_batches(name, query=subset):
         for raw in bson.decode_iter(batch, codec_options=_RAW):
             data = bytes(raw.raw)
             key = id_key(data)
