@@ -21,7 +21,9 @@ from typing import IO, Any, cast
 import zstandard
 
 from ..errors import ArchiveError
-from .manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, CollectionEntry, Manifest, parse_manifest
+from .backup_reader import BackupReader as BackupReader  # the interface, re-exported
+from .manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, CollectionEntry, parse_manifest
+from .mongodump import MongodumpReader, is_mongodump
 
 _COPY_CHUNK = 1 << 20
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -140,25 +142,6 @@ def _detect(head: bytes) -> str:
     if len(head) >= 262 and head[257:262] == b"ustar":
         return "none"
     raise ArchiveError("not a backup archive: neither tar, gzip nor zstd")
-
-
-class BackupReader:
-    """Base of the two readers: ``manifest`` plus :meth:`members` in manifest order."""
-
-    manifest: Manifest
-    location: str
-
-    def members(self) -> Iterator[tuple[CollectionEntry, IO[bytes]]]:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        pass
-
-    def __enter__(self) -> BackupReader:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def _regular(path: Path) -> bool:
@@ -301,6 +284,8 @@ def open_backup(location: str | os.PathLike[str]) -> BackupReader:
     """A reader for a backup folder or archive file; :class:`ArchiveError` if neither."""
     path = Path(location)
     if path.is_dir():
+        if not (path / MANIFEST_NAME).exists() and is_mongodump(path):
+            return MongodumpReader(path)
         return FolderReader(path)
     if not path.is_file():
         raise ArchiveError(f"{path}: no such backup archive or folder")

@@ -18,6 +18,7 @@ from ..redact import scrub_text, uri_secrets
 from . import (
     cmd_backup,
     cmd_config,
+    cmd_convert,
     cmd_demo,
     cmd_inspect,
     cmd_list,
@@ -42,6 +43,7 @@ COMMANDS = [
     cmd_inspect,
     cmd_list,
     cmd_status,
+    cmd_convert,
     cmd_config,
     cmd_demo,
 ]

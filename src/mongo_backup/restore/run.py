@@ -24,6 +24,7 @@ import pymongo.errors
 from ..archive.chain import Link, read_manifest, resolve_chain
 from ..archive.extjson import iter_documents, iter_lines
 from ..archive.manifest import MANIFEST_NAME, CollectionEntry, Manifest
+from ..archive.mongodump import is_mongodump
 from ..archive.reader import BackupReader, open_backup
 from ..archive.single_file import SingleFileReader, is_single_file
 from ..destinations import LocalFolder, is_url
@@ -149,7 +150,7 @@ def is_location(source: str) -> bool:
     if is_url(source):
         return ARCHIVE_NAME.match(source.rstrip("/").rsplit("/", 1)[-1]) is None
     path = Path(source)
-    return path.is_dir() and not (path / MANIFEST_NAME).exists()
+    return path.is_dir() and not (path / MANIFEST_NAME).exists() and not is_mongodump(path)
 
 
 def _archive_in(opts: RestoreOptions) -> str:

@@ -1,0 +1,260 @@
+"""mongodump's output folder, read through the same interface as our own backups.
+
+A mongodump folder holds, per database, ``COLL.bson`` (the documents, BSON one after
+another; ``.bson.gz`` with ``--gzip``) and ``COLL.metadata.json`` (Extended JSON: the
+collection's ``options``, ``indexes``, ``uuid``, ``collectionName`` and ``type``; a view
+has metadata and no documents). :class:`MongodumpReader` presents one database of it as a
+backup: a manifest made from the metadata (no checksums: mongodump records none, so
+``verify`` can only check that every document parses) and members that stream each
+``.bson`` file as Extended JSON lines, converted by libbson as a backup's are. ``convert``
+writes the same members into a mongo-backup archive.
+
+Contracts:
+- The folder given is a database's folder (``dump/shop``) or a dump holding exactly one
+  database (``dump``); more than one is refused with the names to choose from.
+- Reading is bounded: a document's stated length must be between 5 bytes and
+  :data:`MAX_DOCUMENT` and end inside the file with a 0 byte; libbson checks the rest
+  (nesting, types, UTF-8). Anything else is an :class:`ArchiveError` naming the file and
+  the byte offset, as for a damaged archive of our own.
+- ``oplog.bson`` (``mongodump --oplog``) is refused: replaying it is not supported yet.
+- Time-series collections (dumped as their buckets) are refused.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import json
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any, cast
+
+import bson
+from bson import json_util
+from bson.codec_options import CodecOptions
+from bson.json_util import CANONICAL_JSON_OPTIONS
+
+from ..errors import ArchiveError
+from .backup_reader import BackupReader
+from .extjson import BatchEncoder
+from .manifest import MANIFEST_NAME, CollectionEntry, Manifest
+
+MAX_DOCUMENT = 16 * 1024 * 1024 + 16 * 1024  # the server's limit, plus its own headroom
+MAX_METADATA = 16 * 1024 * 1024
+BATCH_BYTES = 1 << 20  # documents converted per libbson pass
+FORMAT = "mongodump"
+
+
+def _dump_files(folder: Path) -> list[Path]:
+    return [
+        p
+        for p in folder.iterdir()
+        if p.is_file() and p.name.endswith((".bson", ".bson.gz", ".metadata.json"))
+    ]
+
+
+def database_folder(path: Path) -> Path | None:
+    """The database folder of a mongodump output at ``path``, or None if it is none."""
+    if not path.is_dir() or (path / MANIFEST_NAME).exists():
+        return None
+    if _dump_files(path):
+        if (path / "oplog.bson").exists() and not any(
+            p.name != "oplog.bson" for p in _dump_files(path)
+        ):
+            pass  # a dump's top folder with only its oplog: look at the databases below
+        else:
+            return path
+    databases = sorted(p for p in path.iterdir() if p.is_dir() and _dump_files(p))
+    if not databases:
+        return None
+    if len(databases) > 1:
+        names = ", ".join(p.name for p in databases)
+        raise ArchiveError(
+            f"{path} is a mongodump of several databases ({names}): name one folder, "
+            f"such as {databases[0]}"
+        )
+    return databases[0]
+
+
+def is_mongodump(path: Path) -> bool:
+    try:
+        return database_folder(path) is not None
+    except ArchiveError:
+        return True  # one: the reader says what is wrong with it
+
+
+class MongodumpReader(BackupReader):
+    def __init__(self, path: Path) -> None:
+        folder = database_folder(path)
+        if folder is None:
+            raise ArchiveError(f"{path}: not a mongodump output folder")
+        for oplog in (path / "oplog.bson", folder.parent / "oplog.bson", folder / "oplog.bson"):
+            if oplog.exists():
+                raise ArchiveError(
+                    f"{oplog}: replaying a mongodump --oplog is not supported yet (restore "
+                    "it with mongorestore --oplogReplay, or move oplog.bson away to restore "
+                    "the documents as dumped, without a point in time)"
+                )
+        self.folder = folder
+        self.location = str(folder)
+        entries = [self._entry(name) for name in self._names()]
+        stamp = dt.datetime.fromtimestamp(folder.stat().st_mtime, dt.UTC).isoformat()
+        self.manifest = Manifest(
+            database=urllib.parse.unquote(folder.name),
+            tool_version="mongodump",
+            json_format="canonical",
+            pretty=False,
+            compression="none",
+            started_at=stamp,
+            finished_at=stamp,
+            server={},
+            hosts=[],
+            collections=entries,
+            format=FORMAT,
+        )
+
+    def _names(self) -> list[str]:
+        stems = set()
+        for path in _dump_files(self.folder):
+            name = path.name
+            for suffix in (".metadata.json", ".bson.gz", ".bson"):
+                if name.endswith(suffix):
+                    stems.add(name[: -len(suffix)])
+                    break
+        return sorted(stem for stem in stems if not stem.startswith("system."))
+
+    def _entry(self, stem: str) -> CollectionEntry:
+        metadata = self._metadata(stem)
+        kind = str(metadata.get("type") or "collection")
+        name = str(metadata.get("collectionName") or urllib.parse.unquote(stem))
+        if kind == "timeseries":
+            raise ArchiveError(
+                f"{self.folder}: {name} is a time-series collection; mongodump folders of "
+                "those are not supported yet"
+            )
+        data = self._data_path(stem)
+        if kind == "view" or data is None:
+            if kind != "view":
+                raise ArchiveError(f"{self.folder}: {stem}.metadata.json has no {stem}.bson")
+            data = None
+        return CollectionEntry(
+            name=name,
+            type="view" if kind == "view" else "collection",
+            file=data.name if data is not None else None,
+            options=cast(dict[str, Any], metadata.get("options") or {}),
+            indexes=cast(list[dict[str, Any]], metadata.get("indexes") or []),
+            uuid=str(metadata["uuid"]) if metadata.get("uuid") else None,
+            count=0,
+            bytes=0,
+            sha256=None,  # mongodump records none: see verify.check_member
+        )
+
+    def _data_path(self, stem: str) -> Path | None:
+        for name in (f"{stem}.bson", f"{stem}.bson.gz"):
+            if (self.folder / name).is_file():
+                return self.folder / name
+        return None
+
+    def _metadata(self, stem: str) -> dict[str, Any]:
+        path = self.folder / f"{stem}.metadata.json"
+        if not path.is_file():
+            return {}
+        try:
+            with open(path, "rb") as handle:
+                raw = handle.read(MAX_METADATA + 1)
+            if len(raw) > MAX_METADATA:
+                raise ValueError("larger than any metadata mongodump writes")
+            value = json_util.loads(raw.decode("utf-8"))
+            if not isinstance(value, dict):
+                raise ValueError("not a JSON object")
+            # Canonical Extended JSON, as our manifests hold options and index specs.
+            text = json_util.dumps(value, json_options=CANONICAL_JSON_OPTIONS)
+            return cast(dict[str, Any], json.loads(text))
+        except (OSError, ValueError, TypeError, RecursionError) as error:
+            raise ArchiveError(f"{path}: not mongodump metadata ({error})") from None
+
+    def members(self) -> Iterator[tuple[CollectionEntry, IO[bytes]]]:
+        for entry in self.manifest.data_entries:
+            assert entry.file is not None
+            path = self.folder / entry.file
+            opener = gzip.open if entry.file.endswith(".gz") else open
+            with opener(path, "rb") as handle:
+                yield entry, cast(IO[bytes], _LinesStream(cast(IO[bytes], handle), str(path)))
+
+
+def iter_bson(stream: IO[bytes], where: str) -> Iterator[bytes]:
+    """Batches of whole BSON documents from ``stream``, each document checked for a
+    sane length and its closing 0 byte; ArchiveError at the first that is not."""
+    pending: list[bytes] = []
+    size = offset = 0
+    while True:
+        try:
+            head = stream.read(4)
+        except (OSError, EOFError, gzip.BadGzipFile) as error:
+            raise ArchiveError(f"{where}: cannot be read at byte {offset} ({error})") from None
+        if not head:
+            break
+        length = int.from_bytes(head, "little", signed=True) if len(head) == 4 else -1
+        if not 5 <= length <= MAX_DOCUMENT:
+            raise ArchiveError(
+                f"{where}: not a BSON document at byte {offset} "
+                + ("(the file ends inside a length)" if length == -1 else f"(length {length})")
+            )
+        try:
+            body = stream.read(length - 4)
+        except (OSError, EOFError, gzip.BadGzipFile) as error:
+            raise ArchiveError(f"{where}: cannot be read at byte {offset} ({error})") from None
+        if len(body) != length - 4 or body[-1:] != b"\x00":
+            raise ArchiveError(f"{where}: the document at byte {offset} is cut or malformed")
+        pending.append(head + body)
+        size += length
+        offset += length
+        if size >= BATCH_BYTES:
+            yield b"".join(pending)
+            pending, size = [], 0
+    if pending:
+        yield b"".join(pending)
+
+
+_STRUCTURE_ONLY: CodecOptions[Any] = CodecOptions(unicode_decode_error_handler="surrogateescape")
+
+
+class _CheckingEncoder(BatchEncoder):
+    """A document libbson cannot turn into JSON is written as an exact-bytes escape line
+    by a backup (the server sent it); from a file it must first be well-formed BSON."""
+
+    def _escape(self, raw: bytes) -> str:
+        try:
+            bson.decode(raw, codec_options=_STRUCTURE_ONLY)
+        except (bson.errors.InvalidBSON, ValueError, IndexError) as error:
+            raise ValueError(f"malformed BSON document ({error})") from None
+        return super()._escape(raw)
+
+
+class _LinesStream:
+    """A ``.bson`` file as Extended JSON lines (the member a backup would hold)."""
+
+    def __init__(self, raw: IO[bytes], where: str) -> None:
+        self._batches = iter_bson(raw, where)
+        self._encoder = _CheckingEncoder("canonical")
+        self._where = where
+        self._buffer = b""
+        self.documents = 0  # converted so far
+
+    def read(self, size: int = -1) -> bytes:
+        while size < 0 or len(self._buffer) < size:
+            batch = next(self._batches, None)
+            if batch is None:
+                break
+            try:
+                text, count = self._encoder.encode(batch)
+            except ValueError as error:
+                raise ArchiveError(f"{self._where}: {error}") from None
+            self.documents += count
+            self._buffer += text
+        if size < 0:
+            out, self._buffer = self._buffer, b""
+        else:
+            out, self._buffer = self._buffer[:size], self._buffer[size:]
+        return out
