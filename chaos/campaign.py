@@ -68,8 +68,8 @@ class Outcome:
 
 
 class Campaign:
-    def __init__(self, world: World, seed: int) -> None:
-        self.world, self.seed = world, seed
+    def __init__(self, world: World, seed: int, keep: bool = False) -> None:
+        self.world, self.seed, self.keep = world, seed, keep
         self.tool = [sys.executable, "-m", "mongo_backup"]
         self.pristine = world.root / "pristine"
         with world.direct() as client:
@@ -99,9 +99,7 @@ class Campaign:
         outcome = Outcome()
         writer = self._writes_during_watch(rng) if op == "watch" else None
         try:
-            self._attempts(command, env, faults, limit, outcome)
-            if writer is not None:
-                writer.join(30)
+            self._attempts(command, env, faults, limit, outcome, writer)
             riding_out = op != "restore" and limit is None and all(f.survivable for f in faults)
             if outcome.verdict == "recovered" and riding_out and outcome.attempts > 1:
                 # A backup promises to retry these faults itself: a user's retry was needed.
@@ -112,7 +110,8 @@ class Campaign:
             self.world.ensure_up()
         self._check_secrets(work, outcome)
         line = f"{op:<12} faults {'+'.join(labels):<52}"
-        scrub_tree(work)
+        if not self.keep:
+            scrub_tree(work)
         return line, outcome
 
     def _prepare(
@@ -192,6 +191,7 @@ class Campaign:
         faults: list[Any],
         limit: int | None,
         outcome: Outcome,
+        writer: threading.Thread | None = None,
     ) -> None:
         """The faulty attempt, then retries with --resume until one succeeds."""
         for attempt in range(ATTEMPTS):
@@ -207,6 +207,7 @@ class Campaign:
                 limit if attempt == 0 else None,
                 outcome,
                 stop_after=WATCH_FOR[min(attempt, 1)] if watch else None,
+                writer=writer,
             )
             if code is None:
                 outcome.verdict = "hung"
@@ -225,6 +226,7 @@ class Campaign:
         limit: int | None,
         outcome: Outcome,
         stop_after: float | None = None,
+        writer: threading.Thread | None = None,
     ) -> int | None:
         def child_setup() -> None:
             if limit is not None:
@@ -237,7 +239,9 @@ class Campaign:
         injector = inject(self.world, process, faults)
         # A watch runs until told to stop: SIGTERM to it alone (its converters are children
         # it stops itself), as systemd's KillMode=mixed does.
-        stopper = threading.Timer(stop_after or 0.0, _terminate, args=(process,))
+        # The writes end first: what the watch must hold is the source when it was told to
+        # stop (a write after its last increment is not the watch's to keep).
+        stopper = threading.Timer(stop_after or 0.0, _terminate, args=(process, writer))
         if stop_after is not None:
             stopper.start()
         try:
@@ -351,7 +355,9 @@ class Campaign:
             outcome.notes.append(f"the password is in {leaks[:3]}")
 
 
-def _terminate(process: subprocess.Popen[bytes]) -> None:
+def _terminate(process: subprocess.Popen[bytes], writer: threading.Thread | None) -> None:
+    if writer is not None:
+        writer.join(30)
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
 
@@ -372,7 +378,7 @@ def main() -> int:
         ("runs", "faults", "recovered", "lost", "unrecovered", "unsurvived", "hung"), 0
     )
     try:
-        campaign = Campaign(world, seed)
+        campaign = Campaign(world, seed, keep=args.keep)
         deadline = time.monotonic() + args.minutes * 60
         numbers = [args.run] if args.run is not None else range(1, 10**6)
         for number in numbers:

@@ -121,3 +121,27 @@ def drop_when(proxy: FaultProxy, after: int) -> None:
             proxy.drop_all()
             return
         time.sleep(0.005)
+
+
+def test_an_increment_rides_out_cut_connections(
+    cli: CliRunner, proxy: FaultProxy, client: MongoClient[Any], mongo_uri: str, db_name: str,
+    target_db: str, tmp_path: Path,
+) -> None:  # fmt: skip
+    """Found by the chaos campaign: a connection cut while an increment read the change
+    stream ended the increment (exit 1) instead of resuming after the last event."""
+    items = client[db_name]["items"]
+    items.insert_many([{"_id": i, "n": 0} for i in range(2000)])
+    out = tmp_path / "out"
+    assert cli("backup", "--uri", mongo_uri, "--db", db_name, "--out-dir", out, "-q").code == 0
+    for i in range(0, 2000, 2):
+        items.update_one({"_id": i}, {"$set": {"n": i, "pad": "p" * 100}})
+    # Every connection is cut after 40 kB for a while, then the path heals.
+    proxy.cut_after(40_000, "to_client")
+    threading.Timer(1.5, proxy.heal).start()
+    result = cli("backup", "--uri", proxied(proxy), "--db", db_name, "--out-dir", out,
+                 "--incremental", "--retries", "8", "--retry-delay", "0.2", "-q")  # fmt: skip
+    assert result.code == 0, result.err
+    assert "reading the change stream" in result.err and "after the last event read" in result.err
+    restored = cli("restore", result.out.strip(), "--uri", mongo_uri, "--db", target_db, "-q")
+    assert restored.code == 0, restored.err
+    assert assert_same_bytes(client, db_name, target_db, "items") == 2000

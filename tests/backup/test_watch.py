@@ -463,3 +463,41 @@ def test_encrypted_watch_to_s3_restores_any_moment_from_the_url(
         assert_same_snapshot(snapshot(client, target), then, "--until")
     finally:
         client.drop_database(target)
+
+
+def test_a_base_without_a_point_is_followed_by_a_full_backup(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found by the chaos campaign: a full backup whose change capture failed has no
+    point in the server's history; the watch then stopped (a ConfigError at every start)
+    instead of taking another full backup."""
+    import mongo_backup.backup.watch as watch_module
+    from mongo_backup.archive.manifest import Manifest
+    from mongo_backup.backup.options import BackupResult
+
+    kinds: list[str] = []
+
+    def fake_backup(opts: BackupOptions, progress: Any, base: Any) -> BackupResult:
+        kinds.append("incremental" if opts.incremental else "full")
+        point = None if len(kinds) == 1 else {"cluster_time": {"$timestamp": {"t": 1, "i": 1}}}
+        manifest = Manifest(
+            database="d", tool_version="", json_format="canonical", pretty=False,
+            compression="zstd", started_at="2026-12-04T00:00:00+00:00",
+            finished_at="2026-12-04T00:00:00+00:00", server={}, hosts=[], point=point,
+            backup_id=f"backup_20261204_00000{len(kinds)}",
+        )  # fmt: skip
+        return BackupResult(tmp_path / f"{manifest.backup_id}.tar.zst", tmp_path, manifest, 0.0)
+
+    monkeypatch.setattr(watch_module, "run_backup", fake_backup)
+    monkeypatch.setattr(watch_module, "_require_change_streams", lambda backup: None)
+    stop = threading.Event()
+    seen: list[Cycle] = []
+
+    def report(cycle: Cycle) -> None:
+        seen.append(cycle)
+        if len(seen) == 3:
+            stop.set()
+
+    run_watch(options("mongodb://127.0.0.1:1/", "d", tmp_path / "out"), stop, report)
+    assert kinds[:3] == ["full", "full", "incremental"]
+    assert "records no point in the server's history" in caplog.text

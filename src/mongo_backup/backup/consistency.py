@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pymongo.errors
 from bson.raw_bson import RawBSONDocument
 from bson.timestamp import Timestamp
 from pymongo import MongoClient
@@ -44,7 +43,6 @@ from ..mongo.cluster_time import (
     to_json,
 )
 from ..mongo.source import MongoSource, from_extjson, to_extjson
-from ..retry import driver_error_text
 from .checkpoint import Plan, save_plan
 
 logger = logging.getLogger(__name__)
@@ -68,13 +66,12 @@ def begin(
     if topology == "standalone":
         return {}, None
     try:
-        token = stream_position(source.db)
-    except pymongo.errors.PyMongoError as error:  # no change streams here (roles, server)
-        return {}, (
-            f"cannot open a change stream ({driver_error_text(error, source.secrets)}): "
-            "the backup is not tied to one moment (consistency: none)"
-        )
-    start = majority_point(client)
+        # A passing fault is ridden out; a refusal (roles, a server without change
+        # streams) leaves the backup without the guarantee, said once.
+        token = source.retrying("opening a change stream", lambda: stream_position(source.db))
+    except MongoBackupError as error:
+        return {}, f"{error}: the backup is not tied to one moment (consistency: none)"
+    start = majority_point(client, source.secrets, source.policy)
     if start is None:
         return {}, None
     source.snapshot_at = start
@@ -85,7 +82,7 @@ def mark_listed(source: MongoSource, state: dict[str, Any]) -> None:
     """Note when the namespaces were listed: a collection created, dropped or renamed
     between the start and then would be missing from a snapshot (see :func:`finish`)."""
     if state:
-        listed = majority_point(source.client)
+        listed = majority_point(source.client, source.secrets, source.policy)
         state["listed"] = to_json(listed) if listed is not None else state["start"]
 
 
@@ -147,7 +144,7 @@ def finish(
         return Outcome(
             "snapshot", {"cluster_time": state["start"], "resume_token": to_extjson(token)}, None
         )
-    until = latest_point(client)
+    until = latest_point(client, source.secrets, source.policy)
     if until is None:
         return Outcome("none", None, None)
     renamed = _RenameWatch({intent["name"] for intent in plan.intents})
@@ -255,6 +252,7 @@ def write_changes(
             wanted=wanted,
             secrets=source.secrets,
             max_bytes=max_bytes,
+            policy=source.policy,
         )
         if pending:
             write_pending()
@@ -283,7 +281,7 @@ def capture_increment(
     """A change-stream increment: the events since the base backup's point (up to the
     plan's ``max_bytes`` of them, if it sets one: ``watch --max-increment-bytes``)."""
     assert plan.increment is not None
-    until = latest_point(source.client)
+    until = latest_point(source.client, source.secrets, source.policy)
     if until is None:
         raise MongoBackupError("a change-stream increment needs a replica set or sharded cluster")
     after = from_json(plan.increment["from"])

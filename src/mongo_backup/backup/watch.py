@@ -213,6 +213,14 @@ class _Watcher:
     def _next_kind(self) -> str:
         if self.base is None:
             return "full"
+        if "cluster_time" not in (self.base.manifest.point or {}):
+            # Its change capture failed (said at WARNING then): no increment can start
+            # from it, a new full backup can.
+            logger.warning(
+                "%s records no point in the server's history: the next backup is a full one",
+                self.base.id,
+            )
+            return "full"
         every, started = self.opts.full_every, self.full_started
         if every is not None and started is not None and dt.datetime.now(dt.UTC) - started >= every:
             logger.info("the chain's full backup is older than --full-every: a new full")

@@ -22,6 +22,9 @@ Contracts:
   time (a transaction's events share one; an increment never ends inside it) and stops;
   :attr:`Captured.reached` is then the cluster time of the last event taken, and a later
   capture from the returned token with ``after=reached`` continues with no gap.
+- A transient fault (a closed connection, a stall, a step-down) is retried per
+  ``policy``: the stream is opened again after the last event handed on, so the sink
+  sees every event once.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from bson.timestamp import Timestamp
 from pymongo.database import Database
 
 from ..errors import HistoryLost, MongoBackupError
-from ..retry import driver_error_text
+from ..retry import NO_RETRIES, RetryPolicy, driver_error_text, is_transient
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +59,8 @@ class Captured:
     skipped: int  # read but not wanted (other collections)
     token: dict[str, Any]  # resume token after the last event up to ``until``
     reached: Timestamp  # ``until``, or where ``max_bytes`` stopped the capture
+    handed: int = 0  # bytes handed to the sink
+    full_at: Timestamp | None = None  # the cluster time at which max_bytes was reached
 
 
 def token_time(token: Any) -> Timestamp | None:
@@ -103,36 +108,51 @@ def capture(
     wanted: Callable[[str], bool],
     secrets: list[str],
     max_bytes: int | None = None,
+    policy: RetryPolicy = NO_RETRIES,
 ) -> Captured:
     """Hand ``sink`` the raw BSON of every event in ``(after, until]`` whose
     collection is ``wanted``; see the module's contracts."""
-    try:
-        return _capture(db, start_token, after, until, sink, wanted, max_bytes)
-    except pymongo.errors.PyMongoError as error:
-        text = driver_error_text(error, secrets)
-        if getattr(error, "code", None) in HISTORY_LOST_CODES:
-            raise HistoryLost(
-                f"the change history since {after.time}:{after.inc} is no longer on the "
-                f"server ({text}): a full backup is needed"
-            ) from None
-        raise MongoBackupError(f"reading the change stream: {text}") from None
+    progress = Captured(0, 0, start_token, until)
+    attempt = 0
+    while True:
+        try:
+            return _capture(db, progress, after, until, sink, wanted, max_bytes)
+        except pymongo.errors.PyMongoError as error:
+            text = driver_error_text(error, secrets)
+            if getattr(error, "code", None) in HISTORY_LOST_CODES:
+                raise HistoryLost(
+                    f"the change history since {after.time}:{after.inc} is no longer on the "
+                    f"server ({text}): a full backup is needed"
+                ) from None
+            attempt += 1
+            if not is_transient(error) or attempt > policy.retries:
+                raise MongoBackupError(f"reading the change stream: {text}") from None
+            delay = policy.delay(attempt)
+            logger.warning(
+                "reading the change stream: %s; retry %d of %d in %.1f s, after the last "
+                "event read",
+                text,
+                attempt,
+                policy.retries,
+                delay,
+            )
+            time.sleep(delay)
 
 
 def _capture(
     db: Database[Any],
-    start_token: dict[str, Any],
+    progress: Captured,
     after: Timestamp,
     until: Timestamp,
     sink: Callable[[bytes], None],
     wanted: Callable[[str], bool],
     max_bytes: int | None,
 ) -> Captured:
+    """One stream's worth of :func:`capture`, from ``progress`` (updated as it goes, so
+    that a retry continues after the last event handed on)."""
     raw_db = db.with_options(codec_options=_RAW)
-    token: dict[str, Any] = start_token
-    events = skipped = handed = 0
-    full_at: Timestamp | None = None  # the cluster time at which max_bytes was reached
     stream = raw_db.watch(
-        start_after=start_token, show_expanded_events=True, max_await_time_ms=AWAIT_MS
+        start_after=progress.token, show_expanded_events=True, max_await_time_ms=AWAIT_MS
     )
     last_progress = time.monotonic()
     try:
@@ -145,7 +165,7 @@ def _capture(
                 # "nothing more" after a majority-committed ``until`` means all is seen.
                 if reached is None or reached >= until:
                     if position is not None:
-                        token = _plain(position)
+                        progress.token = _plain(position)
                     break
                 if time.monotonic() - last_progress > STALL_SECONDS:
                     raise MongoBackupError(
@@ -155,18 +175,21 @@ def _capture(
                 continue
             last_progress = time.monotonic()
             cluster_time = event["clusterTime"]
+            full_at = progress.full_at
             if cluster_time > until or (full_at is not None and cluster_time > full_at):
                 break  # token stays after the last event taken
             if event["operationType"] == "invalidate":
                 # A dropped or renamed database ends a database's stream; a new one
                 # continues after the invalidation.
                 stream.close()
-                token = _plain(event["_id"])
+                progress.token = _plain(event["_id"])
                 stream = raw_db.watch(
-                    start_after=token, show_expanded_events=True, max_await_time_ms=AWAIT_MS
+                    start_after=progress.token,
+                    show_expanded_events=True,
+                    max_await_time_ms=AWAIT_MS,
                 )
                 continue
-            token = _plain(event["_id"])
+            progress.token = _plain(event["_id"])
             if cluster_time <= after:
                 continue
             renamed = event.get("to")
@@ -178,15 +201,16 @@ def _capture(
                 or (renamed is not None and wanted(str(renamed.get("coll") or "")))
             ):
                 sink(bytes(event.raw))
-                events += 1
-                handed += len(event.raw)
-                if max_bytes is not None and full_at is None and handed >= max_bytes:
-                    full_at = cluster_time
+                progress.events += 1
+                progress.handed += len(event.raw)
+                if max_bytes is not None and full_at is None and progress.handed >= max_bytes:
+                    progress.full_at = cluster_time
             else:
-                skipped += 1
+                progress.skipped += 1
     finally:
         stream.close()
-    return Captured(events, skipped, token, full_at if full_at is not None else until)
+    progress.reached = progress.full_at if progress.full_at is not None else until
+    return progress
 
 
 def _collection_of(event: RawBSONDocument) -> str:

@@ -19,13 +19,15 @@ import datetime as dt
 import logging
 import re
 import threading
+import time
 from typing import Any
 
 import pymongo.errors
 from bson.timestamp import Timestamp
 from pymongo import MongoClient, monitoring
 
-from ..errors import ConfigError
+from ..errors import ConfigError, MongoBackupError
+from ..retry import NO_RETRIES, RetryPolicy, driver_error_text, is_transient
 
 logger = logging.getLogger(__name__)
 
@@ -89,40 +91,54 @@ def parse_until(text: str) -> Timestamp:
     return Timestamp(seconds, _LAST_INCREMENT)
 
 
-def majority_point(client: MongoClient[Any]) -> Timestamp | None:
+def _command(
+    client: MongoClient[Any], name: str, secrets: list[str] | None, policy: RetryPolicy
+) -> dict[str, Any]:
+    """``name`` on the admin database; a transient fault is retried per ``policy``, and a
+    failure is a MongoBackupError (never taken for "the server keeps no history")."""
+    attempt = 0
+    while True:
+        try:
+            return client.admin.command(name)
+        except pymongo.errors.PyMongoError as error:
+            attempt += 1
+            if not is_transient(error) or attempt > policy.retries:
+                text = driver_error_text(error, secrets or [])
+                raise MongoBackupError(
+                    f"asking the server where its history stands ({name}): {text}"
+                ) from None
+            time.sleep(policy.delay(attempt))
+
+
+def majority_point(
+    client: MongoClient[Any], secrets: list[str] | None = None, policy: RetryPolicy = NO_RETRIES
+) -> Timestamp | None:
     """The newest cluster time whose writes are majority-committed: every write at or
     before it is visible to snapshot reads and change streams, and will not roll back.
     None on a standalone server (it has no cluster time)."""
-    try:
-        hello = client.admin.command("hello")
-    except pymongo.errors.PyMongoError:
-        return None
+    hello = _command(client, "hello", secrets, policy)
     if not hello.get("setName") and hello.get("msg") != "isdbgrid":
         return None
     majority = hello.get("lastWrite", {}).get("majorityOpTime", {}).get("ts")
     if isinstance(majority, Timestamp):
         return majority
     # mongos reports no lastWrite: the operation time of a majority read stands in.
-    try:
-        reply = client.admin.command("ping")
-    except pymongo.errors.PyMongoError:
-        return None
-    operation_time = reply.get("operationTime")
+    operation_time = _command(client, "ping", secrets, policy).get("operationTime")
     return operation_time if isinstance(operation_time, Timestamp) else None
 
 
-def latest_point(client: MongoClient[Any]) -> Timestamp | None:
+def latest_point(
+    client: MongoClient[Any], secrets: list[str] | None = None, policy: RetryPolicy = NO_RETRIES
+) -> Timestamp | None:
     """The cluster time of the newest write the server has applied (at or after every
-    read made before the call), or the majority point where it does not say. Capturing
-    changes up to it waits until the majority has caught up (see change_capture)."""
-    try:
-        hello = client.admin.command("hello")
-    except pymongo.errors.PyMongoError:
-        return None
+    read made before the call), or the majority point where it does not say; None when
+    the server keeps no history (a standalone). Capturing changes up to it waits until
+    the majority has caught up (see change_capture)."""
+    hello = _command(client, "hello", secrets, policy)
     applied = hello.get("lastWrite", {}).get("opTime", {}).get("ts")
     if isinstance(applied, Timestamp):
         return applied
-    return majority_point(client)
+    return majority_point(client, secrets, policy)
 
 
 class SnapshotCheck(monitoring.CommandListener):

@@ -119,7 +119,7 @@ class MongoSource:
         self.snapshot_at: Timestamp | None = None
         self.snapshot_lost = False
 
-    def _call(self, what: str, function: Callable[[], T]) -> T:
+    def retrying(self, what: str, function: Callable[[], T]) -> T:
         """``function()``, a read without side effects, retried after transient faults."""
         attempt = 0
         while True:
@@ -142,8 +142,8 @@ class MongoSource:
                 time.sleep(delay)
 
     def server_info(self) -> dict[str, Any]:
-        build = self._call("buildInfo", lambda: self.client.admin.command("buildInfo"))
-        hello = self._call("hello", lambda: self.client.admin.command("hello"))
+        build = self.retrying("buildInfo", lambda: self.client.admin.command("buildInfo"))
+        hello = self.retrying("hello", lambda: self.client.admin.command("hello"))
         if hello.get("msg") == "isdbgrid":
             topology = "sharded"
         elif hello.get("setName"):
@@ -160,7 +160,7 @@ class MongoSource:
         self, include: list[str] | None = None, exclude: list[str] | None = None
     ) -> list[Intent]:
         """The namespaces to back up, sorted by name, filtered by include/exclude lists."""
-        listed = self._call("listCollections", lambda: list(self.db.list_collections()))
+        listed = self.retrying("listCollections", lambda: list(self.db.list_collections()))
         wanted = set(include or [])
         unwanted = set(exclude or [])
         result: list[Intent] = []
@@ -174,7 +174,7 @@ class MongoSource:
             uuid = info.get("info", {}).get("uuid")
             indexes: list[dict[str, Any]] = []
             if kind != "view":
-                indexes = self._call(f"listIndexes on {name!r}", self._index_lister(name))
+                indexes = self.retrying(f"listIndexes on {name!r}", self._index_lister(name))
             result.append(
                 Intent(
                     name=name,
@@ -245,7 +245,7 @@ class MongoSource:
             )
             return [id_key_of(document) for batch in cursor for document in _documents(batch)]
 
-        sampled = self._call(f"sampling {name!r}", ordered_sample)
+        sampled = self.retrying(f"sampling {name!r}", ordered_sample)
         if len(sampled) < parts:
             return []
         cuts: list[IdKey] = []
