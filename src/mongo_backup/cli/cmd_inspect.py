@@ -50,6 +50,8 @@ def run(args: argparse.Namespace) -> None:
         f"compression {manifest.compression}, consistency {manifest.consistency}, "
         f"tool {manifest.tool_version}"
     )
+    if manifest.format == "mongodump":
+        print("a mongodump output folder: no checksums (verify checks every document parses)")
     for line in history_lines(manifest):
         print(line)
     rows = [
