@@ -72,10 +72,52 @@ def file_names(collection_names: Iterable[str]) -> dict[str, str]:
     return mapping
 
 
-def collection_filter(include: Iterable[str], exclude: Iterable[str]) -> Callable[[str], bool]:
-    """The collections ``--collection`` (none: all) and ``--exclude-collection`` keep."""
+def collection_filter(
+    include: Iterable[str],
+    exclude: Iterable[str],
+    db: str = "",
+    ns_include: Iterable[str] = (),
+    ns_exclude: Iterable[str] = (),
+) -> Callable[[str], bool]:
+    """The collections ``--collection`` (none: all) and ``--exclude-collection`` keep,
+    and of those the ones the ``--ns-include`` / ``--ns-exclude`` patterns keep (the
+    namespaces of database ``db``)."""
     wanted, unwanted = set(include), set(exclude)
-    return lambda name: (not wanted or name in wanted) and name not in unwanted
+    keep = [namespace_pattern(p) for p in ns_include]
+    drop = [namespace_pattern(p) for p in ns_exclude]
+
+    def kept(name: str) -> bool:
+        namespace = f"{db}.{name}"
+        return (
+            (not wanted or name in wanted)
+            and name not in unwanted
+            and (not keep or any(p.fullmatch(namespace) for p in keep))
+            and not any(p.fullmatch(namespace) for p in drop)
+        )
+
+    return kept
+
+
+def namespace_pattern(text: str) -> re.Pattern[str]:
+    """A ``--ns-include``-style pattern, ``DB.COLLECTION`` where ``*`` stands for any
+    characters (within the database name: no dot), as mongodump's ``--nsInclude``;
+    ValueError for anything else."""
+    db, dot, collection = text.partition(".")
+    if not dot or not db or not collection:
+        raise ValueError(f"namespace pattern {text!r}: expected DB.COLLECTION, such as shop.*")
+    part = "[^.]*"
+    return re.compile(
+        part.join(map(re.escape, db.split("*")))
+        + r"\."
+        + ".*".join(map(re.escape, collection.split("*"))),
+        re.DOTALL,
+    )
+
+
+def unmatched_patterns(patterns: Iterable[str], db: str, names: Iterable[str]) -> list[str]:
+    """The patterns that match none of database ``db``'s collections ``names``."""
+    namespaces = [f"{db}.{name}" for name in names]
+    return [p for p in patterns if not any(namespace_pattern(p).fullmatch(n) for n in namespaces)]
 
 
 def is_safe_member_name(member: str) -> bool:

@@ -153,3 +153,31 @@ def test_mongodump_spellings(
     for spelling in ("--out-dir OUT_DIR, --out OUT_DIR, -o OUT_DIR", "--gzip", "-d NAME",
                      "--numParallelCollections", "-c NAME"):  # fmt: skip
         assert spelling in helped, spelling
+
+
+def test_namespace_patterns_select_what_is_backed_up_and_restored(
+    cli: CliRunner, client: MongoClient[Any], mongo_uri: str, db_name: str, target_db: str,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    seed(client, db_name)
+    client[db_name].items_old.insert_one({"_id": 1})
+    archive = backup_archive(cli, mongo_uri, db_name, tmp_path, "--ns-include", f"{db_name}.it*",
+                             "--nsExclude", f"{db_name}.*_old")  # fmt: skip
+    assert [c["name"] for c in read_manifest(archive)["collections"]] == ["items"]
+
+    whole = backup_archive(cli, mongo_uri, db_name, tmp_path)
+    restored = cli("restore", whole, "--uri", mongo_uri, "--db", target_db, "-q",
+                   "--nsInclude", f"{db_name}.*", "--ns-exclude", f"{db_name}.items*")  # fmt: skip
+    assert restored.code == 0, restored.err
+    assert client[target_db].list_collection_names() == ["other"]
+
+    for command in (
+        ["backup", "--uri", mongo_uri, "--db", db_name, "--out-dir", tmp_path],
+        ["restore", str(whole), "--uri", mongo_uri, "--db", f"{target_db}_x"],
+    ):
+        nothing = cli(*command, "--ns-include", f"{db_name}.nothing*")
+        assert nothing.code == 2
+        assert "matches no namespace" in assert_single_error_line(nothing)
+        bad = cli(*command, "--ns-include", "nodot")
+        assert bad.code == 2 and "expected DB.COLLECTION" in bad.err
+    assert f"{target_db}_x" not in client.list_database_names()

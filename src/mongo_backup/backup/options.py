@@ -19,7 +19,7 @@ from ..archive.manifest import CollectionEntry, Manifest
 from ..archive.writer import COMPRESSIONS
 from ..destinations import LocalFolder, open_destination
 from ..errors import ConfigError
-from ..names import ARCHIVE_FOLDER
+from ..names import ARCHIVE_FOLDER, namespace_pattern
 from ..redact import hosts_of
 from .checkpoint import Layout, Plan
 from .planning import PlanRequest
@@ -82,6 +82,8 @@ class BackupOptions:
     out_dir: Path = Path("backups")
     collections: list[str] = field(default_factory=list)
     exclude: list[str] = field(default_factory=list)
+    ns_include: list[str] = field(default_factory=list)  # DB.COLLECTION patterns (* wildcard)
+    ns_exclude: list[str] = field(default_factory=list)
     json_format: JsonFormat = "canonical"
     pretty: bool = False
     compress: str = "zstd"
@@ -159,6 +161,11 @@ class BackupOptions:
             )
         if self.base is not None and not self.incremental:
             raise ConfigError("--base names the backup an increment continues: add --incremental")
+        for pattern in [*self.ns_include, *self.ns_exclude]:
+            try:
+                namespace_pattern(pattern)
+            except ValueError as error:
+                raise ConfigError(str(error)) from None
         if self.query is not None:
             filter_of(self.query)  # refuse bad JSON before any work
             if not self.collections:
@@ -184,6 +191,8 @@ class BackupOptions:
             layout=self.layout(),
             collections=self.collections,
             exclude=self.exclude,
+            ns_include=self.ns_include,
+            ns_exclude=self.ns_exclude,
             allow_empty=self.allow_empty,
             split_threshold=self.split_threshold,
             since_field=self.since_field,

@@ -19,7 +19,13 @@ from typing import TYPE_CHECKING, Any
 from ..archive.writer import SUFFIXES
 from ..errors import CheckpointError, ConfigError, MongoBackupError
 from ..mongo.source import Intent, MongoSource
-from ..names import ARCHIVE_FOLDER, FOLDER_PREFIX, file_names
+from ..names import (
+    ARCHIVE_FOLDER,
+    FOLDER_PREFIX,
+    collection_filter,
+    file_names,
+    unmatched_patterns,
+)
 from .checkpoint import PLAN_NAME, Layout, Plan, Unit, encode_key, load_plan, save_plan
 from .consistency import begin, mark_listed
 from .increments import kept_query, plan_increment, watermarks
@@ -67,6 +73,8 @@ class PlanRequest:
     layout: Layout
     collections: list[str] = field(default_factory=list)
     exclude: list[str] = field(default_factory=list)
+    ns_include: list[str] = field(default_factory=list)  # DB.COLLECTION patterns
+    ns_exclude: list[str] = field(default_factory=list)
     allow_empty: bool = False
     split_threshold: int | None = None
     since_field: str | None = None
@@ -132,6 +140,16 @@ def new_plan(
         raise ConfigError(
             f"database {request.db!r} has no collection named {', '.join(map(repr, missing))}"
         )
+    if request.ns_include or request.ns_exclude:
+        # A pattern that matches nothing is a mistake to say, not an empty backup.
+        unmatched = unmatched_patterns(request.ns_include, request.db, [i.name for i in intents])
+        if unmatched:
+            raise ConfigError(
+                f"--ns-include {', '.join(map(repr, unmatched))} matches no namespace of "
+                f"database {request.db!r}"
+            )
+        wanted = collection_filter([], [], request.db, request.ns_include, request.ns_exclude)
+        intents = [intent for intent in intents if wanted(intent.name)]
     if not intents and not request.allow_empty:
         raise MongoBackupError(
             f"database {request.db!r} has no collections to back up "

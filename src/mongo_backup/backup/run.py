@@ -118,7 +118,9 @@ def _locked_backup(opts: BackupOptions, progress: Progress, base: Link | None) -
             checkpoint_interval=opts.checkpoint_interval,
             progress=progress,
         )
-        wanted = collection_filter(opts.collections, opts.exclude)
+        wanted = collection_filter(
+            opts.collections, opts.exclude, opts.db, opts.ns_include, opts.ns_exclude
+        )
         if plan.increment and plan.increment["mode"] == "changes":
             try:
                 outcome = capture_increment(source, folder, plan, wanted)

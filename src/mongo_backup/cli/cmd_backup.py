@@ -304,6 +304,8 @@ def backup_options(args: argparse.Namespace) -> BackupOptions:
         out_dir=args.out_dir,
         collections=args.collection,
         exclude=args.exclude_collection,
+        ns_include=args.ns_include,
+        ns_exclude=args.ns_exclude,
         json_format=args.json_format,
         pretty=args.pretty,
         compress=args.compress,

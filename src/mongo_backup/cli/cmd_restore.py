@@ -112,6 +112,8 @@ def run(args: argparse.Namespace) -> RestoreResult:
             db=args.db or None,
             collections=args.collection,
             exclude=args.exclude_collection,
+            ns_include=args.ns_include,
+            ns_exclude=args.ns_exclude,
             drop=args.drop,
             indexes=not args.no_indexes,
             options=not args.no_options,

@@ -10,6 +10,7 @@ import urllib.parse
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..names import namespace_pattern
 from ..redact import uri_secrets, userinfo
 from .config import (
     AUTH_MECHANISMS,
@@ -156,7 +157,34 @@ def add_collection_filters(
         metavar="NAME",
         help="skip this collection (repeatable)",
     )
+    group.add_argument(
+        "--ns-include",
+        "--nsInclude",
+        action="append",
+        default=[],
+        type=ns_pattern,
+        metavar="DB.COLL",
+        help="only the namespaces matching this pattern, * a wildcard: shop.order* "
+        "(repeatable; one that matches nothing is an error)",
+    )
+    group.add_argument(
+        "--ns-exclude",
+        "--nsExclude",
+        action="append",
+        default=[],
+        type=ns_pattern,
+        metavar="DB.COLL",
+        help="skip the namespaces matching this pattern (repeatable)",
+    )
     return group
+
+
+def ns_pattern(text: str) -> str:
+    try:
+        namespace_pattern(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
 
 
 def add_source_options(parser: argparse.ArgumentParser) -> None:

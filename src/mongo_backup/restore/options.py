@@ -8,6 +8,7 @@ from pathlib import Path
 from bson.timestamp import Timestamp
 
 from ..errors import ConfigError
+from ..names import namespace_pattern
 
 
 @dataclass
@@ -17,6 +18,8 @@ class RestoreOptions:
     db: str | None = None
     collections: list[str] = field(default_factory=list)
     exclude: list[str] = field(default_factory=list)
+    ns_include: list[str] = field(default_factory=list)  # DB.COLLECTION patterns of the backup
+    ns_exclude: list[str] = field(default_factory=list)
     drop: bool = False
     indexes: bool = True
     options: bool = True
@@ -33,6 +36,11 @@ class RestoreOptions:
     endpoint_url: str | None = None  # S3-compatible endpoint when source is a URL
 
     def check(self) -> None:
+        for pattern in [*self.ns_include, *self.ns_exclude]:
+            try:
+                namespace_pattern(pattern)
+            except ValueError as error:
+                raise ConfigError(str(error)) from None
         if not 1 <= self.jobs <= 64:
             raise ConfigError("-j must be between 1 and 64")
         if not 1 <= self.batch_size <= 100_000:

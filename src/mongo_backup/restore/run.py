@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,7 @@ from ..location.catalog import backups_at
 from ..location.transfer import local_copy, open_location
 from ..location.windows import backup_for
 from ..mongo.connection import connect, durable_writes
-from ..names import ARCHIVE_NAME, collection_filter
+from ..names import ARCHIVE_NAME, collection_filter, unmatched_patterns
 from ..redact import hosts_of, uri_secrets
 from ..retry import driver_error_text
 from ..verify.run import verify
@@ -165,8 +166,15 @@ def _archive_in(opts: RestoreOptions) -> str:
     return str(destination.root / chosen.key)
 
 
+def _wanted(opts: RestoreOptions, source_db: str) -> Callable[[str], bool]:
+    """The collections restored: by name, and by the backup's namespaces."""
+    return collection_filter(
+        opts.collections, opts.exclude, source_db, opts.ns_include, opts.ns_exclude
+    )
+
+
 def _apply_increments(opts: RestoreOptions, target: str, links: list[Link]) -> list[Replay]:
-    wanted = collection_filter(opts.collections, opts.exclude)
+    wanted = _wanted(opts, links[0].manifest.database) if links else _wanted(opts, "")
     client = connect(opts.uri, timeout=opts.timeout)
     try:
         return [
@@ -210,7 +218,12 @@ def _restore_one(opts: RestoreOptions, started: float) -> RestoreResult:
         try:
             secrets = uri_secrets(opts.uri)
             restorer = Restorer(
-                client[target], _settings(opts), secrets, state, state_file, inserts[target]
+                client[target],
+                _settings(opts, manifest.database),
+                secrets,
+                state,
+                state_file,
+                inserts[target],
             )
             outcomes = restorer.run(reader, selected)
         except pymongo.errors.PyMongoError as error:  # refused by the server: one clear line
@@ -237,9 +250,9 @@ def _restore_one(opts: RestoreOptions, started: float) -> RestoreResult:
     )
 
 
-def _settings(opts: RestoreOptions) -> WriteSettings:
+def _settings(opts: RestoreOptions, source_db: str) -> WriteSettings:
     return WriteSettings(
-        wanted=collection_filter(opts.collections, opts.exclude),
+        wanted=_wanted(opts, source_db),
         drop=opts.drop,
         indexes=opts.indexes,
         options=opts.options,
@@ -293,12 +306,15 @@ def _select(manifest: Manifest, opts: RestoreOptions) -> list[CollectionEntry]:
     unknown = sorted(set(opts.collections) - names)
     if unknown:
         raise ConfigError(f"the backup has no collection named {', '.join(map(repr, unknown))}")
+    unmatched = unmatched_patterns(opts.ns_include, manifest.database, names)
+    if unmatched:
+        raise ConfigError(
+            f"--ns-include {', '.join(map(repr, unmatched))} matches no namespace of the "
+            f"backup (database {manifest.database!r})"
+        )
+    wanted = _wanted(opts, manifest.database)
     return [
-        entry
-        for entry in manifest.collections
-        if entry.type != "changes"
-        and (not opts.collections or entry.name in opts.collections)
-        and entry.name not in opts.exclude
+        entry for entry in manifest.collections if entry.type != "changes" and wanted(entry.name)
     ]
 
 
