@@ -233,7 +233,7 @@ def _kill_mid_export(out: Path, rate: int, after: float) -> Callable[[World, Any
         assert world.proxy is not None
         world.proxy.slow(rate)
         try:
-            deadline = time.monotonic() + 4  # no export under way by then: no kill
+            deadline = time.monotonic() + 3  # no export under way by then: no kill
             while process.poll() is None and time.monotonic() < deadline:
                 if _has_checkpoint(out):
                     time.sleep(after)
@@ -256,8 +256,8 @@ def _has_checkpoint(out: Path) -> bool:
 def choose_faults(rng: random.Random, op: str, horizon: float, out: Path) -> list[Fault]:
     """One fault, or two, at random moments within ``horizon`` seconds; ``out`` is where a
     backup writes (for the fault that waits for an export to be under way)."""
-    down = rng.uniform(0.3, 1.5)
-    stall = rng.uniform(1.0, 3.5)
+    down = rng.uniform(0.3, 1.2)
+    stall = rng.uniform(1.0, 3.0)
     refuse = rng.uniform(0.5, 3.0)
     rate = rng.choice([32, 128, 512])
     cut = rng.randrange(2_000, 60_000)
