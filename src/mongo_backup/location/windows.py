@@ -8,19 +8,28 @@ Two windows of one database that do not touch leave a *gap*: history no backup h
 (a ``watch`` that was down, or history the server had lost).
 
 Pure functions over :class:`~mongo_backup.location.catalog.StoredBackup` rows: ``list``
-prints them, ``status`` judges them, ``prune --keep-window`` keeps them.
+prints them, ``status`` judges them, ``prune --keep-window`` keeps them; and
+:func:`archive_at`, which lists a location to pick the backup a restore starts from.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from ..archive.manifest import ClusterTime
+from ..archive.manifest import MANIFEST_NAME, ClusterTime
+from ..archive.mongodump import is_mongodump
+from ..destinations import LocalFolder, is_url
 from ..errors import ConfigError
-from .catalog import StoredBackup
+from ..names import ARCHIVE_NAME
+from .catalog import StoredBackup, backups_at
+from .transfer import open_location
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -105,6 +114,27 @@ def broken(backups: Sequence[StoredBackup]) -> list[StoredBackup]:
     """Increments whose chain misses a link: nothing restores them."""
     by_id = {backup.id: backup for backup in backups}
     return [b for b in backups if b.kind == "incremental" and root_of(b, by_id) is None]
+
+
+def is_location(source: str) -> bool:
+    """A folder of archives (an ``--out-dir`` or its ``backup_data``) or a storage URL
+    that names no archive: ``restore`` then picks the backup (see :func:`backup_for`)."""
+    if is_url(source):
+        return ARCHIVE_NAME.match(source.rstrip("/").rsplit("/", 1)[-1]) is None
+    path = Path(source)
+    return path.is_dir() and not (path / MANIFEST_NAME).exists() and not is_mongodump(path)
+
+
+def archive_at(
+    location: str, db: str | None, until: ClusterTime | None, endpoint_url: str | None
+) -> str:
+    """The path or URL of the archive a restore of ``location`` starts from."""
+    destination = open_location(location, endpoint_url)
+    chosen = backup_for(backups_at(destination), db, until, location)
+    logger.info("restoring %s from %s", chosen.key, destination.url)
+    if isinstance(destination, LocalFolder):
+        return str(destination.root / chosen.key)
+    return f"{destination.url.rstrip('/')}/{chosen.key}"
 
 
 def backup_for(

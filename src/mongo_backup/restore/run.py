@@ -24,22 +24,19 @@ import pymongo.errors
 
 from ..archive.chain import Link, read_manifest, resolve_chain
 from ..archive.extjson import iter_documents, iter_lines
-from ..archive.manifest import MANIFEST_NAME, CollectionEntry, Manifest
-from ..archive.mongodump import is_mongodump
+from ..archive.manifest import CollectionEntry, Manifest
 from ..archive.reader import BackupReader, open_backup
 from ..archive.single_file import SingleFileReader, is_single_file
-from ..destinations import LocalFolder, is_url
 from ..errors import (
     ArchiveError,
     ConfigError,
     Interrupted,
     MongoBackupError,
 )
-from ..location.catalog import backups_at
-from ..location.transfer import local_copy, open_location
-from ..location.windows import backup_for
+from ..location.transfer import local_copy
+from ..location.windows import archive_at, is_location
 from ..mongo.connection import connect, durable_writes
-from ..names import ARCHIVE_NAME, collection_filter, unmatched_patterns
+from ..names import collection_filter, unmatched_patterns
 from ..redact import hosts_of, uri_secrets
 from ..retry import driver_error_text
 from ..verify.run import verify
@@ -145,25 +142,10 @@ def _chain(opts: RestoreOptions) -> list[Link]:
     return chain
 
 
-def is_location(source: str) -> bool:
-    """A folder of archives (an ``--out-dir`` or its ``backup_data``) or a storage URL
-    that names no archive: ``restore`` then picks the backup (see windows.backup_for)."""
-    if is_url(source):
-        return ARCHIVE_NAME.match(source.rstrip("/").rsplit("/", 1)[-1]) is None
-    path = Path(source)
-    return path.is_dir() and not (path / MANIFEST_NAME).exists() and not is_mongodump(path)
-
-
 def _archive_in(opts: RestoreOptions) -> str:
     """The archive of the location ``opts.source`` to restore (path or URL)."""
-    destination = open_location(opts.source, opts.endpoint_url)
     until = (opts.until.time, opts.until.inc) if opts.until is not None else None
-    chosen = backup_for(backups_at(destination), opts.db, until, opts.source)
-    logger.info("restoring %s from %s", chosen.key, destination.url)
-    if is_url(opts.source):
-        return f"{destination.url.rstrip('/')}/{chosen.key}"
-    assert isinstance(destination, LocalFolder)
-    return str(destination.root / chosen.key)
+    return archive_at(opts.source, opts.db, until, opts.endpoint_url)
 
 
 def _wanted(opts: RestoreOptions, source_db: str) -> Callable[[str], bool]:
