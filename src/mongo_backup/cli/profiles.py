@@ -129,12 +129,14 @@ def apply_settings(
     if name is None:
         return
     sub = commands[name]
-    actions = {a.dest: a for a in sub._actions if a.option_strings}
+    actions: dict[str, argparse.Action] = {}
+    for action in sub._actions:  # the first flag of a setting (--compress, not --gzip)
+        if action.option_strings:
+            actions.setdefault(action.dest, action)
     defaults: dict[str, Any] = {}
     for key, value in settings.items():
-        action = actions.get(key)
-        if action is not None:
-            defaults[key] = _typed(action, value, path)
+        if key in actions:
+            defaults[key] = _typed(actions[key], value, path)
     sub.set_defaults(**defaults)
 
 
