@@ -27,7 +27,7 @@ from typing import Any
 
 from bson import Decimal128, ObjectId
 from bson.raw_bson import RawBSONDocument
-from pymongo import MongoClient
+from pymongo import MongoClient, WriteConcern
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "tests"), str(REPO / "src")]
@@ -170,11 +170,15 @@ def load_source(db: Any) -> None:
 
 
 def change_source(db: Any, rng: random.Random) -> None:
-    """Some inserts, updates and deletes, for an increment to capture."""
+    """Some inserts, updates and deletes, for an increment to capture. Written as an
+    application that cares would: acknowledged once durable, and the same writes again on a
+    retry (SecantusDB streams a change before its journal holds it, so a SIGKILL can take
+    back a write a backup has already seen; a retry that wrote other values would make the
+    source differ from any backup, through no fault of the backup's)."""
+    db = db.with_options(write_concern=WriteConcern("majority", j=True))
     for _ in range(rng.randrange(5, 40)):
-        db.users.insert_one(
-            {"_id": f"x{rng.randrange(10**9)}", "email": f"{secrets.token_hex(6)}@x.org"}
-        )
+        user = {"_id": f"x{rng.randrange(10**9)}", "email": f"{rng.getrandbits(48):012x}@x.org"}
+        db.users.replace_one({"_id": user["_id"]}, user, upsert=True)  # a retry is harmless
     db.orders.update_many({"n": {"$mod": [rng.randrange(20, 60), 0]}}, {"$inc": {"total": 1}})
     db.products.delete_many({"sku": {"$in": [f"P{rng.randrange(300):04d}" for _ in range(3)]}})
 
