@@ -120,6 +120,15 @@ def unmatched_patterns(patterns: Iterable[str], db: str, names: Iterable[str]) -
     return [p for p in patterns if not any(namespace_pattern(p).fullmatch(n) for n in namespaces)]
 
 
+def id_order(backup_id: str) -> tuple[str, int, str]:
+    """A sort key for backup ids: ``backup_{ts}_10`` after ``backup_{ts}_9`` (a string
+    sort would put it before, and the eleventh backup of a second would not be newest)."""
+    match = re.fullmatch(r"(.*?)(?:_(\d+))?", backup_id)
+    assert match is not None
+    stem, number = match.group(1), match.group(2)
+    return (stem, int(number) if number else 0, backup_id)
+
+
 def is_safe_member_name(member: str) -> bool:
     """True for a plain file name this tool could have written (no path, no tricks)."""
     return (

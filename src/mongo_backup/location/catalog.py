@@ -27,7 +27,7 @@ from ..archive.manifest import ClusterTime
 from ..archive.reader import open_backup
 from ..destinations import Destination, LocalFolder
 from ..errors import MongoBackupError
-from ..names import ARCHIVE_NAME
+from ..names import ARCHIVE_NAME, id_order
 from .locking import location_lock
 from .retention import BackupRef, Decision, Policy, decide
 from .transfer import SHA_SUFFIX, recorded_digest
@@ -74,7 +74,7 @@ def backups_at(destination: Destination) -> list[StoredBackup]:
         )
         _describe(destination, backup)
         found.append(backup)
-    return sorted(found, key=lambda b: (b.time, b.id), reverse=True)
+    return sorted(found, key=lambda b: (b.time, id_order(b.id)), reverse=True)
 
 
 def archive_ids(destination: Destination) -> frozenset[str]:

@@ -47,6 +47,8 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 
+from ..names import id_order
+
 __all__ = ["UNLIMITED", "BackupRef", "Decision", "Policy", "decide", "parse_duration"]
 
 UNLIMITED = -1
@@ -143,7 +145,7 @@ def decide(backups: Sequence[BackupRef], policy: Policy, now: datetime.datetime)
         if backup.id in by_id:
             raise ValueError(f"backup id {backup.id} appears twice")
         by_id[backup.id] = backup
-    ordered = sorted(backups, key=lambda b: (b.time, b.id), reverse=True)
+    ordered = sorted(backups, key=lambda b: (b.time, id_order(b.id)), reverse=True)
     reasons: dict[str, list[str]] = {}
 
     def add(backup: BackupRef, reason: str) -> None:

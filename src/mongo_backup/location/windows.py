@@ -25,7 +25,7 @@ from ..archive.manifest import MANIFEST_NAME, ClusterTime
 from ..archive.mongodump import is_mongodump
 from ..destinations import LocalFolder, is_url
 from ..errors import ConfigError
-from ..names import ARCHIVE_NAME
+from ..names import ARCHIVE_FOLDER, ARCHIVE_NAME, id_order
 from .catalog import StoredBackup, backups_at
 from .transfer import open_location
 
@@ -82,7 +82,7 @@ def windows(backups: Sequence[StoredBackup]) -> list[Window]:
     """One window per chain with known points, oldest first (by database, then start)."""
     by_id = {backup.id: backup for backup in backups}
     found: dict[str, Window] = {}
-    for backup in sorted(backups, key=lambda b: (b.time, b.id)):
+    for backup in sorted(backups, key=lambda b: (b.time, id_order(b.id))):
         root = root_of(backup, by_id)
         if root is None or root.window is None or backup.window is None:
             continue
@@ -122,7 +122,10 @@ def is_location(source: str) -> bool:
     if is_url(source):
         return ARCHIVE_NAME.match(source.rstrip("/").rsplit("/", 1)[-1]) is None
     path = Path(source)
-    return path.is_dir() and not (path / MANIFEST_NAME).exists() and not is_mongodump(path)
+    if not path.is_dir() or (path / MANIFEST_NAME).exists() or is_mongodump(path):
+        return False  # a backup folder (maybe damaged: its reader says so), or a dump
+    folder = path / ARCHIVE_FOLDER if (path / ARCHIVE_FOLDER).is_dir() else path
+    return any(ARCHIVE_NAME.match(child.name) for child in folder.iterdir())
 
 
 def archive_at(
@@ -156,7 +159,7 @@ def backup_for(
         raise ConfigError(f"{where} holds no backup to restore")
     if until is None:
         return backups[0]  # newest first
-    for backup in sorted(backups, key=lambda b: (b.time, b.id)):
+    for backup in sorted(backups, key=lambda b: (b.time, id_order(b.id))):
         if backup.window is not None and backup.window[1] >= until:
             return backup
     if all(backup.window is None for backup in backups):
