@@ -30,11 +30,19 @@ def private_file(path: Path) -> IO[bytes]:
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     """Replace ``path`` with ``data`` as JSON, durably and all at once (mode 0600)."""
+    write_atomic(path, json.dumps(data, ensure_ascii=False).encode("utf-8"))
+
+
+def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Replace ``path`` with ``data``, durably and all at once: a reader sees the old
+    file or the new one, never a part."""
     temporary = path.with_name(f".{path.name}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, json.dumps(data, ensure_ascii=False).encode("utf-8"))
+        os.fchmod(fd, mode)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
         os.fsync(fd)
     finally:
         os.close(fd)

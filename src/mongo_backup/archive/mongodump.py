@@ -58,13 +58,9 @@ def database_folder(path: Path) -> Path | None:
     """The database folder of a mongodump output at ``path``, or None if it is none."""
     if not path.is_dir() or (path / MANIFEST_NAME).exists():
         return None
-    if _dump_files(path):
-        if (path / "oplog.bson").exists() and not any(
-            p.name != "oplog.bson" for p in _dump_files(path)
-        ):
-            pass  # a dump's top folder with only its oplog: look at the databases below
-        else:
-            return path
+    # A dump's top folder holds at most its oplog; a database's folder holds collections.
+    if any(p.name != "oplog.bson" for p in _dump_files(path)):
+        return path
     databases = sorted(p for p in path.iterdir() if p.is_dir() and _dump_files(p))
     if not databases:
         return None

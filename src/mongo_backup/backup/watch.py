@@ -47,7 +47,7 @@ from ..location.locking import location_lock
 from ..mongo.cluster_time import from_json
 from ..mongo.connection import connect
 from ..mongo.source import MongoSource
-from ..names import ARCHIVE_NAME, encode_stem
+from ..names import encode_stem, id_order
 from ..redact import uri_secrets
 from .options import BackupOptions, BackupResult
 from .run import run_backup
@@ -311,7 +311,7 @@ class _Watcher:
             local: Link | None = find_base(out_dir, db, None)
         except ConfigError:
             local = None
-        if local is not None and (saved is None or _order(local) > _order(saved[0])):
+        if local is not None and (saved is None or id_order(local.id) > id_order(saved[0].id)):
             try:
                 chain = resolve_chain(local.path, local.manifest)
             except ArchiveError as error:
@@ -343,11 +343,6 @@ class _Watcher:
                 "ignoring %s (%s): the next backup is a full one", self.state_path, error
             )
             return None
-
-
-def _order(link: Link) -> tuple[str, int]:
-    match = ARCHIVE_NAME.match(f"{link.id}.tar")
-    return (match.group(2), int(match.group(3) or 0)) if match else ("", 0)
 
 
 def _lag(manifest: Manifest) -> float | None:

@@ -28,7 +28,7 @@ from typing import Any
 from ..backup.options import BackupResult
 from ..backup.watch import Cycle
 from ..errors import ConfigError
-from ..files import sync_folder
+from ..files import write_atomic
 from ..redact import scrub_text
 
 logger = logging.getLogger(__name__)
@@ -161,7 +161,9 @@ class Monitor:
         previous = _read_kept(self.metrics_file)
         merged = {name: previous.get(name, 0) for name in _KEPT} | values
         try:
-            _write_atomic(self.metrics_file, render(merged, {"database": self.database}))
+            # Readable by the collector (0644): the file holds no secret.
+            text = render(merged, {"database": self.database})
+            write_atomic(self.metrics_file, text.encode("utf-8"), mode=0o644)
         except OSError as error:
             logger.warning("cannot write the metrics file %s: %s", self.metrics_file, error)
 
@@ -231,14 +233,3 @@ def _read_kept(path: Path) -> dict[str, float]:
             except ValueError:
                 continue
     return kept
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    # Readable by the collector (0644): the file holds no secret.
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(temporary, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
-    sync_folder(path.parent)
