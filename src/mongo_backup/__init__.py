@@ -26,9 +26,10 @@ only the CLI configures logging.
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ._version import __version__
-from .backup.options import BackupOptions, BackupResult
-from .backup.run import backup_database, run_backup
 from .errors import (
     ArchiveError,
     CheckpointError,
@@ -43,12 +44,52 @@ from .errors import (
     MongoBackupError,
     OutputError,
 )
-from .location.catalog import StoredBackup
-from .location.prune import PruneOptions, PruneResult, list_backups, run_prune
-from .location.retention import Policy
-from .restore.options import RestoreOptions
-from .restore.run import RestoreResult, run_restore
-from .verify.run import VerifyOptions, VerifyResult, run_verify
+
+# The cores load on first use: ``import mongo_backup.<anything>`` runs this file first, and
+# the command line starts many times a day (cron, hooks, the fault campaign); a command
+# should pay only for what it uses.
+_LAZY = {
+    "BackupOptions": ".backup.options",
+    "BackupResult": ".backup.options",
+    "backup_database": ".backup.run",
+    "run_backup": ".backup.run",
+    "StoredBackup": ".location.catalog",
+    "PruneOptions": ".location.prune",
+    "PruneResult": ".location.prune",
+    "list_backups": ".location.prune",
+    "run_prune": ".location.prune",
+    "Policy": ".location.retention",
+    "RestoreOptions": ".restore.options",
+    "RestoreResult": ".restore.run",
+    "run_restore": ".restore.run",
+    "VerifyOptions": ".verify.run",
+    "VerifyResult": ".verify.run",
+    "run_verify": ".verify.run",
+}
+
+if TYPE_CHECKING:
+    from .backup.options import BackupOptions, BackupResult
+    from .backup.run import backup_database, run_backup
+    from .location.catalog import StoredBackup
+    from .location.prune import PruneOptions, PruneResult, list_backups, run_prune
+    from .location.retention import Policy
+    from .restore.options import RestoreOptions
+    from .restore.run import RestoreResult, run_restore
+    from .verify.run import VerifyOptions, VerifyResult, run_verify
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mongo_backup' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # once
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "ArchiveError",

@@ -56,3 +56,21 @@ def test_every_public_error_is_in_the_tree() -> None:
         value = getattr(mongo_backup, name)
         if isinstance(value, type) and issubclass(value, BaseException):
             assert issubclass(value, errors.MongoBackupError), name
+
+
+def test_the_package_face_loads_the_cores_on_first_use() -> None:
+    """``import mongo_backup.x`` runs the face first: it must not load every core (and the
+    driver) for a command that needs one of them."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, mongo_backup; "
+        "print(sorted(m for m in sys.modules if m.startswith(('pymongo', 'mongo_backup.'))))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert loaded.strip() == "['mongo_backup._version', 'mongo_backup.errors']"
+    assert set(dir(mongo_backup)) >= set(mongo_backup.__all__)
+    assert mongo_backup.run_backup is importlib.import_module("mongo_backup.backup.run").run_backup
