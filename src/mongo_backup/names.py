@@ -72,6 +72,12 @@ def file_names(collection_names: Iterable[str]) -> dict[str, str]:
     return mapping
 
 
+def keep_all(name: str) -> bool:
+    """The filter of a backup or restore without collection options: every collection
+    (recognised by identity: a change capture then need not read each event's collection)."""
+    return True
+
+
 def collection_filter(
     include: Iterable[str],
     exclude: Iterable[str],
@@ -85,6 +91,8 @@ def collection_filter(
     wanted, unwanted = set(include), set(exclude)
     keep = [namespace_pattern(p) for p in ns_include]
     drop = [namespace_pattern(p) for p in ns_exclude]
+    if not (wanted or unwanted or keep or drop):
+        return keep_all
 
     def kept(name: str) -> bool:
         namespace = f"{db}.{name}"

@@ -487,7 +487,9 @@ def test_a_base_without_a_point_is_followed_by_a_full_backup(
 
     kinds: list[str] = []
 
-    def fake_backup(opts: BackupOptions, progress: Any, base: Any) -> BackupResult:
+    def fake_backup(
+        opts: BackupOptions, progress: Any, base: Any, kept: Any = None
+    ) -> BackupResult:
         kinds.append("incremental" if opts.incremental else "full")
         point = None if len(kinds) == 1 else {"cluster_time": {"$timestamp": {"t": 1, "i": 1}}}
         manifest = Manifest(

@@ -107,6 +107,9 @@ class BatchEncoder:
         lines: list[str] = []
         append = lines.append
         pos, end = 0, len(batch)
+        # One search of the whole batch: most batches have no "$" key anywhere, and a
+        # search per document costs more than the conversion of a small one.
+        dollars = _DOLLAR_KEY.search(batch) is not None
         while pos < end:
             size = int.from_bytes(batch[pos : pos + 4], "little")
             if size < 5 or pos + size > end:
@@ -118,7 +121,7 @@ class BatchEncoder:
             except ValueError:  # invalid UTF-8 and other things JSON cannot hold
                 text = self._escape(raw)
             else:
-                if b"$" in raw and _DOLLAR_KEY.search(raw) and not _exact(raw):
+                if dollars and b"$" in raw and _DOLLAR_KEY.search(raw) and not _exact(raw):
                     text = self._escape(raw)
             append(text)
         lines.append("")

@@ -33,7 +33,7 @@ from ..archive.extjson import BatchEncoder
 from ..archive.manifest import CHANGES_FILE, CHANGES_NAME, CollectionEntry
 from ..archive.writer import MemberWriter, remove_member
 from ..errors import MongoBackupError
-from ..mongo.change_capture import Captured, capture, stream_position
+from ..mongo.change_capture import Captured, ChangeFollower, capture, stream_position
 from ..mongo.cluster_time import (
     SnapshotCheck,
     from_json,
@@ -107,6 +107,7 @@ def _ddl_after_start(source: MongoSource, state: dict[str, Any], token: dict[str
         sink=sink,
         wanted=lambda name: True,
         secrets=source.secrets,
+        policy=source.policy,
     )
     return bool(seen)
 
@@ -215,6 +216,7 @@ def write_changes(
     wanted: Callable[[str], bool],
     observe: Callable[[bytes], None] | None = None,
     max_bytes: int | None = None,
+    follower: ChangeFollower | None = None,
 ) -> tuple[CollectionEntry | None, Captured]:
     """Capture the events in ``(after, until]`` into the changes member of ``folder``;
     no member (None) when there are none."""
@@ -253,6 +255,8 @@ def write_changes(
             secrets=source.secrets,
             max_bytes=max_bytes,
             policy=source.policy,
+            follower=follower,
+            batches=observe is None,  # the sink below takes concatenated events
         )
         if pending:
             write_pending()
@@ -276,10 +280,15 @@ def write_changes(
 
 
 def capture_increment(
-    source: MongoSource, folder: Path, plan: Plan, wanted: Callable[[str], bool]
+    source: MongoSource,
+    folder: Path,
+    plan: Plan,
+    wanted: Callable[[str], bool],
+    follower: ChangeFollower | None = None,
 ) -> Outcome:
     """A change-stream increment: the events since the base backup's point (up to the
-    plan's ``max_bytes`` of them, if it sets one: ``watch --max-increment-bytes``)."""
+    plan's ``max_bytes`` of them, if it sets one: ``watch --max-increment-bytes``), read
+    through ``follower`` when the caller keeps one open between increments."""
     assert plan.increment is not None
     until = latest_point(source.client, source.secrets, source.policy)
     if until is None:
@@ -295,6 +304,7 @@ def capture_increment(
         until=until,
         wanted=wanted,
         max_bytes=plan.increment.get("max_bytes"),
+        follower=follower,
     )
     until = captured.reached
     logger.info("%d changes from %s to %s", captured.events, show(after), show(until))

@@ -26,8 +26,11 @@ import logging
 import os
 import shutil
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from pymongo import MongoClient
 
 from ..archive import encryption
 from ..archive.chain import Link, find_base
@@ -43,6 +46,7 @@ from ..errors import (
 from ..files import private_file
 from ..location.catalog import archive_ids
 from ..location.locking import location_lock
+from ..mongo.change_capture import ChangeFollower
 from ..mongo.cluster_time import SnapshotCheck
 from ..mongo.connection import connect
 from ..mongo.source import MongoSource
@@ -72,29 +76,67 @@ def backup(
     return run_backup(BackupOptions(uri=uri, db=db, out_dir=Path(out_dir), **options), progress)
 
 
+@dataclass
+class KeptConnection:
+    """A client and a change stream kept from one increment to the next (``watch``): an
+    increment every few seconds then costs no new connection, handshake or ``aggregate``.
+    Connected on first use; the caller closes it. Used only by change-stream increments
+    (a backup that reads documents needs a client with its own snapshot check)."""
+
+    client: MongoClient[Any] | None = None
+    follower: ChangeFollower = field(default_factory=ChangeFollower)
+
+    def connected(self, opts: BackupOptions) -> MongoClient[Any]:
+        if self.client is None:
+            self.client = connect(opts.uri, timeout=opts.timeout, stall_timeout=opts.stall_timeout)
+        return self.client
+
+    def close(self) -> None:
+        self.follower.close()
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+
+
 def run_backup(
-    opts: BackupOptions, progress: Progress | None = None, base: Link | None = None
+    opts: BackupOptions,
+    progress: Progress | None = None,
+    base: Link | None = None,
+    kept: KeptConnection | None = None,
 ) -> BackupResult:
     """Run one backup. ``base`` (with ``opts.incremental``) is the backup the increment
     continues, known to the caller (``watch`` keeps it: its archives may be encrypted or
-    uploaded); by default it is ``opts.base`` or the newest archive in ``opts.out_dir``."""
+    uploaded); by default it is ``opts.base`` or the newest archive in ``opts.out_dir``.
+    ``kept``: the connection a change-stream increment uses (else one of its own)."""
     opts.check()
     location = opts.resume.parent if isinstance(opts.resume, Path) else Path(opts.out_dir)
     with location_lock(location, f"a backup of {opts.db!r}", wait=opts.lock_wait):
-        return _locked_backup(opts, progress or NoProgress(), base)
+        return _locked_backup(opts, progress or NoProgress(), base, kept)
 
 
-def _locked_backup(opts: BackupOptions, progress: Progress, base: Link | None) -> BackupResult:
+def _locked_backup(
+    opts: BackupOptions, progress: Progress, base: Link | None, kept: KeptConnection | None
+) -> BackupResult:
     started = time.perf_counter()
     resumable = find_resumable(opts.resume, Path(opts.out_dir), opts.db)
     if resumable is not None:
         opts = opts.resuming(*resumable)
     check = SnapshotCheck()
-    client = connect(
-        opts.uri,
-        timeout=opts.timeout,
-        stall_timeout=opts.stall_timeout,
-        event_listeners=[check],
+    if resumable is not None:
+        changes_only = (resumable[0].increment or {}).get("mode") == "changes"
+    else:
+        changes_only = bool(opts.incremental) and opts.since_field is None
+    if not changes_only:
+        kept = None  # reads documents: a client with this backup's snapshot check
+    client = (
+        kept.connected(opts)
+        if kept is not None
+        else connect(
+            opts.uri,
+            timeout=opts.timeout,
+            stall_timeout=opts.stall_timeout,
+            event_listeners=[check],
+        )
     )
     try:
         policy = RetryPolicy(opts.retries, opts.retry_delay)
@@ -123,7 +165,8 @@ def _locked_backup(opts: BackupOptions, progress: Progress, base: Link | None) -
         )
         if plan.increment and plan.increment["mode"] == "changes":
             try:
-                outcome = capture_increment(source, folder, plan, wanted)
+                follower = kept.follower if kept is not None else None
+                outcome = capture_increment(source, folder, plan, wanted, follower)
             except HistoryLost:
                 shutil.rmtree(folder, ignore_errors=True)  # nothing a --resume could finish
                 raise
@@ -138,7 +181,8 @@ def _locked_backup(opts: BackupOptions, progress: Progress, base: Link | None) -
             else:
                 outcome = finish(client, source, folder, plan, check, wanted)
     finally:
-        client.close()
+        if kept is None:
+            client.close()
     try:
         manifest = build_manifest(folder, plan, runner, outcome)
         with private_file(folder / MANIFEST_NAME) as handle:

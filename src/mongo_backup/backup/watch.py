@@ -50,7 +50,7 @@ from ..mongo.source import MongoSource
 from ..names import encode_stem, id_order
 from ..redact import uri_secrets
 from .options import BackupOptions, BackupResult
-from .run import run_backup
+from .run import KeptConnection, run_backup
 
 logger = logging.getLogger(__name__)
 
@@ -174,9 +174,18 @@ class _Watcher:
         self.base: Link | None = None  # the last closed backup
         self.full_started: dt.datetime | None = None  # when the chain's full backup began
         self.chain_length = 0
+        # One client and one change stream for all the increments: a cycle every few
+        # seconds must not pay a connection, a handshake and an aggregate each time.
+        self.kept: KeptConnection | None = None
         self._load_base()
 
     def run(self, stop: threading.Event) -> WatchResult:
+        try:
+            return self._run(stop)
+        finally:
+            self._drop_connection()
+
+    def _run(self, stop: threading.Event) -> WatchResult:
         resume = True  # the first cycle finishes what a killed watch had begun
         while True:
             cycle = self._cycle(resume)
@@ -239,15 +248,19 @@ class _Watcher:
             max_increment_bytes=self.opts.max_increment_bytes if incremental else None,
         )
         try:
-            result = run_backup(options, None, self.base if incremental else None)
+            if incremental and self.kept is None:
+                self.kept = KeptConnection()
+            result = run_backup(options, None, self.base if incremental else None, self.kept)
         except HistoryLost as error:
             logger.warning("%s: starting a new chain with a full backup", error)
+            self._drop_connection()
             self.base = None
             cycle.duration = time.monotonic() - started
             return self._close(cycle)
         except (ConfigError, Interrupted):  # a second signal stops the watch at once
             raise
         except MongoBackupError as error:
+            self._drop_connection()  # the next cycle starts from a clean connection
             cycle.error = str(error)
             cycle.duration = time.monotonic() - started
             logger.warning(
@@ -266,6 +279,11 @@ class _Watcher:
         cycle.lag = _lag(result.manifest)
         cycle.capped = _capped(result.manifest, self.opts.max_increment_bytes)
         return self._close(cycle)
+
+    def _drop_connection(self) -> None:
+        if self.kept is not None:
+            self.kept.close()
+            self.kept = None
 
     def _close(self, cycle: Cycle) -> Cycle:
         self.result.cycles += 1

@@ -29,6 +29,7 @@ Contracts:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -42,7 +43,9 @@ from bson.timestamp import Timestamp
 from pymongo.database import Database
 
 from ..errors import HistoryLost, MongoBackupError
+from ..names import keep_all
 from ..retry import NO_RETRIES, RetryPolicy, driver_error_text, is_transient
+from .change_events import event_fields, event_kind_and_time, time_key
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +101,76 @@ def stream_position(db: Database[Any]) -> dict[str, Any]:
     return _plain(token)
 
 
+class ChangeFollower:
+    """A change stream of one database kept open from one capture to the next (``watch``
+    takes an increment every few seconds): a capture that starts where the previous one
+    ended reads on from the same cursor, without a new ``aggregate``, beginning with the
+    event the previous one read past its ``until`` and held back. Any other start, or a
+    fault, opens a new stream.
+
+    The stream is a plain ``aggregate`` cursor of raw events (not pymongo's
+    ``ChangeStream``, which decodes every event's top level to note its token): the
+    capture reads the few fields it needs from the bytes (:mod:`.change_events`), and
+    resuming after a fault is the capture's own (after the last event handed on)."""
+
+    def __init__(self) -> None:
+        self._db: Database[Any] | None = None
+        self._cursor: Any = None
+        self._held: list[RawBSONDocument] = []
+        self.token: dict[str, Any] | None = None  # after the last event handed on
+
+    def open(self, db: Database[Any], token: dict[str, Any]) -> None:
+        """Be at ``token`` of ``db``'s stream: the open one if it stands there."""
+        if self._cursor is not None and self._db == db and self.token == token:
+            return
+        self.close()
+        self._db = db.with_options(codec_options=_RAW)
+        stage = {"startAfter": token, "showExpandedEvents": True}
+        self._cursor = self._db.aggregate([{"$changeStream": stage}], maxAwaitTimeMS=AWAIT_MS)
+        self.token = token
+
+    def next_batch(self) -> list[RawBSONDocument]:
+        """The events held back, else the next batch the server sends (at most one
+        ``getMore``); [] when it has none yet."""
+        if self._held:
+            held, self._held = self._held, []
+            return held
+        first: RawBSONDocument | None = self._cursor.try_next()
+        if first is None:
+            return []
+        # The rest of the batch pymongo holds (taken at once: one Python step per batch,
+        # not per event). Without that attribute, batches of one: slower, as correct.
+        rest = getattr(self._cursor, "_data", None)
+        batch = [first]
+        if rest:
+            batch.extend(rest)
+            rest.clear()
+        return batch
+
+    def hold(self, events: list[RawBSONDocument]) -> None:
+        """Keep ``events`` (past this capture's end) for the next capture."""
+        self._held = events
+
+    @property
+    def position(self) -> Any:
+        """The server's position after the last (empty) batch: how far it has looked.
+        (pymongo keeps it on the cursor for its own change streams.)"""
+        return getattr(self._cursor, "_post_batch_resume_token", None)
+
+    def restart_after(self, token: dict[str, Any]) -> None:
+        """A new stream after ``token`` (an invalidate event ends a stream)."""
+        assert self._db is not None
+        db = self._db
+        self.close()
+        self.open(db, token)
+
+    def close(self) -> None:
+        if self._cursor is not None:
+            with contextlib.suppress(pymongo.errors.PyMongoError):
+                self._cursor.close()
+        self._cursor, self._held, self.token = None, [], None
+
+
 def capture(
     db: Database[Any],
     *,
@@ -109,63 +182,91 @@ def capture(
     secrets: list[str],
     max_bytes: int | None = None,
     policy: RetryPolicy = NO_RETRIES,
+    follower: ChangeFollower | None = None,
+    batches: bool = False,
 ) -> Captured:
     """Hand ``sink`` the raw BSON of every event in ``(after, until]`` whose
-    collection is ``wanted``; see the module's contracts."""
+    collection is ``wanted``; see the module's contracts. With ``follower`` (kept by the
+    caller from one capture to the next) its stream stays open afterwards. With
+    ``batches`` the sink may get several events at once, concatenated."""
     progress = Captured(0, 0, start_token, until)
+    own = follower is None
+    stream = follower or ChangeFollower()
     attempt = 0
-    while True:
-        try:
-            return _capture(db, progress, after, until, sink, wanted, max_bytes)
-        except pymongo.errors.PyMongoError as error:
-            text = driver_error_text(error, secrets)
-            if getattr(error, "code", None) in HISTORY_LOST_CODES:
-                raise HistoryLost(
-                    f"the change history since {after.time}:{after.inc} is no longer on the "
-                    f"server ({text}): a full backup is needed"
-                ) from None
-            attempt += 1
-            if not is_transient(error) or attempt > policy.retries:
-                raise MongoBackupError(f"reading the change stream: {text}") from None
-            delay = policy.delay(attempt)
-            logger.warning(
-                "reading the change stream: %s; retry %d of %d in %.1f s, after the last "
-                "event read",
-                text,
-                attempt,
-                policy.retries,
-                delay,
-            )
-            time.sleep(delay)
+    try:
+        while True:
+            try:
+                return _capture(
+                    db, stream, progress, (after, until), sink, wanted, max_bytes, batches
+                )
+            except pymongo.errors.PyMongoError as error:
+                stream.close()  # the retry opens a new stream after the last event taken
+                text = driver_error_text(error, secrets)
+                if getattr(error, "code", None) in HISTORY_LOST_CODES:
+                    raise HistoryLost(
+                        f"the change history since {after.time}:{after.inc} is no longer on "
+                        f"the server ({text}): a full backup is needed"
+                    ) from None
+                attempt += 1
+                if not is_transient(error) or attempt > policy.retries:
+                    raise MongoBackupError(f"reading the change stream: {text}") from None
+                delay = policy.delay(attempt)
+                logger.warning(
+                    "reading the change stream: %s; retry %d of %d in %.1f s, after the "
+                    "last event read",
+                    text,
+                    attempt,
+                    policy.retries,
+                    delay,
+                )
+                time.sleep(delay)
+            except BaseException:
+                stream.close()
+                raise
+    finally:
+        if own:
+            stream.close()
+
+
+# The bytes every invalidate event holds (a stream ends with it): a batch without them
+# has none, and is taken whole when it lies inside the window.
+_INVALIDATE = b"\x02operationType\x00\x0b\x00\x00\x00invalidate\x00"
 
 
 def _capture(
     db: Database[Any],
+    stream: ChangeFollower,
     progress: Captured,
-    after: Timestamp,
-    until: Timestamp,
+    window: tuple[Timestamp, Timestamp],
     sink: Callable[[bytes], None],
     wanted: Callable[[str], bool],
     max_bytes: int | None,
+    batches: bool,
 ) -> Captured:
     """One stream's worth of :func:`capture`, from ``progress`` (updated as it goes, so
     that a retry continues after the last event handed on)."""
-    raw_db = db.with_options(codec_options=_RAW)
-    stream = raw_db.watch(
-        start_after=progress.token, show_expanded_events=True, max_await_time_ms=AWAIT_MS
-    )
+    after, until = window
+    stream.open(db, progress.token)
     last_progress = time.monotonic()
+    after_key, until_key, full_key = time_key(after), time_key(until), -1
+    # Where the stream stands: the last event taken (its _id, made plain only at the end)
+    # or the server's position after an empty batch.
+    last_event: RawBSONDocument | None = None
+    last_position: Any = None
+    kept: dict[bytes, bool] = {}  # ``wanted`` once per collection, not per event
+    every = wanted is keep_all  # then no event's collection need be read
+    whole_batches = batches and every
     try:
         while True:
-            event = stream.try_next()
-            if event is None:
-                position = stream.resume_token
+            batch = stream.next_batch()
+            if not batch:
+                position = stream.position
                 reached = token_time(position)
                 # A MongoDB token says how far the stream has looked; another server's
                 # "nothing more" after a majority-committed ``until`` means all is seen.
                 if reached is None or reached >= until:
                     if position is not None:
-                        progress.token = _plain(position)
+                        last_event, last_position = None, position
                     break
                 if time.monotonic() - last_progress > STALL_SECONDS:
                     raise MongoBackupError(
@@ -174,47 +275,72 @@ def _capture(
                     )
                 continue
             last_progress = time.monotonic()
-            cluster_time = event["clusterTime"]
-            full_at = progress.full_at
-            if cluster_time > until or (full_at is not None and cluster_time > full_at):
-                break  # token stays after the last event taken
-            if event["operationType"] == "invalidate":
-                # A dropped or renamed database ends a database's stream; a new one
-                # continues after the invalidation.
-                stream.close()
-                progress.token = _plain(event["_id"])
-                stream = raw_db.watch(
-                    start_after=progress.token,
-                    show_expanded_events=True,
-                    max_await_time_ms=AWAIT_MS,
-                )
-                continue
-            progress.token = _plain(event["_id"])
-            if cluster_time <= after:
-                continue
-            renamed = event.get("to")
-            collection = _collection_of(event)
-            # An event without a collection (dropDatabase) concerns them all.
-            if (
-                not collection
-                or wanted(collection)
-                or (renamed is not None and wanted(str(renamed.get("coll") or "")))
-            ):
-                sink(bytes(event.raw))
-                progress.events += 1
-                progress.handed += len(event.raw)
-                if max_bytes is not None and full_at is None and progress.handed >= max_bytes:
-                    progress.full_at = cluster_time
-            else:
-                progress.skipped += 1
+            if whole_batches and full_key < 0:
+                # The common case of a watch: a batch inside the window, taken whole
+                # (events come in cluster time order: its first and last say it).
+                joined = b"".join([event.raw for event in batch])
+                first = event_kind_and_time(bytes(batch[0].raw))[1]
+                last = event_kind_and_time(bytes(batch[-1].raw))[1]
+                fits = max_bytes is None or progress.handed + len(joined) < max_bytes
+                if after_key < first and last <= until_key and fits and _INVALIDATE not in joined:
+                    sink(joined)
+                    progress.events += len(batch)
+                    progress.handed += len(joined)
+                    last_event, last_position = batch[-1], None
+                    continue
+            for index, event in enumerate(batch):
+                raw = bytes(event.raw)  # the bytes object itself: no copy
+                if every:
+                    operation, when = event_kind_and_time(raw)
+                    collection = b""
+                else:
+                    operation, when, collection = event_fields(raw)
+                if when > until_key or 0 <= full_key < when:
+                    stream.hold(batch[index:])  # the next capture's; the token stays before
+                    return _finish(progress, stream, last_event, last_position)
+                if operation == b"invalidate":
+                    # A dropped or renamed database ends a database's stream; a new one
+                    # continues after the invalidation (the rest of this batch is gone
+                    # with the old stream).
+                    progress.token = _plain(event["_id"])
+                    last_event, last_position = None, None
+                    stream.restart_after(progress.token)
+                    break
+                last_event, last_position = event, None
+                if when <= after_key:
+                    continue
+                # An event without a collection (dropDatabase) concerns them all.
+                keep = kept.get(collection)
+                if keep is None:
+                    keep = kept[collection] = not collection or wanted(collection.decode())
+                if not keep and operation == b"rename":  # renamed into the wanted ones?
+                    renamed = event.get("to")
+                    keep = renamed is not None and wanted(str(renamed.get("coll") or ""))
+                if keep:
+                    sink(raw)
+                    progress.events += 1
+                    progress.handed += len(raw)
+                    if max_bytes is not None and full_key < 0 and progress.handed >= max_bytes:
+                        full_key = when
+                        progress.full_at = Timestamp(when >> 32, when & 0xFFFFFFFF)
+                else:
+                    progress.skipped += 1
     finally:
-        stream.close()
-    progress.reached = progress.full_at if progress.full_at is not None else until
+        # Also on a fault: the retry continues after the last event taken.
+        if last_event is not None:
+            progress.token = _plain(last_event["_id"])
+        elif last_position is not None:
+            progress.token = _plain(last_position)
+    return _finish(progress, stream, None, None)
+
+
+def _finish(
+    progress: Captured, stream: ChangeFollower, last_event: Any, last_position: Any
+) -> Captured:
+    if last_event is not None:
+        progress.token = _plain(last_event["_id"])
+    elif last_position is not None:
+        progress.token = _plain(last_position)
+    stream.token = progress.token
+    progress.reached = progress.full_at if progress.full_at is not None else progress.reached
     return progress
-
-
-def _collection_of(event: RawBSONDocument) -> str:
-    namespace = event.get("ns")
-    if namespace is None:
-        return ""
-    return str(namespace.get("coll") or "")
