@@ -356,7 +356,7 @@ class Campaign:
         names = {entry.name for entry in report.manifest.collections if entry.type != "changes"}
         if not report.ok or names != set(self.source_snapshot(client)):
             outcome.verdict = "lost"
-            problems = [str(problem) for problem in report.problems()][:3]
+            problems = [str(problem) for problem in report.problems][:3]
             outcome.notes.append(f"the backup differs from the source: {names}; {problems}")
 
     def source_snapshot(self, client: Any) -> dict[str, Any]:

@@ -53,7 +53,7 @@ from ..mongo.source import MongoSource
 from ..names import ARCHIVE_FOLDER, collection_filter
 from ..redact import uri_secrets
 from ..retry import RetryPolicy
-from .checkpoint import remove_checkpoints
+from .checkpoint import Plan, remove_checkpoints
 from .consistency import Outcome, capture_increment, finish, start_reads
 from .delivery import deliver_file, deliver_stream
 from .exporter import NoProgress, Progress, UnitRunner
@@ -122,22 +122,8 @@ def _locked_backup(
     if resumable is not None:
         opts = opts.resuming(*resumable)
     check = SnapshotCheck()
-    if resumable is not None:
-        changes_only = (resumable[0].increment or {}).get("mode") == "changes"
-    else:
-        changes_only = bool(opts.incremental) and opts.since_field is None
-    if not changes_only:
-        kept = None  # reads documents: a client with this backup's snapshot check
-    client = (
-        kept.connected(opts)
-        if kept is not None
-        else connect(
-            opts.uri,
-            timeout=opts.timeout,
-            stall_timeout=opts.stall_timeout,
-            event_listeners=[check],
-        )
-    )
+    kept = kept if _changes_only(opts, resumable) else None
+    client = kept.connected(opts) if kept is not None else _connect(opts, check)
     try:
         policy = RetryPolicy(opts.retries, opts.retry_delay)
         source = MongoSource(client, opts.db, uri_secrets(opts.uri), policy)
@@ -195,6 +181,20 @@ def _locked_backup(
         ) from None
     took = time.perf_counter() - started
     return BackupResult(archive, folder, manifest, took, url)
+
+
+def _changes_only(opts: BackupOptions, resumable: tuple[Plan, Path] | None) -> bool:
+    """A change-stream increment: it reads no documents (a backup that does needs a
+    client of its own, with this backup's snapshot check)."""
+    if resumable is not None:
+        return (resumable[0].increment or {}).get("mode") == "changes"
+    return bool(opts.incremental) and opts.since_field is None
+
+
+def _connect(opts: BackupOptions, check: SnapshotCheck) -> MongoClient[Any]:
+    return connect(
+        opts.uri, timeout=opts.timeout, stall_timeout=opts.stall_timeout, event_listeners=[check]
+    )
 
 
 def _ids_at(opts: BackupOptions) -> frozenset[str]:

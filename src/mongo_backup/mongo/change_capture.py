@@ -196,9 +196,8 @@ def capture(
     try:
         while True:
             try:
-                return _capture(
-                    db, stream, progress, (after, until), sink, wanted, max_bytes, batches
-                )
+                window = _Window(progress, after, until, sink, wanted, max_bytes, batches)
+                return _capture(db, stream, window)
             except pymongo.errors.PyMongoError as error:
                 stream.close()  # the retry opens a new stream after the last event taken
                 text = driver_error_text(error, secrets)
@@ -236,111 +235,137 @@ _INVALIDATE = b"\x02operationType\x00\x0b\x00\x00\x00invalidate\x00"
 def _capture(
     db: Database[Any],
     stream: ChangeFollower,
-    progress: Captured,
-    window: tuple[Timestamp, Timestamp],
-    sink: Callable[[bytes], None],
-    wanted: Callable[[str], bool],
-    max_bytes: int | None,
-    batches: bool,
+    window: _Window,
 ) -> Captured:
-    """One stream's worth of :func:`capture`, from ``progress`` (updated as it goes, so
-    that a retry continues after the last event handed on)."""
-    after, until = window
-    stream.open(db, progress.token)
+    """One stream's worth of :func:`capture`, from ``window.progress`` (updated as it
+    goes, so that a retry continues after the last event handed on)."""
+    stream.open(db, window.progress.token)
     last_progress = time.monotonic()
-    after_key, until_key, full_key = time_key(after), time_key(until), -1
-    # Where the stream stands: the last event taken (its _id, made plain only at the end)
-    # or the server's position after an empty batch.
-    last_event: RawBSONDocument | None = None
-    last_position: Any = None
-    kept: dict[bytes, bool] = {}  # ``wanted`` once per collection, not per event
-    every = wanted is keep_all  # then no event's collection need be read
-    whole_batches = batches and every
     try:
         while True:
             batch = stream.next_batch()
             if not batch:
-                position = stream.position
-                reached = token_time(position)
-                # A MongoDB token says how far the stream has looked; another server's
-                # "nothing more" after a majority-committed ``until`` means all is seen.
-                if reached is None or reached >= until:
-                    if position is not None:
-                        last_event, last_position = None, position
+                if window.caught_up(stream.position):
                     break
                 if time.monotonic() - last_progress > STALL_SECONDS:
+                    until = window.until
                     raise MongoBackupError(
                         f"the change stream did not reach {until.time}:{until.inc} "
                         f"within {STALL_SECONDS:g} s"
                     )
                 continue
             last_progress = time.monotonic()
-            if whole_batches and full_key < 0:
-                # The common case of a watch: a batch inside the window, taken whole
-                # (events come in cluster time order: its first and last say it).
-                joined = b"".join([event.raw for event in batch])
-                first = event_kind_and_time(bytes(batch[0].raw))[1]
-                last = event_kind_and_time(bytes(batch[-1].raw))[1]
-                fits = max_bytes is None or progress.handed + len(joined) < max_bytes
-                if after_key < first and last <= until_key and fits and _INVALIDATE not in joined:
-                    sink(joined)
-                    progress.events += len(batch)
-                    progress.handed += len(joined)
-                    last_event, last_position = batch[-1], None
-                    continue
-            for index, event in enumerate(batch):
-                raw = bytes(event.raw)  # the bytes object itself: no copy
-                if every:
-                    operation, when = event_kind_and_time(raw)
-                    collection = b""
-                else:
-                    operation, when, collection = event_fields(raw)
-                if when > until_key or 0 <= full_key < when:
-                    stream.hold(batch[index:])  # the next capture's; the token stays before
-                    return _finish(progress, stream, last_event, last_position)
-                if operation == b"invalidate":
-                    # A dropped or renamed database ends a database's stream; a new one
-                    # continues after the invalidation (the rest of this batch is gone
-                    # with the old stream).
-                    progress.token = _plain(event["_id"])
-                    last_event, last_position = None, None
-                    stream.restart_after(progress.token)
-                    break
-                last_event, last_position = event, None
-                if when <= after_key:
-                    continue
-                # An event without a collection (dropDatabase) concerns them all.
-                keep = kept.get(collection)
-                if keep is None:
-                    keep = kept[collection] = not collection or wanted(collection.decode())
-                if not keep and operation == b"rename":  # renamed into the wanted ones?
-                    renamed = event.get("to")
-                    keep = renamed is not None and wanted(str(renamed.get("coll") or ""))
-                if keep:
-                    sink(raw)
-                    progress.events += 1
-                    progress.handed += len(raw)
-                    if max_bytes is not None and full_key < 0 and progress.handed >= max_bytes:
-                        full_key = when
-                        progress.full_at = Timestamp(when >> 32, when & 0xFFFFFFFF)
-                else:
-                    progress.skipped += 1
+            if not window.take_whole(batch) and window.take_each(batch, stream):
+                break
     finally:
-        # Also on a fault: the retry continues after the last event taken.
-        if last_event is not None:
-            progress.token = _plain(last_event["_id"])
-        elif last_position is not None:
-            progress.token = _plain(last_position)
-    return _finish(progress, stream, None, None)
+        window.note_token()  # also on a fault: the retry continues after the last event
+    stream.token = window.progress.token
+    return window.progress
 
 
-def _finish(
-    progress: Captured, stream: ChangeFollower, last_event: Any, last_position: Any
-) -> Captured:
-    if last_event is not None:
-        progress.token = _plain(last_event["_id"])
-    elif last_position is not None:
-        progress.token = _plain(last_position)
-    stream.token = progress.token
-    progress.reached = progress.full_at if progress.full_at is not None else progress.reached
-    return progress
+class _Window:
+    """What one capture takes, ``(after, until]``, and where it stands."""
+
+    def __init__(
+        self,
+        progress: Captured,
+        after: Timestamp,
+        until: Timestamp,
+        sink: Callable[[bytes], None],
+        wanted: Callable[[str], bool],
+        max_bytes: int | None,
+        batches: bool,
+    ) -> None:
+        self.progress, self.until, self.sink, self.wanted = progress, until, sink, wanted
+        self.max_bytes = max_bytes
+        self.after_key, self.until_key = time_key(after), time_key(until)
+        # Where max_bytes was reached (kept by ``progress`` across a retry), or -1.
+        self.full_key = time_key(progress.full_at) if progress.full_at is not None else -1
+        self.every = wanted is keep_all  # then no event's collection need be read
+        self.whole_batches = batches and self.every
+        self.kept: dict[bytes, bool] = {}  # ``wanted`` once per collection, not per event
+        # Where the stream stands: the last event taken (its _id, made plain only when
+        # needed) or the server's position after an empty batch.
+        self.last_event: RawBSONDocument | None = None
+        self.last_position: Any = None
+
+    def caught_up(self, position: Any) -> bool:
+        """After an empty batch: has the stream looked past ``until``? A MongoDB token
+        says how far; another server's "nothing more" after a majority-committed
+        ``until`` means all is seen."""
+        reached = token_time(position)
+        if reached is not None and reached < self.until:
+            return False
+        if position is not None:
+            self.last_event, self.last_position = None, position
+        return True
+
+    def take_whole(self, batch: list[RawBSONDocument]) -> bool:
+        """The common case of a watch: a batch inside the window, taken in one piece
+        (events come in cluster time order: its first and last say so)."""
+        if not self.whole_batches or self.full_key >= 0:
+            return False
+        joined = b"".join([event.raw for event in batch])
+        first = event_kind_and_time(bytes(batch[0].raw))[1]
+        last = event_kind_and_time(bytes(batch[-1].raw))[1]
+        progress, max_bytes = self.progress, self.max_bytes
+        fits = max_bytes is None or progress.handed + len(joined) < max_bytes
+        inside = self.after_key < first and last <= self.until_key
+        if not (inside and fits) or _INVALIDATE in joined:
+            return False
+        self.sink(joined)
+        progress.events += len(batch)
+        progress.handed += len(joined)
+        self.last_event, self.last_position = batch[-1], None
+        return True
+
+    def take_each(self, batch: list[RawBSONDocument], stream: ChangeFollower) -> bool:
+        """The batch event by event; True when the window is full (the rest is held
+        back for the next capture)."""
+        progress = self.progress
+        for index, event in enumerate(batch):
+            raw = bytes(event.raw)  # the bytes object itself: no copy
+            if self.every:
+                (operation, when), collection = event_kind_and_time(raw), b""
+            else:
+                operation, when, collection = event_fields(raw)
+            if when > self.until_key or 0 <= self.full_key < when:
+                stream.hold(batch[index:])  # the token stays before them
+                return True
+            if operation == b"invalidate":
+                # A dropped or renamed database ends a database's stream; a new one
+                # continues after the invalidation (nothing follows it in the batch).
+                progress.token = _plain(event["_id"])
+                self.last_event, self.last_position = None, None
+                stream.restart_after(progress.token)
+                return False
+            self.last_event, self.last_position = event, None
+            if when <= self.after_key:
+                continue
+            if self._wanted(event, operation, collection):
+                self.sink(raw)
+                progress.events += 1
+                progress.handed += len(raw)
+                full = self.max_bytes is not None and progress.handed >= self.max_bytes
+                if full and self.full_key < 0:
+                    self.full_key = when
+                    progress.full_at = progress.reached = Timestamp(when >> 32, when & 0xFFFFFFFF)
+            else:
+                progress.skipped += 1
+        return False
+
+    def _wanted(self, event: RawBSONDocument, operation: bytes, collection: bytes) -> bool:
+        # An event without a collection (dropDatabase) concerns them all.
+        keep = self.kept.get(collection)
+        if keep is None:
+            keep = self.kept[collection] = not collection or self.wanted(collection.decode())
+        if not keep and operation == b"rename":  # renamed into the wanted ones?
+            renamed = event.get("to")
+            keep = renamed is not None and self.wanted(str(renamed.get("coll") or ""))
+        return keep
+
+    def note_token(self) -> None:
+        if self.last_event is not None:
+            self.progress.token = _plain(self.last_event["_id"])
+        elif self.last_position is not None:
+            self.progress.token = _plain(self.last_position)
