@@ -100,7 +100,13 @@ def test_retry_count_starts_again_after_each_batch(
         hit = backup_cli(cli, mongo_uri, db_name, tmp_path / "hit", *FAST, "--retries", "2", "-q")
     assert hit.code == 0, hit.err
     # Batches of 100 (0-99, ..., 400-449): each getMore fails, each re-opened find reads.
-    assert retry_numbers(hit.err) == [(1, 2)] * 4, hit.err
+    # (A server without snapshot reads then has the changes made during the backup read
+    # from the change stream, whose getMores fail too: that capture gives up after its
+    # retries and the backup says "consistency: none". It used to pass: pymongo's change
+    # stream resumed by itself and answered "nothing" without a getMore, which the capture
+    # took for "all read", the loss the chaos campaign found in a watch.)
+    docs = "\n".join(line for line in hit.err.splitlines() if "reading 'docs'" in line)
+    assert retry_numbers(docs) == [(1, 2)] * 4, hit.err
     assert collection_digests(Path(hit.out.strip())) == collection_digests(reference)
 
 
