@@ -78,23 +78,28 @@ def watched(mongo_uri: str, db_name: str) -> Any:
         client.close()
 
 
-def test_consecutive_captures_read_on_from_one_stream(watched: Any) -> None:
+@pytest.fixture
+def follower() -> Any:
+    kept = ChangeFollower()
+    yield kept
+    kept.close()
+
+
+def test_consecutive_captures_read_on_from_one_stream(
+    watched: Any, follower: ChangeFollower
+) -> None:
     client, db, listener, token, start = watched
-    follower = ChangeFollower()
-    try:
-        first_end = _writes(client, db.name, 0, 30)
-        second_end = _writes(client, db.name, 30, 30)  # before the first capture: held back
-        opened = listener.opened
-        first, captured = _capture(db, token, start, first_end, follower=follower)
-        assert _ids(first) == list(range(30))
-        third_end = _writes(client, db.name, 60, 5)
-        second, captured = _capture(db, captured.token, first_end, second_end, follower=follower)
-        third, captured = _capture(db, captured.token, second_end, third_end, follower=follower)
-        assert _ids(second) == list(range(30, 60))
-        assert _ids(third) == list(range(60, 65))
-        assert listener.opened == opened + 1  # one stream for the three captures
-    finally:
-        follower.close()
+    first_end = _writes(client, db.name, 0, 30)
+    second_end = _writes(client, db.name, 30, 30)  # before the first capture: held back
+    opened = listener.opened
+    first, captured = _capture(db, token, start, first_end, follower=follower)
+    assert _ids(first) == list(range(30))
+    third_end = _writes(client, db.name, 60, 5)
+    second, captured = _capture(db, captured.token, first_end, second_end, follower=follower)
+    third, captured = _capture(db, captured.token, second_end, third_end, follower=follower)
+    assert _ids(second) == list(range(30, 60))
+    assert _ids(third) == list(range(60, 65))
+    assert listener.opened == opened + 1  # one stream for the three captures
     # The tokens it returned are good for a stream of one's own (what a restarted
     # watch does): nothing after the last capture's end, nothing twice.
     _writes(client, db.name, 65, 2)
@@ -103,38 +108,32 @@ def test_consecutive_captures_read_on_from_one_stream(watched: Any) -> None:
     assert _ids(rest) == [65, 66]
 
 
-def test_another_start_opens_a_new_stream(watched: Any) -> None:
+def test_another_start_opens_a_new_stream(watched: Any, follower: ChangeFollower) -> None:
     client, db, listener, token, start = watched
-    follower = ChangeFollower()
-    try:
-        middle = _writes(client, db.name, 0, 10)
-        end = _writes(client, db.name, 10, 10)
-        _capture(db, token, start, end, follower=follower)
-        opened = listener.opened
-        # A watch whose increment failed starts again from its base: the older token.
-        again, _ = _capture(db, token, middle, end, follower=follower)
-        assert _ids(again) == list(range(10, 20))
-        assert listener.opened == opened + 1
-    finally:
-        follower.close()
+    middle = _writes(client, db.name, 0, 10)
+    end = _writes(client, db.name, 10, 10)
+    _capture(db, token, start, end, follower=follower)
+    opened = listener.opened
+    # A watch whose increment failed starts again from its base: the older token.
+    again, _ = _capture(db, token, middle, end, follower=follower)
+    assert _ids(again) == list(range(10, 20))
+    assert listener.opened == opened + 1
 
 
-def test_a_fault_reopens_after_the_last_event_handed_on(watched: Any) -> None:
+def test_a_fault_reopens_after_the_last_event_handed_on(
+    watched: Any, follower: ChangeFollower
+) -> None:
     client, db, _, token, start = watched
-    follower = ChangeFollower()
-    try:
-        first_end = _writes(client, db.name, 0, 10)
-        _, captured = _capture(db, token, start, first_end, follower=follower)
-        end = _writes(client, db.name, 10, 10)
-        with fail_point(client, {"times": 1}, failCommands=["getMore"], closeConnection=True):
-            events, captured = _capture(
-                db,
-                captured.token,
-                first_end,
-                end,
-                follower=follower,
-                policy=RetryPolicy(3, 0.0),
-            )
-        assert _ids(events) == list(range(10, 20))
-    finally:
-        follower.close()
+    first_end = _writes(client, db.name, 0, 10)
+    _, captured = _capture(db, token, start, first_end, follower=follower)
+    end = _writes(client, db.name, 10, 10)
+    with fail_point(client, {"times": 1}, failCommands=["getMore"], closeConnection=True):
+        events, captured = _capture(
+            db,
+            captured.token,
+            first_end,
+            end,
+            follower=follower,
+            policy=RetryPolicy(3, 0.0),
+        )
+    assert _ids(events) == list(range(10, 20))
