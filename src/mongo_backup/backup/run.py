@@ -85,6 +85,7 @@ class KeptConnection:
 
     client: MongoClient[Any] | None = None
     follower: ChangeFollower = field(default_factory=ChangeFollower)
+    server: dict[str, Any] | None = None  # MongoSource.server_info, asked once
 
     def connected(self, opts: BackupOptions) -> MongoClient[Any]:
         if self.client is None:
@@ -95,7 +96,7 @@ class KeptConnection:
         self.follower.close()
         if self.client is not None:
             self.client.close()
-            self.client = None
+            self.client, self.server = None, None
 
 
 def run_backup(
@@ -126,13 +127,16 @@ def _locked_backup(
     client = kept.connected(opts) if kept is not None else _connect(opts, check)
     try:
         policy = RetryPolicy(opts.retries, opts.retry_delay)
-        source = MongoSource(client, opts.db, uri_secrets(opts.uri), policy)
+        known = kept.server if kept is not None else None
+        source = MongoSource(client, opts.db, uri_secrets(opts.uri), policy, known)
         if resumable is None:
             if not opts.incremental:
                 base = None
             elif base is None:
                 base = find_base(Path(opts.out_dir), opts.db, opts.base)
             plan, folder = new_plan(source, opts.plan_request(_ids_at(opts)), base)
+            if kept is not None:
+                kept.server = source.server
         else:
             plan, folder = resumable
         resumed = resumable is not None

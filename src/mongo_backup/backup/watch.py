@@ -301,7 +301,8 @@ class _Watcher:
 
     def _advance(self, result: BackupResult) -> None:
         """The closed backup becomes the base of the next increment, durably."""
-        manifest = parse_manifest(manifest_bytes(result.manifest))  # with its checksum
+        written = manifest_bytes(result.manifest)
+        manifest = parse_manifest(written)  # with its checksum
         self.base = Link(Path(result.location), manifest)
         if manifest.kind == "full":
             self.full_started = dt.datetime.fromisoformat(manifest.started_at)
@@ -314,7 +315,7 @@ class _Watcher:
                 "format": STATE_FORMAT,
                 "database": manifest.database,
                 "location": result.location,
-                "manifest": manifest_bytes(result.manifest).decode("utf-8"),
+                "manifest": written.decode("utf-8"),
                 "full_started_at": self.full_started.isoformat() if self.full_started else None,
                 "chain_length": self.chain_length,
             },

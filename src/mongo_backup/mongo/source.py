@@ -103,8 +103,12 @@ class MongoSource:
         db_name: str,
         secrets: list[str],
         policy: RetryPolicy | None = None,
+        server: dict[str, Any] | None = None,
     ) -> None:
         self.client = client
+        # What server_info found, when the caller already asked this client (a watch
+        # asks once per connection, not once per increment).
+        self.server = server
         self.read_from: set[str] = set()  # "host:port" of every member a cursor read
         # Metadata reads (buildInfo, listings, sizes, samples) ride out transient faults
         # as the document reads do: a reset or a stall at the wrong moment must not end
@@ -142,6 +146,11 @@ class MongoSource:
                 time.sleep(delay)
 
     def server_info(self) -> dict[str, Any]:
+        if self.server is None:
+            self.server = self._server_info()
+        return self.server
+
+    def _server_info(self) -> dict[str, Any]:
         build = self.retrying("buildInfo", lambda: self.client.admin.command("buildInfo"))
         hello = self.retrying("hello", lambda: self.client.admin.command("hello"))
         if hello.get("msg") == "isdbgrid":
