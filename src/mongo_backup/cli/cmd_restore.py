@@ -41,7 +41,8 @@ def add_parser(commands: Any, parent: argparse.ArgumentParser, epilog: str) -> N
         "URL of archives) or .json/.jsonl file",
     )
     add_connection_options(parser, "target database (default: the backup's database)")
-    add_collection_filters(parser)
+    filters = add_collection_filters(parser)
+    _add_renames(filters)
     add_source_options(parser)
     group = parser.add_argument_group("restore")
     group.add_argument("--drop", action="store_true", help="drop each target collection first")
@@ -96,6 +97,28 @@ def add_parser(commands: Any, parent: argparse.ArgumentParser, epilog: str) -> N
     parser.set_defaults(handler=run)
 
 
+def _add_renames(filters: Any) -> None:
+    """--ns-from/--ns-to, beside the other namespace patterns."""
+    filters.add_argument(
+        "--ns-from",
+        "--nsFrom",
+        action="append",
+        default=[],
+        metavar="DB.COLL",
+        help="restore the namespaces matching this pattern under the name --ns-to gives "
+        "(repeatable, in pairs; * or $name$ wildcards): --ns-from 'shop.*' --ns-to "
+        "'shop_copy.*', --ns-from '*.orders' --ns-to '*.orders_2026'; views follow",
+    )
+    filters.add_argument(
+        "--ns-to",
+        "--nsTo",
+        action="append",
+        default=[],
+        metavar="DB.COLL",
+        help="the new name of the namespaces the --ns-from before it matches",
+    )
+
+
 def until_time(text: str) -> Timestamp:
     try:
         return parse_until(text)
@@ -114,6 +137,8 @@ def run(args: argparse.Namespace) -> RestoreResult:
             exclude=args.exclude_collection,
             ns_include=args.ns_include,
             ns_exclude=args.ns_exclude,
+            ns_from=args.ns_from,
+            ns_to=args.ns_to,
             drop=args.drop,
             indexes=not args.no_indexes,
             options=not args.no_options,

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Protocol
 
 import pymongo.errors
 from bson import decode, encode
@@ -46,14 +46,45 @@ _IGNORED_CODES = {
 _DOCUMENT_EVENTS = {"insert", "replace", "update", "delete"}
 
 
+class Names(Protocol):
+    """How the events' collections are named in the target (restore --ns-from/--ns-to)."""
+
+    def collection(self, name: str) -> str:
+        """The target's name of the source's collection ``name``."""
+
+    def source(self, name: str) -> str | None:
+        """The source's collection the target's ``name`` holds, if any."""
+
+    def pipeline(self, value: Any) -> Any:
+        """A view's pipeline reading the target's collections."""
+
+
+class SameNames:
+    def collection(self, name: str) -> str:
+        return name
+
+    def source(self, name: str) -> str | None:
+        return name
+
+    def pipeline(self, value: Any) -> Any:
+        return value
+
+
 class ChangeApplier:
-    """Applies raw change events to ``db``; ``counts`` tallies what was done."""
+    """Applies raw change events to ``db``; ``counts`` tallies what was done. ``wanted``
+    is asked with the source's collection names; ``names`` gives the target's."""
 
     def __init__(
-        self, db: Database[Any], *, wanted: Callable[[str], bool], until: Timestamp | None = None
+        self,
+        db: Database[Any],
+        *,
+        wanted: Callable[[str], bool],
+        until: Timestamp | None = None,
+        names: Names | None = None,
     ) -> None:
         self.db = db
         self.wanted = wanted
+        self.names = names or SameNames()
         self.until = until
         self.counts: Counter[str] = Counter()
         self.last_time: Timestamp | None = None
@@ -84,7 +115,7 @@ class ChangeApplier:
             self.counts["skipped"] += 1
             return True
         if kind in _DOCUMENT_EVENTS:
-            self._document_event(kind, collection, event)
+            self._document_event(kind, self.names.collection(collection), event)
         else:
             self.flush()
             self._collection_event(kind, collection, event)
@@ -155,15 +186,20 @@ class ChangeApplier:
                 holder.pop(last, None)
         target.replace_one(key, RawBSONDocument(encode(document, codec_options=_EXACT)))
 
-    def _collection_event(self, kind: str, collection: str, event: RawBSONDocument) -> None:
+    def _collection_event(self, kind: str, source: str, event: RawBSONDocument) -> None:
         description = event.get("operationDescription")
         described = decode(description.raw, _EXACT) if description is not None else {}
+        collection = self.names.collection(source)  # the target's name
         try:
             if kind == "create":
                 described.pop("idIndex", None)
                 if "viewPipeline" in described:  # some servers' name for a view's pipeline
                     described["pipeline"] = described.pop("viewPipeline")
                 described.pop("nsType", None)
+                if isinstance(described.get("viewOn"), str):
+                    described["viewOn"] = self.names.collection(described["viewOn"])
+                if "pipeline" in described:
+                    described["pipeline"] = self.names.pipeline(described["pipeline"])
                 self.db.command({"create": collection, **described})
             elif kind == "drop":
                 self.db.drop_collection(collection)
@@ -171,16 +207,16 @@ class ChangeApplier:
                 target = event["to"]
                 if target["db"] != event["ns"]["db"] or not self._wanted(str(target["coll"])):
                     self.db.drop_collection(collection)  # moved out of what is restored
-                elif not self._wanted(collection):
+                elif not self._wanted(source):
                     self.problems.append(
-                        f"{target['coll']!r} was renamed from {collection!r}, which is not "
-                        f"restored, so it is incomplete (add --collection {collection})"
+                        f"{target['coll']!r} was renamed from {source!r}, which is not "
+                        f"restored, so it is incomplete (add --collection {source})"
                     )
                 else:
                     self.db.client.admin.command(
                         "renameCollection",
                         f"{self.db.name}.{collection}",
-                        to=f"{self.db.name}.{target['coll']}",
+                        to=f"{self.db.name}.{self.names.collection(str(target['coll']))}",
                         dropTarget=True,
                     )
             elif kind == "createIndexes":
@@ -194,7 +230,8 @@ class ChangeApplier:
                     self.db.command({"collMod": collection, **described})
             elif kind == "dropDatabase":
                 for name in self.db.list_collection_names():
-                    if self._wanted(name):
+                    original = self.names.source(name)
+                    if original is not None and self._wanted(original):
                         self.db.drop_collection(name)
             else:
                 logger.warning("a %r event on %r is not applied (not supported)", kind, collection)

@@ -27,6 +27,7 @@ from ..archive.reader import BackupReader
 from ..mongo.inserter import InsertCounts, RawInserter
 from ..mongo.source import from_extjson
 from ..retry import driver_error_text
+from .renames import NO_RENAMES, Renamer
 from .replay import Replay, events_of, replay, spooled
 from .state import CollectionState, RestoreState, Watermark, progress_hook
 
@@ -82,8 +83,10 @@ class Restorer:
         state: RestoreState | None,
         state_file: Path,
         inserts: Database[Any] | None = None,
+        names: Renamer = NO_RENAMES,
     ) -> None:
         self.db = database
+        self.names = names  # --ns-from/--ns-to: the entries arrive under the backup's names
         # Documents go through a client of their own: it fails an insert that stalls (see
         # --stall-timeout), while index builds on ``database`` may rightly take long.
         self.inserts = inserts if inserts is not None else database
@@ -100,7 +103,9 @@ class Restorer:
         return driver_error_text(error, self.secrets)
 
     def run(self, reader: BackupReader, selected: list[CollectionEntry]) -> list[CollectionOutcome]:
-        chosen = {entry.name for entry in selected}
+        # The backup's name of each selected entry -> the entry under its target name.
+        renamed = {entry.name: self.names.entry(entry) for entry in selected}
+        selected = list(renamed.values())
         existing = set(self.db.list_collection_names())
         outcomes: dict[str, CollectionOutcome] = {}
         for entry in selected:
@@ -134,9 +139,10 @@ class Restorer:
                 if entry.type == "changes" and not self.opts.dry_run:
                     changes = stack.enter_context(spooled(stream))  # replayed after indexes
                     continue
-                if entry.name not in chosen or entry.type == "view":
+                target = renamed.get(entry.name)
+                if target is None or entry.type == "view":
                     continue
-                self._restore_member(entry, stream, outcomes[entry.name])
+                self._restore_member(target, stream, outcomes[target.name])
             for entry in selected:
                 if entry.type != "view" and self.opts.indexes:
                     self._build_indexes(entry, outcomes[entry.name])
@@ -151,6 +157,7 @@ class Restorer:
                         events_of(changes, changes_entry, self.opts.checked),
                         self.wanted,
                         self.opts.until,
+                        self.names,
                     )
                 )
         return list(outcomes.values())

@@ -9,6 +9,7 @@ from bson.timestamp import Timestamp
 
 from ..errors import ConfigError
 from ..names import namespace_pattern
+from .renames import parse_renames
 
 
 @dataclass
@@ -20,6 +21,8 @@ class RestoreOptions:
     exclude: list[str] = field(default_factory=list)
     ns_include: list[str] = field(default_factory=list)  # DB.COLLECTION patterns of the backup
     ns_exclude: list[str] = field(default_factory=list)
+    ns_from: list[str] = field(default_factory=list)  # renames: --ns-from[i] -> --ns-to[i]
+    ns_to: list[str] = field(default_factory=list)
     drop: bool = False
     indexes: bool = True
     options: bool = True
@@ -41,6 +44,7 @@ class RestoreOptions:
                 namespace_pattern(pattern)
             except ValueError as error:
                 raise ConfigError(str(error)) from None
+        parse_renames(self.ns_from, self.ns_to)
         if not 1 <= self.jobs <= 64:
             raise ConfigError("-j must be between 1 and 64")
         if not 1 <= self.batch_size <= 100_000:

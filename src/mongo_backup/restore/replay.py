@@ -36,6 +36,7 @@ from ..errors import ConfigError
 from ..mongo.change_apply import ChangeApplier
 from ..mongo.cluster_time import from_json, show
 from ..mongo.source import from_extjson
+from .renames import NO_RENAMES, Renamer
 
 logger = logging.getLogger(__name__)
 
@@ -116,8 +117,9 @@ def replay(
     events: Iterator[bytes],
     wanted: Callable[[str], bool],
     until: Timestamp | None,
+    names: Renamer = NO_RENAMES,
 ) -> Replay:
-    applier = ChangeApplier(db, wanted=wanted, until=until)
+    applier = ChangeApplier(db, wanted=wanted, until=until, names=names)
     applier.apply_all(events)
     result = Replay(backup, "changes", dict(applier.counts), applier.stopped, applier.problems)
     for problem in applier.problems:
@@ -146,24 +148,27 @@ def apply_increment(
     wanted: Callable[[str], bool],
     until: Timestamp | None,
     checked: bool,
+    names: Renamer = NO_RENAMES,
 ) -> Replay:
-    """Apply one increment of a chain to ``db``."""
+    """Apply one increment of a chain to ``db``; ``wanted`` takes the backup's names,
+    ``names`` gives the target's (--ns-from/--ns-to)."""
     mode = (link.manifest.increment or {}).get("mode")
     result = Replay(link.id, "changes" if mode == "changes" else "documents")
     with open_backup(link.path) as reader:
         for entry in reader.manifest.collections:
             if mode == "field" and entry.type != "changes" and wanted(entry.name):
-                _ensure_collection(db, entry)
+                _ensure_collection(db, names.entry(entry))
         for entry, stream in reader.members():
             if entry.type == "changes":
-                return replay(db, link.id, events_of(stream, entry, checked), wanted, until)
+                events = events_of(stream, entry, checked)
+                return replay(db, link.id, events, wanted, until, names)
             if not wanted(entry.name):
                 continue
-            upserted = _upsert(db[entry.name], events_of(stream, entry, checked))
-            result.counts[entry.name] = upserted
+            target = names.collection(entry.name)
+            result.counts[target] = _upsert(db[target], events_of(stream, entry, checked))
         for entry in reader.manifest.collections:
             if mode == "field" and entry.type != "view" and wanted(entry.name):
-                _ensure_indexes(db, entry)
+                _ensure_indexes(db, names.entry(entry))
     logger.info("%s: %d documents upserted", link.id, sum(result.counts.values()))
     return result
 

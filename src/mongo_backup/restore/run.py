@@ -42,6 +42,7 @@ from ..retry import driver_error_text
 from ..verify.run import verify
 from .namespaces import CollectionOutcome, Restorer, WriteSettings
 from .options import RestoreOptions
+from .renames import Renamer, parse_renames
 from .replay import Replay, apply_increment, plan_chain
 from .state import (
     RestoreState,
@@ -118,7 +119,7 @@ def _run_restore(opts: RestoreOptions) -> RestoreResult:
         if opts.dry_run:
             result.replays.extend(Replay(link.id, "would apply") for link in chain[1:])
         else:
-            result.replays.extend(_apply_increments(opts, result.database, chain[1:]))
+            result.replays.extend(_apply_increments(opts, chain[0], chain[1:]))
         result.source = opts.source
         result.duration = time.perf_counter() - started
         return result
@@ -155,12 +156,14 @@ def _wanted(opts: RestoreOptions, source_db: str) -> Callable[[str], bool]:
     )
 
 
-def _apply_increments(opts: RestoreOptions, target: str, links: list[Link]) -> list[Replay]:
-    wanted = _wanted(opts, links[0].manifest.database) if links else _wanted(opts, "")
+def _apply_increments(opts: RestoreOptions, full: Link, links: list[Link]) -> list[Replay]:
+    wanted = _wanted(opts, full.manifest.database)
+    names, _ = _renamer(opts, full.manifest)
+    target = names.target
     client = connect(opts.uri, timeout=opts.timeout)
     try:
         return [
-            apply_increment(client[target], link, wanted, opts.until, opts.verify_first)
+            apply_increment(client[target], link, wanted, opts.until, opts.verify_first, names)
             for link in links
         ]
     except pymongo.errors.PyMongoError as error:
@@ -175,8 +178,8 @@ def _apply_increments(opts: RestoreOptions, target: str, links: list[Link]) -> l
 def _restore_one(opts: RestoreOptions, started: float) -> RestoreResult:
     with _open(opts) as reader:
         manifest = reader.manifest
-        target = opts.db or manifest.database
-        selected = _select(manifest, opts)
+        names, selected = _renamer(opts, manifest)
+        target = names.target
         state_file = state_path(manifest, hosts_of(opts.uri), target)
         state = _starting_state(opts, state_file, target)
         client = connect(opts.uri, timeout=opts.timeout)
@@ -206,6 +209,7 @@ def _restore_one(opts: RestoreOptions, started: float) -> RestoreResult:
                 state,
                 state_file,
                 inserts[target],
+                names,
             )
             outcomes = restorer.run(reader, selected)
         except pymongo.errors.PyMongoError as error:  # refused by the server: one clear line
@@ -230,6 +234,28 @@ def _restore_one(opts: RestoreOptions, started: float) -> RestoreResult:
         time.perf_counter() - started,
         restorer.replays,
     )
+
+
+def _renamer(opts: RestoreOptions, manifest: Manifest) -> tuple[Renamer, list[CollectionEntry]]:
+    """The renames (--ns-from/--ns-to) of the backup's selected entries, its target
+    database settled; the selected entries."""
+    selected = _select(manifest, opts)
+    names = Renamer(manifest.database, parse_renames(opts.ns_from, opts.ns_to))
+    names.target_db([entry.name for entry in selected], opts.db)
+    _refuse_merged_names(names, selected)
+    return names, selected
+
+
+def _refuse_merged_names(names: Renamer, selected: list[CollectionEntry]) -> None:
+    """Two collections renamed to one name would be mixed into one: refused."""
+    seen: dict[str, str] = {}
+    for entry in selected:
+        target = names.collection(entry.name)
+        if target in seen:
+            raise ConfigError(
+                f"--ns-to renames both {seen[target]!r} and {entry.name!r} to {target!r}"
+            )
+        seen[target] = entry.name
 
 
 def _settings(opts: RestoreOptions, source_db: str) -> WriteSettings:
