@@ -42,18 +42,30 @@ def test_a_chain_restores_under_new_names_and_views_follow(
     client[db_name].orders.update_one({"_id": 7}, {"$set": {"total": -1.0}})
     client[db_name].orders.delete_one({"_id": 8})
     client[db_name].users.insert_one({"_id": 9, "name": "late"})
+    # Collection events are replayed under the new names too: a view created on "orders", a
+    # collection created and renamed.
+    client[db_name].command(
+        "create", "late_view", viewOn="orders", pipeline=[{"$unionWith": "orders"}]
+    )
+    client[db_name].orders_new.insert_one({"_id": 1})
+    client[db_name].orders_new.rename("orders_next")
     increment = backup_archive(cli, mongo_uri, db_name, tmp_path, "--incremental")
 
     result = cli("restore", increment, "--uri", mongo_uri, "--db", target_db, "-q",
                  "--ns-from", "*.orders", "--ns-to", "*.orders_2026")  # fmt: skip
     assert result.code == 0, result.err
     source, restored = snapshot(client, db_name), snapshot(client, target_db)
-    assert sorted(restored) == ["orders_2026", "users"]
+    assert sorted(restored) == ["orders_2026", "orders_next", "users"]
     assert restored["orders_2026"] == source["orders"]  # bytes and indexes, changes applied
     assert restored["users"] == source["users"]
-    options = view_options(client, target_db)
-    assert options["viewOn"] == "orders_2026"
-    assert options["pipeline"][0]["$lookup"]["from"] == "users"
+    assert restored["orders_next"] == source["orders_next"]
+    views = {
+        v["name"]: v["options"] for v in client[target_db].list_collections(filter={"type": "view"})
+    }
+    assert views["orders_with_users"]["viewOn"] == "orders_2026"
+    assert views["orders_with_users"]["pipeline"][0]["$lookup"]["from"] == "users"
+    assert views["late_view"]["viewOn"] == "orders_2026"
+    assert views["late_view"]["pipeline"] == [{"$unionWith": "orders_2026"}]
 
 
 def test_a_database_rename_needs_no_db(
