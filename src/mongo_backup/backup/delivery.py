@@ -17,7 +17,7 @@ import queue
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import pyrage
 
@@ -26,6 +26,7 @@ from ..archive.encryption import encrypt_file
 from ..archive.manifest import Manifest
 from ..archive.writer import SUFFIXES, compressed_name, framed, write_tar
 from ..destinations import Destination, open_destination
+from ..location.pipe import StdoutWriter
 from ..location.transfer import metadata_for, upload_file, upload_stream
 
 logger = logging.getLogger(__name__)
@@ -84,6 +85,27 @@ def deliver_stream(
     produce = _encrypting(tar, recipients) if recipients else tar
     metadata = metadata_for(manifest, bool(recipients))
     return upload_stream(destination, _produced(produce), name, metadata, size_hint)
+
+
+def deliver_stdout(
+    folder: Path,
+    members: list[tuple[str, int]],
+    *,
+    compression: str,
+    recipients: list[Any],
+) -> int:
+    """Write the archive, as it is assembled from ``folder``, to stdout (``--archive -``);
+    returns its size. A reader that goes away is one ArchiveError line."""
+    out = StdoutWriter()
+
+    def tar(target: IO[bytes]) -> None:
+        with framed(target, compression) as (framed_out, framing):
+            write_tar(folder, members, framed_out, framing)
+
+    produce = _encrypting(tar, recipients) if recipients else tar
+    produce(cast(IO[bytes], out))
+    out.flush()
+    return out.bytes
 
 
 def _size_on_disk(folder: Path, file: str, compression: str) -> int:

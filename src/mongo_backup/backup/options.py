@@ -37,8 +37,8 @@ class BackupResult:
 
     @property
     def location(self) -> str:
-        """What the CLI prints: the archive's URL, or its path."""
-        return self.url or str(self.archive)
+        """What the CLI prints: the archive's URL, or its path ("-" for stdout)."""
+        return self.url or (str(self.archive) if self.archive is not None else "-")
 
     @property
     def complete(self) -> bool:
@@ -108,6 +108,7 @@ class BackupOptions:
     endpoint_url: str | None = None  # S3-compatible endpoint for --dest
     keep_local: bool = False  # keep the local archive after --dest uploaded it
     stream: bool = False  # --dest without a local archive file
+    to_stdout: bool = False  # --archive -: the archive goes to stdout, nowhere else
     encrypt_to: list[str] = field(default_factory=list)  # age / SSH recipients
     # --query: an Extended JSON filter for the collections named in ``collections``.
     query: str | None = None
@@ -135,6 +136,11 @@ class BackupOptions:
             raise ConfigError("--retry-delay must not be negative")
         if self.checkpoint_interval <= 0:
             raise ConfigError("--checkpoint-interval must be positive")
+        if self.to_stdout and (self.dest or self.keep_folder or self.incremental):
+            raise ConfigError(
+                "--archive - sends the archive to stdout: not with --dest, --keep-folder or "
+                "--incremental (an increment's base must be kept in its location)"
+            )
         if self.stream and not self.dest:
             raise ConfigError("--stream uploads as it goes: it needs --dest")
         if self.keep_local and not self.dest:

@@ -55,7 +55,7 @@ from ..redact import uri_secrets
 from ..retry import RetryPolicy
 from .checkpoint import Plan, remove_checkpoints
 from .consistency import Outcome, capture_increment, finish, start_reads
-from .delivery import deliver_file, deliver_stream
+from .delivery import deliver_file, deliver_stdout, deliver_stream
 from .exporter import NoProgress, Progress, UnitRunner
 from .manifest_builder import build_manifest
 from .options import BackupOptions, BackupResult
@@ -222,7 +222,19 @@ def _archive(
     url: str | None = None
     local: Path | None = destination
     try:
-        if opts.stream and opts.dest:
+        if opts.to_stdout:
+            try:
+                size = deliver_stdout(
+                    folder, members, compression=opts.compress, recipients=recipients
+                )
+            except ArchiveError as error:
+                raise ArchiveError(
+                    f"{error}; the exported files are kept in {folder}: run the same backup "
+                    "with --resume to write the archive again"
+                ) from None
+            logger.info("archive written to stdout (%d bytes)", size)
+            local = None
+        elif opts.stream and opts.dest:
             local, url = (
                 None,
                 deliver_stream(

@@ -31,9 +31,24 @@ def add_parser(commands: Any, parent: argparse.ArgumentParser, epilog: str) -> N
     add_connection_options(parser, "database to back up (default: $MONGO_DB, then .env)")
     add_backup_groups(parser, resume=True)
     _add_increment_options(parser)
-    add_destination_options(parser)
+    destinations = add_destination_options(parser)
+    destinations.add_argument(
+        "--archive",
+        type=_stdout_only,
+        metavar="-",
+        help="write the archive to stdout (as mongodump --archive; only '-'): nothing else "
+        "goes to stdout, logs to stderr; pipe it into 'mongo-backup restore - --uri ...'",
+    )
     add_monitoring_options(parser)
     parser.set_defaults(handler=run)
+
+
+def _stdout_only(text: str) -> str:
+    if text != "-":
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: only '-' (stdout); an archive file goes to --out-dir or --dest"
+        )
+    return text
 
 
 def add_backup_groups(parser: argparse.ArgumentParser, *, resume: bool) -> None:
@@ -230,7 +245,7 @@ def _add_increment_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_destination_options(parser: argparse.ArgumentParser) -> None:
+def add_destination_options(parser: argparse.ArgumentParser) -> Any:
     group = parser.add_argument_group(
         "destinations and encryption",
         "where the finished archive is uploaded, and who can decrypt it",
@@ -261,6 +276,7 @@ def add_destination_options(parser: argparse.ArgumentParser) -> None:
         help="encrypt the archive with age to this age or SSH public key (or a file of "
         "them); repeatable; the archive becomes .tar.zst.age",
     )
+    return group
 
 
 def byte_size(text: str) -> int:
@@ -279,6 +295,8 @@ def byte_size(text: str) -> int:
 
 def run(args: argparse.Namespace) -> BackupResult:
     options = backup_options(args)
+    if options.to_stdout and args.json:
+        raise ConfigError("--archive - writes the archive to stdout: --json cannot share it")
     monitor = Monitor.from_args(args, "backup", options.db)
     try:
         with progress_for(args.quiet or args.json) as progress:
@@ -289,7 +307,7 @@ def run(args: argparse.Namespace) -> BackupResult:
     monitor.backup_done(result)
     if args.json:
         print(json.dumps(with_exit_code(result), ensure_ascii=False))
-    else:
+    elif not options.to_stdout:  # then stdout holds the archive alone
         print(result.location)
     return result
 
@@ -329,6 +347,7 @@ def backup_options(args: argparse.Namespace) -> BackupOptions:
         endpoint_url=args.endpoint_url,
         keep_local=args.keep_local,
         stream=args.stream,
+        to_stdout=getattr(args, "archive", None) == "-",
         encrypt_to=args.encrypt_to,
         query=query_text(args),
     )

@@ -36,6 +36,7 @@ from ..destinations import Destination, is_url, open_destination
 from ..destinations import split_archive_url as split_url
 from ..errors import ArchiveError, ConfigError, DestinationError
 from ..names import ARCHIVE_FOLDER, ARCHIVE_NAME
+from .pipe import is_stdio, spooled_stdin
 
 logger = logging.getLogger(__name__)
 
@@ -150,7 +151,12 @@ def local_copy(
 ) -> Iterator[Path]:
     """``source`` (a path or URL, maybe ``.age``) as a local, decrypted archive or
     folder, with the parents of an increment beside it. Downloads and decryptions go
-    to a temporary folder, removed afterwards."""
+    to a temporary folder, removed afterwards. ``-`` is an archive read from stdin
+    (:func:`~mongo_backup.location.pipe.spooled_stdin`)."""
+    if is_stdio(source):
+        with spooled_stdin() as spooled, local_copy(str(spooled), identity, endpoint_url) as path:
+            yield path
+        return
     if not is_url(source) and not source.endswith(AGE_SUFFIX):
         yield Path(source)  # a local archive, and its parents are beside it
         return

@@ -1,0 +1,91 @@
+"""Archives through pipes: ``backup --archive -`` writes one to stdout, ``restore -`` and
+``verify -`` read one from stdin.
+
+A backup is only known to be whole once its last member's checksum is read, and a
+restore must not write anything from a stream that is cut or damaged (the rule for every
+archive). So a stream read from stdin is kept in a private temporary file until its end,
+then verified and restored from there like any archive file: memory stays flat, and the
+disk it takes is the archive's size, released when the command ends.
+
+Contract: :func:`spooled_stdin` yields the path of a complete copy of stdin (named as an
+age-encrypted archive when it starts with age's header, so that ``--identity`` applies)
+and removes it afterwards; an empty stdin is a ConfigError. :func:`to_stdout` writes
+bytes to the process's stdout and turns a reader that went away into one ArchiveError
+line instead of a BrokenPipeError traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+from ..errors import ArchiveError, ConfigError
+
+STDIO = "-"
+_AGE_HEADER = b"age-encryption.org/v1"
+_CHUNK = 1 << 20
+
+
+def is_stdio(source: str | os.PathLike[str] | None) -> bool:
+    return source is not None and str(source) == STDIO
+
+
+@contextlib.contextmanager
+def spooled_stdin(stream: IO[bytes] | None = None) -> Iterator[Path]:
+    """A private temporary copy of the archive on stdin (or ``stream``)."""
+    source = stream if stream is not None else sys.stdin.buffer
+    if source.isatty() if hasattr(source, "isatty") else False:
+        raise ConfigError("reading an archive from stdin ('-'), but stdin is a terminal")
+    with tempfile.TemporaryDirectory(prefix="mongo-backup-stdin-") as work:
+        path = Path(work) / "stdin.tar"
+        with open(path, "wb") as copy:
+            head = source.read(len(_AGE_HEADER))
+            copy.write(head)
+            shutil.copyfileobj(source, copy, _CHUNK)
+        if not head:
+            raise ConfigError("stdin ('-') is empty: no archive came through the pipe")
+        if head == _AGE_HEADER:
+            encrypted = path.with_name("stdin.tar.age")
+            path.rename(encrypted)
+            path = encrypted
+        yield path
+
+
+class StdoutWriter:
+    """stdout as a binary file for an archive; a closed pipe becomes an ArchiveError."""
+
+    def __init__(self, out: IO[bytes] | None = None) -> None:
+        self._out = out if out is not None else sys.stdout.buffer
+        self.bytes = 0
+
+    def write(self, data: bytes) -> int:
+        try:
+            written = self._out.write(data)
+        except OSError as error:
+            raise _pipe_error(error) from None
+        self.bytes += len(data)
+        return written if written is not None else len(data)
+
+    def flush(self) -> None:
+        try:
+            self._out.flush()
+        except OSError as error:
+            raise _pipe_error(error) from None
+
+
+def _pipe_error(error: OSError) -> ArchiveError:
+    if error.errno in (errno.EPIPE, errno.ECONNRESET) or isinstance(error, BrokenPipeError):
+        # Python would print another error at exit flushing the dead pipe: point
+        # stdout at /dev/null so that the one line below is all the user sees.
+        with contextlib.suppress(OSError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        return ArchiveError("the archive's reader closed the pipe before the end (stdout)")
+    return ArchiveError(f"writing the archive to stdout: {error.strerror or error}")
