@@ -50,3 +50,10 @@ def write_dump(folder: Path, db: str, collections: dict[str, Dumped]) -> Path:
         else:
             (target / f"{stem}.bson").write_bytes(data)
     return target
+
+
+def write_oplog(dump: Path, entries: list[dict[str, Any]]) -> Path:
+    """``dump/oplog.bson`` as ``mongodump --oplog`` writes it: raw oplog entries."""
+    path = dump / "oplog.bson"
+    path.write_bytes(b"".join(bson.encode(entry) for entry in entries))
+    return path

@@ -114,8 +114,8 @@ def _hostile(folder: Path, kind: str) -> None:
         body = b"\x03sub\x00" + bad_inner + b"\x00"
         document = (len(body) + 4).to_bytes(4, "little") + body
         (folder / "people.bson").write_bytes(data + document)
-    elif kind == "oplog":
-        (folder.parent / "oplog.bson").write_bytes(b"")
+    elif kind == "oplog":  # an entry cut short
+        (folder.parent / "oplog.bson").write_bytes(b"\x20\x00\x00\x00\x02op\x00")
     elif kind == "metadata":
         (folder / "people.metadata.json").write_text("{not json")
 

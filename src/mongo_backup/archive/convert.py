@@ -5,8 +5,9 @@ lines included), every member gets its size, document count and SHA-256, and the
 manifest records the options and index specs of mongodump's metadata. The archive is
 assembled in a hidden working folder in ``out_dir`` and renamed into
 ``out_dir/backup_data/`` only when whole, so a failed conversion leaves nothing under an
-archive's name. Its consistency is ``none``: mongodump without ``--oplog`` reads the
-collections one after another.
+archive's name. Its consistency is ``none`` (mongodump without ``--oplog`` reads the
+collections one after another), or ``oplog`` with the dump's ``oplog.bson`` as the
+``$changes`` member.
 """
 
 from __future__ import annotations
@@ -17,7 +18,14 @@ import tempfile
 from pathlib import Path
 
 from ..names import ARCHIVE_FOLDER, file_names
-from .manifest import MANIFEST_NAME, CollectionEntry, Manifest, manifest_bytes
+from .manifest import (
+    CHANGES_FILE,
+    CHANGES_NAME,
+    MANIFEST_NAME,
+    CollectionEntry,
+    Manifest,
+    manifest_bytes,
+)
 from .mongodump import MongodumpReader
 from .writer import SUFFIXES, MemberWriter, write_archive
 
@@ -37,7 +45,8 @@ def convert_mongodump(
     name = _free_name(archive_dir, f"backup_{stamp}", compression)
     work = Path(tempfile.mkdtemp(prefix=".convert-", dir=out_dir))
     try:
-        files = file_names(entry.name for entry in dumped.data_entries)
+        files = file_names(e.name for e in dumped.data_entries if e.type != "changes")
+        files[CHANGES_NAME] = CHANGES_FILE  # mongodump --oplog: its entries as change events
         entries: list[CollectionEntry] = []
         converted = {}
         for entry, stream in reader.members():
@@ -71,6 +80,7 @@ def convert_mongodump(
             server={"converted_from": "mongodump", "source": str(reader.folder)},
             hosts=[],
             collections=entries,
+            consistency=dumped.consistency,
             backup_id=name,
         )
         (work / MANIFEST_NAME).write_bytes(manifest_bytes(manifest))

@@ -16,17 +16,20 @@ Contracts:
   :data:`MAX_DOCUMENT` and end inside the file with a 0 byte; libbson checks the rest
   (nesting, types, UTF-8). Anything else is an :class:`ArchiveError` naming the file and
   the byte offset, as for a damaged archive of our own.
-- ``oplog.bson`` (``mongodump --oplog``) is refused: replaying it is not supported yet.
+- ``oplog.bson`` (``mongodump --oplog``, beside the database's folder) becomes the
+  ``$changes`` member (:mod:`.mongodump_oplog`): the restore replays it after the
+  documents, as ``mongorestore --oplogReplay`` does, and the consistency is ``oplog``.
 - Time-series collections (dumped as their buckets) are refused.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import gzip
 import json
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any, cast
 
@@ -38,7 +41,8 @@ from bson.json_util import CANONICAL_JSON_OPTIONS
 from ..errors import ArchiveError
 from .backup_reader import BackupReader
 from .extjson import BatchEncoder
-from .manifest import MANIFEST_NAME, CollectionEntry, Manifest
+from .manifest import CHANGES_FILE, CHANGES_NAME, MANIFEST_NAME, CollectionEntry, Manifest
+from .mongodump_oplog import oplog_events
 
 MAX_DOCUMENT = 16 * 1024 * 1024 + 16 * 1024  # the server's limit, plus its own headroom
 MAX_METADATA = 16 * 1024 * 1024
@@ -85,16 +89,17 @@ class MongodumpReader(BackupReader):
         folder = database_folder(path)
         if folder is None:
             raise ArchiveError(f"{path}: not a mongodump output folder")
-        for oplog in (path / "oplog.bson", folder.parent / "oplog.bson", folder / "oplog.bson"):
-            if oplog.exists():
-                raise ArchiveError(
-                    f"{oplog}: replaying a mongodump --oplog is not supported yet (restore "
-                    "it with mongorestore --oplogReplay, or move oplog.bson away to restore "
-                    "the documents as dumped, without a point in time)"
-                )
         self.folder = folder
         self.location = str(folder)
         entries = [self._entry(name) for name in self._names()]
+        # mongodump --oplog writes oplog.bson at the top of the dump, beside the databases.
+        self.oplog = next(
+            (p for p in (path / "oplog.bson", folder.parent / "oplog.bson")
+             if p != folder / "oplog.bson" and p.is_file()),
+            None,
+        )  # fmt: skip
+        if self.oplog is not None:
+            entries.append(CollectionEntry(CHANGES_NAME, "changes", CHANGES_FILE))
         stamp = dt.datetime.fromtimestamp(folder.stat().st_mtime, dt.UTC).isoformat()
         self.manifest = Manifest(
             database=urllib.parse.unquote(folder.name),
@@ -107,6 +112,7 @@ class MongodumpReader(BackupReader):
             server={},
             hosts=[],
             collections=entries,
+            consistency="oplog" if self.oplog is not None else "none",
             format=FORMAT,
         )
 
@@ -173,6 +179,13 @@ class MongodumpReader(BackupReader):
     def members(self) -> Iterator[tuple[CollectionEntry, IO[bytes]]]:
         for entry in self.manifest.data_entries:
             assert entry.file is not None
+            if entry.type == "changes":
+                assert self.oplog is not None
+                events = functools.partial(_events, db=self.manifest.database)
+                with open(self.oplog, "rb") as handle:
+                    stream = _LinesStream(handle, str(self.oplog), events)
+                    yield entry, cast(IO[bytes], stream)
+                continue
             path = self.folder / entry.file
             opener = gzip.open if entry.file.endswith(".gz") else open
             with opener(path, "rb") as handle:
@@ -228,11 +241,28 @@ class _CheckingEncoder(BatchEncoder):
         return super()._escape(raw)
 
 
-class _LinesStream:
-    """A ``.bson`` file as Extended JSON lines (the member a backup would hold)."""
+def _events(batch: bytes, db: str) -> bytes:
+    """A batch of oplog entries as the change events of database ``db``."""
+    entries, pos = [], 0
+    while pos < len(batch):
+        size = int.from_bytes(batch[pos : pos + 4], "little")
+        entries.append(batch[pos : pos + size])
+        pos += size
+    try:
+        return b"".join(oplog_events(entries, db))
+    except (KeyError, TypeError, AttributeError, bson.errors.InvalidBSON) as error:
+        raise ValueError(f"an oplog entry that cannot be replayed ({error!r})") from None
 
-    def __init__(self, raw: IO[bytes], where: str) -> None:
+
+class _LinesStream:
+    """A ``.bson`` file as Extended JSON lines (the member a backup would hold); with
+    ``transform``, each batch of documents is replaced by what it returns first."""
+
+    def __init__(
+        self, raw: IO[bytes], where: str, transform: Callable[[bytes], bytes] | None = None
+    ) -> None:
         self._batches = iter_bson(raw, where)
+        self._transform = transform
         self._encoder = _CheckingEncoder("canonical")
         self._where = where
         self._buffer = b""
@@ -244,6 +274,8 @@ class _LinesStream:
             if batch is None:
                 break
             try:
+                if self._transform is not None:
+                    batch = self._transform(batch)
                 text, count = self._encoder.encode(batch)
             except ValueError as error:
                 raise ArchiveError(f"{self._where}: {error}") from None
