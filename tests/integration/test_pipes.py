@@ -97,12 +97,17 @@ def test_verify_reads_stdin(piped_archive: bytes) -> None:
     assert "orders" in result.stdout.decode()
 
 
+@pytest.mark.parametrize("encrypted", [False, True])
 def test_a_reader_that_goes_away_is_one_line_and_the_folder_is_kept(
-    client: MongoClient[Any], mongo_uri: str, db_name: str, tmp_path: Path
+    client: MongoClient[Any], mongo_uri: str, db_name: str, tmp_path: Path, encrypted: bool
 ) -> None:
     seed(client, db_name)
-    command = " ".join([*TOOL, "backup", "--uri", f"'{mongo_uri}'", "--db", db_name,
-                        "--out-dir", str(tmp_path / "w"), "--archive", "-", "-q"])  # fmt: skip
+    # 2 MB that no compression shrinks: far more than a pipe's buffer holds.
+    client[db_name].noise.insert_many([{"_id": i, "b": os.urandom(4000)} for i in range(500)])
+    key = str(x25519.Identity.generate().to_public())
+    sealed = ["--encrypt-to", key] if encrypted else []
+    argv = ["backup", "--uri", f"'{mongo_uri}'", "--db", db_name, "--out-dir", str(tmp_path / "w")]
+    command = " ".join([*TOOL, *argv, "--archive", "-", "-q", *sealed])
     result = subprocess.run(
         ["bash", "-c", f"set -o pipefail; {command} | head -c 1000 > /dev/null"],
         capture_output=True,

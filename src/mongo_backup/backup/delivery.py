@@ -103,8 +103,13 @@ def deliver_stdout(
             write_tar(folder, members, framed_out, framing)
 
     produce = _encrypting(tar, recipients) if recipients else tar
-    produce(cast(IO[bytes], out))
-    out.flush()
+    try:
+        produce(cast(IO[bytes], out))
+        out.flush()
+    except Exception:
+        if out.failure is not None:  # the pipe's own error, not age's wrapping of it
+            raise out.failure from None
+        raise
     return out.bytes
 
 

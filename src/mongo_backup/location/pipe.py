@@ -64,12 +64,15 @@ class StdoutWriter:
     def __init__(self, out: IO[bytes] | None = None) -> None:
         self._out = out if out is not None else sys.stdout.buffer
         self.bytes = 0
+        # The error raised, kept: a caller between (age encryption) may wrap it in its own.
+        self.failure: ArchiveError | None = None
 
     def write(self, data: bytes) -> int:
         try:
             written = self._out.write(data)
         except OSError as error:
-            raise _pipe_error(error) from None
+            self.failure = _pipe_error(error)
+            raise self.failure from None
         self.bytes += len(data)
         return written if written is not None else len(data)
 
@@ -77,7 +80,8 @@ class StdoutWriter:
         try:
             self._out.flush()
         except OSError as error:
-            raise _pipe_error(error) from None
+            self.failure = _pipe_error(error)
+            raise self.failure from None
 
 
 def _pipe_error(error: OSError) -> ArchiveError:
