@@ -243,13 +243,8 @@ class _CheckingEncoder(BatchEncoder):
 
 def _events(batch: bytes, db: str) -> bytes:
     """A batch of oplog entries as the change events of database ``db``."""
-    entries, pos = [], 0
-    while pos < len(batch):
-        size = int.from_bytes(batch[pos : pos + 4], "little")
-        entries.append(batch[pos : pos + size])
-        pos += size
     try:
-        return b"".join(oplog_events(entries, db))
+        return b"".join(oplog_events(batch, db))
     except (KeyError, TypeError, AttributeError, bson.errors.InvalidBSON) as error:
         raise ValueError(f"an oplog entry that cannot be replayed ({error!r})") from None
 

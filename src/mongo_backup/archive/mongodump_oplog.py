@@ -8,7 +8,7 @@ nothing), so each oplog entry of the dumped database becomes the change event a 
 stream would have shown for it, and the dump's reader presents them as the ``$changes``
 member: ``restore``, ``verify`` and ``convert`` need nothing more.
 
-Contract: :func:`oplog_events` turns the raw oplog entries of ``db`` (others are left out,
+Contract: :func:`oplog_events` turns a batch of raw oplog entries of ``db`` (others are left out,
 as are no-ops) into raw change events in the same order; a transaction's ``applyOps`` gives
 one event per inner operation, at the transaction's time. An entry it cannot read
 (unknown operation, a command it does not know, malformed fields) is a ValueError naming
@@ -23,7 +23,7 @@ Update entries carry the server's own format: a replacement document, ``$set``/`
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import bson
@@ -35,14 +35,13 @@ _EXACT: CodecOptions[dict[str, Any]] = CodecOptions(
     datetime_conversion=DatetimeConversion.DATETIME_AUTO
 )
 _RAW = CodecOptions(document_class=RawBSONDocument)
-_INDEX_COMMANDS = ("createIndexes",)
 _DROP_INDEX_COMMANDS = ("dropIndexes", "deleteIndexes")
 
 
-def oplog_events(entries: Iterable[bytes], db: str) -> Iterator[bytes]:
-    """The change events (raw BSON) of database ``db`` in raw oplog ``entries``."""
-    for raw in entries:
-        entry = RawBSONDocument(raw, _RAW)
+def oplog_events(batch: bytes, db: str) -> Iterator[bytes]:
+    """The change events (raw BSON) of database ``db`` in ``batch``, raw oplog entries
+    one after another."""
+    for entry in bson.decode_all(batch, _RAW):
         yield from _events(entry, db, entry.get("ts"))
 
 
@@ -153,7 +152,7 @@ def _command(command: dict[str, Any], when: Any) -> dict[str, Any] | None:
         to_db, _, to_collection = str(command.get("to") or "").partition(".")
         return {"operationType": "rename", "collection": str(target).partition(".")[2],
                 "to": {"db": to_db, "coll": to_collection}}  # fmt: skip
-    if name in _INDEX_COMMANDS:
+    if name == "createIndexes":
         spec = {k: v for k, v in command.items() if k != name}
         indexes = spec.pop("indexes", None) or [spec]
         return {"operationType": "createIndexes", "collection": target,

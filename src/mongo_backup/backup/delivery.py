@@ -78,11 +78,7 @@ def deliver_stream(
     name = f"{folder.name}{SUFFIXES[compression]}" + (AGE_SUFFIX if recipients else "")
     size_hint = sum(_size_on_disk(folder, file, compression) for file, _ in members) + (1 << 20)
 
-    def tar(out: IO[bytes]) -> None:
-        with framed(out, compression) as (target, framing):
-            write_tar(folder, members, target, framing)
-
-    produce = _encrypting(tar, recipients) if recipients else tar
+    produce = _producer(folder, members, compression, recipients)
     metadata = metadata_for(manifest, bool(recipients))
     return upload_stream(destination, _produced(produce), name, metadata, size_hint)
 
@@ -97,20 +93,27 @@ def deliver_stdout(
     """Write the archive, as it is assembled from ``folder``, to stdout (``--archive -``);
     returns its size. A reader that goes away is one ArchiveError line."""
     out = StdoutWriter()
-
-    def tar(target: IO[bytes]) -> None:
-        with framed(target, compression) as (framed_out, framing):
-            write_tar(folder, members, framed_out, framing)
-
-    produce = _encrypting(tar, recipients) if recipients else tar
     try:
-        produce(cast(IO[bytes], out))
+        _producer(folder, members, compression, recipients)(cast(IO[bytes], out))
         out.flush()
     except Exception:
         if out.failure is not None:  # the pipe's own error, not age's wrapping of it
             raise out.failure from None
         raise
     return out.bytes
+
+
+def _producer(
+    folder: Path, members: list[tuple[str, int]], compression: str, recipients: list[Any]
+) -> Callable[[IO[bytes]], None]:
+    """What writes the archive assembled from ``folder`` into a file object, encrypted
+    when there are ``recipients``."""
+
+    def tar(out: IO[bytes]) -> None:
+        with framed(out, compression) as (target, framing):
+            write_tar(folder, members, target, framing)
+
+    return _encrypting(tar, recipients) if recipients else tar
 
 
 def _size_on_disk(folder: Path, file: str, compression: str) -> int:

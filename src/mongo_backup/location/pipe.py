@@ -9,7 +9,7 @@ disk it takes is the archive's size, released when the command ends.
 
 Contract: :func:`spooled_stdin` yields the path of a complete copy of stdin (named as an
 age-encrypted archive when it starts with age's header, so that ``--identity`` applies)
-and removes it afterwards; an empty stdin is a ConfigError. :func:`to_stdout` writes
+and removes it afterwards; an empty stdin is a ConfigError. :class:`StdoutWriter` writes
 bytes to the process's stdout and turns a reader that went away into one ArchiveError
 line instead of a BrokenPipeError traceback.
 """
@@ -33,15 +33,15 @@ _AGE_HEADER = b"age-encryption.org/v1"
 _CHUNK = 1 << 20
 
 
-def is_stdio(source: str | os.PathLike[str] | None) -> bool:
-    return source is not None and str(source) == STDIO
+def is_stdio(source: str) -> bool:
+    return source == STDIO
 
 
 @contextlib.contextmanager
-def spooled_stdin(stream: IO[bytes] | None = None) -> Iterator[Path]:
-    """A private temporary copy of the archive on stdin (or ``stream``)."""
-    source = stream if stream is not None else sys.stdin.buffer
-    if source.isatty() if hasattr(source, "isatty") else False:
+def spooled_stdin() -> Iterator[Path]:
+    """A private temporary copy of the archive on stdin."""
+    source = sys.stdin.buffer
+    if source.isatty():
         raise ConfigError("reading an archive from stdin ('-'), but stdin is a terminal")
     with tempfile.TemporaryDirectory(prefix="mongo-backup-stdin-") as work:
         path = Path(work) / "stdin.tar"
@@ -85,7 +85,7 @@ class StdoutWriter:
 
 
 def _pipe_error(error: OSError) -> ArchiveError:
-    if error.errno in (errno.EPIPE, errno.ECONNRESET) or isinstance(error, BrokenPipeError):
+    if error.errno in (errno.EPIPE, errno.ECONNRESET):  # BrokenPipeError is EPIPE
         # Python would print another error at exit flushing the dead pipe: point
         # stdout at /dev/null so that the one line below is all the user sees.
         with contextlib.suppress(OSError):

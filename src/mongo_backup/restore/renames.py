@@ -130,6 +130,7 @@ class Renamer:
     def __init__(self, db: str, pairs: list[RenamePair]) -> None:
         self.db, self.pairs = db, pairs
         self.target = self.renamed_db = db  # restored into (--db or --ns-to): target_db
+        self._names: dict[str, str] = {}
 
     def namespace(self, collection: str) -> tuple[str, str]:
         """(database, collection) that ``collection`` of the backup is restored as."""
@@ -160,7 +161,11 @@ class Renamer:
         return self.target
 
     def collection(self, name: str) -> str:
-        return self.namespace(name)[1]
+        # Asked for every replayed event: each name is matched against the pairs once.
+        renamed = self._names.get(name)
+        if renamed is None:
+            renamed = self._names[name] = self.namespace(name)[1]
+        return renamed
 
     def source(self, name: str) -> str | None:
         """The backup's collection restored as ``name`` of the target database, if any
