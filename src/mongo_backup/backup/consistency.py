@@ -90,7 +90,7 @@ _DDL_EVENTS = {"create", "drop", "rename", "dropDatabase"}
 
 
 def _ddl_after_start(source: MongoSource, state: dict[str, Any], token: dict[str, Any]) -> bool:
-    """True if a collection was created, dropped or renamed between the start point and
+    """True if a collection was created, dropped or renamed between the start token and
     the listing of the namespaces."""
     seen: list[str] = []
 
@@ -218,8 +218,8 @@ def write_changes(
     max_bytes: int | None = None,
     follower: ChangeFollower | None = None,
 ) -> tuple[CollectionEntry | None, Captured]:
-    """Capture the events in ``(after, until]`` into the changes member of ``folder``;
-    no member (None) when there are none."""
+    """Capture the events after ``token`` (taken at ``after``) up to ``until`` into the
+    changes member of ``folder``; no member (None) when there are none."""
     layout = plan.layout
     writer = MemberWriter(folder, CHANGES_FILE, layout.compress, layout.keep_folder)
     # Canonical whatever the backup's format: replaying needs every type exactly.

@@ -11,9 +11,16 @@ Contracts:
   every event committed after the moment it was called.
 - :func:`capture` resumes after ``start_token`` (a resume token, so that a server that
   pruned that history says so: ChangeStreamHistoryLost becomes :class:`HistoryLost`,
-  never a silent gap), skips events at or before ``after``, hands every event up to
-  and including ``until`` to ``sink`` as raw BSON, and returns the token to continue
-  after the last one. ``until`` is a time the server has applied
+  never a silent gap), hands every event after it up to and including ``until`` to
+  ``sink`` as raw BSON, and returns the token to continue after the last one. The token,
+  never a cluster time, says where a capture begins: a server may hand out a time (the
+  ``after`` of a backup's point, ``until`` here) while a write with an earlier time is
+  still committing, and show that write in the stream only later (an "oplog hole":
+  SecantusDB does under concurrent writes). Skipped by its time, such a write would be
+  in neither backup; taken from the token, it is in the next one. The events between
+  a full backup's start token and its snapshot time, which its documents already hold,
+  are so replayed once more on restore, harmlessly (as ``mongorestore --oplogReplay``
+  replays the oplog from before a dump began). ``until`` is a time the server has applied
   (:func:`~mongo_backup.mongo.cluster_time.latest_point`); change streams show only
   majority-committed events, so the stream is read until its position passes ``until``
   (MongoDB's resume tokens say where the stream stands) or, on servers whose tokens do
@@ -21,7 +28,7 @@ Contracts:
   events handed on reach that size, it takes the rest of the events at the same cluster
   time (a transaction's events share one; an increment never ends inside it) and stops;
   :attr:`Captured.reached` is then the cluster time of the last event taken, and a later
-  capture from the returned token with ``after=reached`` continues with no gap.
+  capture from the returned token continues with no gap.
 - A transient fault (a closed connection, a stall, a step-down) is retried per
   ``policy``: the stream is opened again after the last event handed on, so the sink
   sees every event once.
@@ -89,15 +96,15 @@ def _plain(token: Any) -> dict[str, Any]:
 
 def stream_position(db: Database[Any]) -> dict[str, Any]:
     """A resume token for "now": a stream resumed after it sees every event committed
-    later. Callers skip the events at or before the cluster time they read next, so a
-    token a little older is as good (and no ``getMore`` is needed for it)."""
+    later. A token a little older is as good: the few events between it and the data
+    read next are replayed once more on restore (and no ``getMore`` is needed for it)."""
     with db.with_options(codec_options=_RAW).watch(
         show_expanded_events=True, max_await_time_ms=AWAIT_MS
     ) as stream:
         token = stream.resume_token  # the position after an empty first batch
         if token is None:
-            # Events came with the first batch: resuming after the first of them only
-            # leaves out events from before the time the caller reads next.
+            # Events came with the first batch (a server that answers the opening
+            # aggregate with them): they were committed before the data is read next.
             first = stream.try_next()
             token = first["_id"] if first is not None else stream.resume_token
     if token is None:  # pragma: no cover - servers always send a post-batch token
@@ -191,8 +198,9 @@ def capture(
     follower: ChangeFollower | None = None,
     batches: bool = False,
 ) -> Captured:
-    """Hand ``sink`` the raw BSON of every event in ``(after, until]`` whose
-    collection is ``wanted``; see the module's contracts. With ``follower`` (kept by the
+    """Hand ``sink`` the raw BSON of every event after ``start_token`` up to ``until``
+    whose collection is ``wanted``; see the module's contracts (``after``, the point the
+    token was taken for, only names the history in errors). With ``follower`` (kept by the
     caller from one capture to the next) its stream stays open afterwards. With
     ``batches`` the sink may get several events at once, concatenated."""
     progress = Captured(0, 0, start_token, until)
@@ -202,7 +210,7 @@ def capture(
     try:
         while True:
             try:
-                window = _Window(progress, after, until, sink, wanted, max_bytes, batches)
+                window = _Window(progress, until, sink, wanted, max_bytes, batches)
                 return _capture(db, stream, window)
             except pymongo.errors.PyMongoError as error:
                 stream.close()  # the retry opens a new stream after the last event taken
@@ -270,12 +278,12 @@ def _capture(
 
 
 class _Window:
-    """What one capture takes, ``(after, until]``, and where it stands."""
+    """What one capture takes (the events after its token, up to ``until``) and where
+    it stands."""
 
     def __init__(
         self,
         progress: Captured,
-        after: Timestamp,
         until: Timestamp,
         sink: Callable[[bytes], None],
         wanted: Callable[[str], bool],
@@ -284,7 +292,7 @@ class _Window:
     ) -> None:
         self.progress, self.until, self.sink, self.wanted = progress, until, sink, wanted
         self.max_bytes = max_bytes
-        self.after_key, self.until_key = time_key(after), time_key(until)
+        self.until_key = time_key(until)
         # Where max_bytes was reached (kept by ``progress`` across a retry), or -1.
         self.full_key = time_key(progress.full_at) if progress.full_at is not None else -1
         self.every = wanted is keep_all  # then no event's collection need be read
@@ -308,16 +316,14 @@ class _Window:
 
     def take_whole(self, batch: list[RawBSONDocument]) -> bool:
         """The common case of a watch: a batch inside the window, taken in one piece
-        (events come in cluster time order: its first and last say so)."""
+        (events come in cluster time order: its last says so)."""
         if not self.whole_batches or self.full_key >= 0:
             return False
         joined = b"".join([event.raw for event in batch])
-        first = event_kind_and_time(bytes(batch[0].raw))[1]
         last = event_kind_and_time(bytes(batch[-1].raw))[1]
         progress, max_bytes = self.progress, self.max_bytes
         fits = max_bytes is None or progress.handed + len(joined) < max_bytes
-        inside = self.after_key < first and last <= self.until_key
-        if not (inside and fits) or _INVALIDATE in joined:
+        if not (last <= self.until_key and fits) or _INVALIDATE in joined:
             return False
         self.sink(joined)
         progress.events += len(batch)
@@ -346,8 +352,6 @@ class _Window:
                 stream.restart_after(progress.token)
                 return False
             self.last_event, self.last_position = event, None
-            if when <= self.after_key:
-                continue
             if self._wanted(event, operation, collection):
                 self.sink(raw)
                 progress.events += 1
