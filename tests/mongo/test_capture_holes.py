@@ -57,6 +57,9 @@ class ScriptedStream:
             return held
         return self.batches.pop(0) if self.batches else []
 
+    def buffered(self) -> bool:
+        return bool(self.held)
+
     def hold(self, events: list[RawBSONDocument]) -> None:
         self.held = events
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..archive.writer import SUFFIXES
 from ..errors import CheckpointError, ConfigError, MongoBackupError
-from ..mongo.source import Intent, MongoSource
+from ..mongo.source import CollectionSize, Intent, MongoSource
 from ..names import (
     ARCHIVE_FOLDER,
     FOLDER_PREFIX,
@@ -169,6 +169,8 @@ def new_plan(
     # then carries a value at or after the mark.
     marks = watermarks(source, intents, request.since_field, floors) if request.since_field else {}
     files = file_names(intent.name for intent in intents if intent.has_data)
+    with_data = [intent.name for intent in intents if intent.has_data]
+    sizes = source.sizes(with_data, counts_wanted=request.split_threshold is not None)
     units = [
         unit
         for intent in intents
@@ -178,7 +180,9 @@ def new_plan(
             # server picks for the filter (an index on the field): one unordered unit.
             [Unit(intent.name, files[intent.name], files[intent.name], ordered=False)]
             if increment is not None and increment["since"].get(intent.name) is not None
-            else plan_units(source, intent, files[intent.name], request.split_threshold)
+            else plan_units(
+                source, intent, sizes[intent.name], files[intent.name], request.split_threshold
+            )
         )
     ]
     plan, folder = _saved_plan(
@@ -246,13 +250,16 @@ def _saved_plan(
 
 
 def plan_units(
-    source: MongoSource, intent: Intent, file: str, split_threshold: int | None
+    source: MongoSource,
+    intent: Intent,
+    stats: CollectionSize,
+    file: str,
+    split_threshold: int | None,
 ) -> list[Unit]:
     """One unit for the collection, or one per ``_id`` range when it is larger than
     ``split_threshold`` bytes and can be read in ``_id`` order. With the default
     threshold (None) only sizes the server reports count: a guess from the document
     count does not split a collection unless a threshold was asked for."""
-    stats = source.size_bytes(intent.name)
     size, known = stats.bytes, stats.known
     whole = Unit(intent.name, file, file, ordered=intent.ordered, size=size, average=stats.average)
     threshold = split_threshold or DEFAULT_SPLIT_THRESHOLD

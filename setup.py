@@ -1,0 +1,18 @@
+"""The optional C converter (archive/_canonical.c); everything else is in pyproject.toml.
+
+``optional=True``: where no C compiler is found the package installs without it and
+archive/extjson.py converts every document through python-bsonjs, to the same bytes.
+"""
+
+from setuptools import Extension, setup
+
+setup(
+    ext_modules=[
+        Extension(
+            "mongo_backup.archive._canonical",
+            sources=["src/mongo_backup/archive/_canonical.c"],
+            extra_compile_args=["-O2"],
+            optional=True,
+        )
+    ]
+)

@@ -1,0 +1,243 @@
+"""The C converter (archive/_canonical.c) against python-bsonjs, byte for byte.
+
+The C converter is an optimisation only: for every batch, BatchEncoder with it must write
+exactly what the python-bsonjs path writes, escape lines and errors included. Generated
+documents cover every BSON type (the rare ones must make it hand the document over),
+hand-built hostile elements (invalid UTF-8, NaN payloads, bool bytes other than 0/1,
+binary subtype 2) and damaged batches (any byte changed, any cut).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import struct
+
+import bson
+import bsonjs
+import pytest
+from bson import (
+    Binary,
+    Code,
+    DatetimeMS,
+    Decimal128,
+    Int64,
+    MaxKey,
+    MinKey,
+    ObjectId,
+    Regex,
+    Timestamp,
+)
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bsontools import raw_document
+from conftest import BSON_CORPUS
+from mongo_backup.archive import extjson
+from mongo_backup.archive.extjson import BatchEncoder
+
+_canonical = extjson._canonical
+
+# Under CI (MONGO_BACKUP_STRICT=1) the package must have been built with its C converter;
+# elsewhere a machine without a compiler runs the python-bsonjs path alone.
+pytestmark = pytest.mark.skipif(
+    _canonical is None and os.environ.get("MONGO_BACKUP_STRICT") != "1",
+    reason="built without the C converter (no C compiler)",
+)
+
+
+def both(batch: bytes) -> tuple[tuple[bytes, int, int], tuple[bytes, int, int]]:
+    """(text, documents, escaped) from the accelerated and the python-bsonjs encoder."""
+    results = []
+    for accelerated in (True, False):
+        encoder = BatchEncoder(accelerated=accelerated)
+        text, count = encoder.encode(batch)
+        results.append((text, count, encoder.escaped))
+    return results[0], results[1]
+
+
+def test_the_c_converter_is_built() -> None:
+    assert _canonical is not None, "the package was installed without archive/_canonical.c"
+
+
+KEYS = st.one_of(
+    st.text(max_size=6).filter(lambda key: "\x00" not in key),
+    st.sampled_from(["_id", "$numberLong", "$oid", "$mongoBackupBSON", "a\u2028b", "é"]),
+)
+SCALARS = st.one_of(
+    st.integers(min_value=-(2**31), max_value=2**31 - 1),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1).map(Int64),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=12),
+    st.sampled_from(["\u0085", "\u2028\u2029", "a\x00b", '\x7f/\\"', "\x1b\x01"]),
+    st.binary(max_size=12),
+    st.builds(Binary, st.binary(max_size=9), st.sampled_from([0, 1, 2, 3, 4, 5, 6, 9, 0x80])),
+    st.booleans(),
+    st.none(),
+    st.binary(min_size=12, max_size=12).map(ObjectId),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1).map(DatetimeMS),
+    st.builds(Timestamp, st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1)),
+    # Every Decimal128 bit pattern: canonical, zeros, NaN, infinities, non-canonical.
+    st.binary(min_size=16, max_size=16).map(Decimal128.from_bid),
+    st.sampled_from(["0", "-0.00", "1.50", "1E-7", "-1.5E+10", "0.000001", "1E+6144"]).map(
+        Decimal128
+    ),
+    st.builds(
+        Regex,
+        st.text(max_size=6).filter(lambda text: "\x00" not in text),
+        st.text(alphabet="ilmsuxa", max_size=4),
+    ),
+    st.sampled_from(
+        [
+            Regex("a.b", "ix"),
+            Code("x = 1"),
+            Code("f()", {"s": 1}),
+            Decimal128("1.5"),
+            Decimal128("-0"),
+            MinKey(),
+            MaxKey(),
+            dt.datetime(2026, 12, 5, tzinfo=dt.UTC),
+        ]
+    ),
+)
+VALUES = st.recursive(
+    SCALARS,
+    lambda children: st.one_of(
+        st.lists(children, max_size=4), st.dictionaries(KEYS, children, max_size=4)
+    ),
+    max_leaves=16,
+)
+DOCUMENTS = st.dictionaries(KEYS, VALUES, max_size=6).map(lambda doc: bson.encode(doc))
+
+
+def element(kind: int, key: bytes, payload: bytes) -> bytes:
+    return bytes([kind]) + key + b"\x00" + payload
+
+
+def string_payload(text: bytes) -> bytes:
+    return struct.pack("<i", len(text) + 1) + text + b"\x00"
+
+
+# Elements no encoder of a Python value writes, built by hand.
+HOSTILE = st.sampled_from(
+    [
+        element(0x02, b"s", string_payload(b"\xff\xfe")),  # not UTF-8
+        element(0x02, b"s", string_payload(b"\xc0\x80")),  # overlong NUL
+        element(0x02, b"s", string_payload(b"\xed\xa0\x80")),  # a surrogate
+        element(0x02, b"s", string_payload(b"\xf4\x90\x80\x80")),  # above U+10FFFF
+        element(0x02, b"s", string_payload(b"\xe2\x80")),  # cut sequence
+        element(0x10, b"\xff", struct.pack("<i", 1)),  # key not UTF-8
+        element(0x01, b"d", struct.pack("<Q", 0x7FF8000000000001)),  # NaN payload
+        element(0x01, b"d", struct.pack("<Q", 0xFFF8000000000000)),  # negative NaN
+        element(0x08, b"b", b"\x02"),  # bool byte 2
+        element(0x05, b"o", struct.pack("<i", 6) + b"\x02" + struct.pack("<i", 2) + b"ab"),
+        element(0x06, b"u", b""),  # undefined
+        element(0x0E, b"y", string_payload(b"sym")),  # symbol
+        element(0x04, b"a", raw_document(element(0x10, b"x", struct.pack("<i", 1)))),
+        element(0x04, b"a", raw_document(element(0x10, b"01", struct.pack("<i", 1)))),
+        element(0x0B, b"r", b"a\x00si\x00"),  # regex flags libbson would sort
+    ]
+)
+HOSTILE_DOCUMENTS = st.lists(HOSTILE, min_size=1, max_size=3).map(lambda e: raw_document(*e))
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(DOCUMENTS, HOSTILE_DOCUMENTS), min_size=1, max_size=6))
+def test_accelerated_encoder_writes_the_same_bytes(documents: list[bytes]) -> None:
+    fast, pure = both(b"".join(documents))
+    assert fast == pure
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(DOCUMENTS, min_size=1, max_size=4), st.data())
+def test_damaged_batches_give_the_same_bytes_or_the_same_error(
+    documents: list[bytes], data: st.DataObject
+) -> None:
+    batch = bytearray(b"".join(documents))
+    for _ in range(data.draw(st.integers(1, 3))):
+        where = data.draw(st.integers(0, len(batch) - 1))
+        batch[where] = data.draw(st.integers(0, 255))
+    cut = data.draw(st.integers(1, len(batch)))
+    outcomes = []
+    for accelerated in (True, False):
+        try:
+            outcomes.append(BatchEncoder(accelerated=accelerated).encode(bytes(batch[:cut])))
+        except ValueError as error:
+            outcomes.append(str(error))  # type: ignore[arg-type]
+    assert outcomes[0] == outcomes[1]
+
+
+COMMON = [
+    {
+        "_id": ObjectId(b"0123456789ab"),
+        "name": 'Zoë \u2028 «quoted» "x" \\ / \t',
+        "n": 42,
+        "big": Int64(-(2**40)),
+        "price": 12.5,
+        "ratio": -0.0,
+        "tiny": 5e-324,
+        "huge": 1.7976931348623157e308,
+        "inf": float("inf"),
+        "when": dt.datetime(1969, 7, 20, 20, 17, tzinfo=dt.UTC),
+        "ts": Timestamp(1, 2),
+        "ok": True,
+        "none": None,
+        "tags": ["a", 1, [], {}, [2.0]],
+        "blob": Binary(bytes(range(256)), 0x80),
+        "uuid": Binary(b"\x00" * 16, 4),
+        "deep": {"a": {"b": {"c": {}}}},
+        "cost": Decimal128("12.34"),
+        "zero": Decimal128("-0.00"),
+        "pattern": Regex('^u1/"', "imx"),
+    },
+    {},
+]
+
+
+@pytest.mark.parametrize("document", COMMON, ids=["every-common-type", "empty"])
+def test_common_types_never_leave_the_c_converter(document: dict[str, object]) -> None:
+    """What it writes is what libbson writes, and it does not hand these over."""
+    raw = bson.encode(document)
+    assert _canonical is not None
+    text, count, stop = _canonical.encode_batch(raw + raw, 0)
+    assert (count, stop) == (2, 2 * len(raw))
+    expected = bsonjs.dumps(raw, mode=bsonjs.CANONICAL)
+    expected = expected.replace("\u2028", "\\u2028") + "\n"
+    assert text == 2 * expected.encode("utf-8")
+
+
+def test_the_c_converter_stops_at_what_it_does_not_carry() -> None:
+    assert _canonical is not None
+    plain = bson.encode({"a": 1})
+    unsorted_flags = raw_document(element(0x0B, b"r", b"x\x00xi\x00"))
+    odd_ones = [bson.encode(odd) for odd in ({"$set": 1}, {"d": float("nan")}, {"s": "a\x00b"})]
+    for odd in [*odd_ones, unsorted_flags]:
+        batch = plain + odd + plain
+        text, count, stop = _canonical.encode_batch(batch, 0)
+        assert (text, count, stop) == (b'{ "a" : { "$numberInt" : "1" } }\n', 1, len(plain)), odd
+        _, count, stop = _canonical.encode_batch(batch, len(batch) - len(plain))
+        assert (count, stop) == (1, len(batch))
+
+
+def test_nesting_beyond_mongodb_limit_is_handed_over() -> None:
+    nested: dict[str, object] = {}
+    for _ in range(150):
+        nested = {"n": nested}
+    fast, pure = both(bson.encode(nested))
+    assert fast == pure
+
+
+def test_bson_corpus_gives_the_same_bytes() -> None:
+    """Every valid case of the MongoDB BSON corpus, one document per batch and all in one."""
+    raws = [
+        bytes.fromhex(case["canonical_bson"])
+        for path in sorted(BSON_CORPUS.glob("*.json"))
+        for case in json.loads(path.read_text()).get("valid", [])
+    ]
+    assert raws, "the BSON corpus is missing"
+    for raw in raws:
+        fast, pure = both(raw)
+        assert fast == pure, raw.hex()
+    fast, pure = both(b"".join(raws))
+    assert fast == pure
