@@ -8,11 +8,11 @@ BIN    := $(VENV)/bin
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.demo-installed: pyproject.toml setup.py src/mongo_backup/archive/_canonical.c | $(BIN)/python
+$(VENV)/.demo-installed: pyproject.toml setup.py $(wildcard src/mongo_backup/archive/_canonical*.[ch]) | $(BIN)/python
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[demo]'
 	touch $@
 
-$(VENV)/.test-installed: pyproject.toml setup.py src/mongo_backup/archive/_canonical.c | $(BIN)/python
+$(VENV)/.test-installed: pyproject.toml setup.py $(wildcard src/mongo_backup/archive/_canonical*.[ch]) | $(BIN)/python
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test,demo]'
 	touch $@
 

@@ -10,7 +10,11 @@ setup(
     ext_modules=[
         Extension(
             "mongo_backup.archive._canonical",
-            sources=["src/mongo_backup/archive/_canonical.c"],
+            sources=[
+                "src/mongo_backup/archive/_canonical.c",
+                "src/mongo_backup/archive/_canonical_read.c",
+            ],
+            depends=["src/mongo_backup/archive/_canonical.h"],
             extra_compile_args=["-O2"],
             optional=True,
         )

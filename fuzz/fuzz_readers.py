@@ -43,7 +43,8 @@ with atheris.instrument_imports(include=INSTRUMENTED) if atheris else nullcontex
     import zstandard
     from bson.codec_options import CodecOptions, DatetimeConversion
 
-    from mongo_backup.archive.extjson import escape_document, iter_documents, iter_lines
+    from mongo_backup.archive.extjson import escape_document
+    from mongo_backup.archive.lines import iter_documents, iter_lines
     from mongo_backup.archive.manifest import (
         CollectionEntry,
         Manifest,

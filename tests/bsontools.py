@@ -20,7 +20,7 @@ import zstandard
 from bson.codec_options import CodecOptions, DatetimeConversion
 from bson.raw_bson import RawBSONDocument
 
-from mongo_backup.archive.extjson import iter_documents, iter_lines
+from mongo_backup.archive.lines import iter_documents, iter_lines
 
 RAW_OPTIONS: CodecOptions[Any] = CodecOptions(document_class=RawBSONDocument)
 # Decoding only to build dict keys: DATETIME_AUTO copes with dates outside year 1..9999.

@@ -10,9 +10,11 @@ binary subtype 2) and damaged batches (any byte changed, any cut).
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 import os
 import struct
+from collections.abc import Callable
 
 import bson
 import bsonjs
@@ -35,7 +37,9 @@ from hypothesis import strategies as st
 from bsontools import raw_document
 from conftest import BSON_CORPUS
 from mongo_backup.archive import extjson
-from mongo_backup.archive.extjson import BatchEncoder
+from mongo_backup.archive.extjson import BatchEncoder, document_from_line
+from mongo_backup.archive.lines import iter_document_texts, iter_lines, read_documents
+from mongo_backup.errors import LineFormatError
 
 _canonical = extjson._canonical
 
@@ -241,3 +245,98 @@ def test_bson_corpus_gives_the_same_bytes() -> None:
         assert fast == pure, raw.hex()
     fast, pure = both(b"".join(raws))
     assert fast == pure
+
+
+# --- the way back: decode_lines and read_documents ----------------------------------
+
+
+def read_both(text: bytes) -> tuple[object, object]:
+    """What read_documents (C converter) and the python-bsonjs reader make of ``text``:
+    the documents and every bad line's error (verify's mode), or the error that ends
+    the read (restore's mode)."""
+    outcomes = []
+    for accelerated in (True, False):
+        problems: list[tuple[int, str]] = []
+        try:
+            if accelerated:
+                found = list(read_documents(io.BytesIO(text), "m", on_error=problems_of(problems)))
+            else:
+                lines = iter_document_texts(iter_lines(io.BytesIO(text), "m"), "m")
+                found = []
+                for number, line in lines:
+                    try:
+                        found.append((number, document_from_line(line, "m", number)))
+                    except LineFormatError as error:
+                        problems.append((error.line, error.problem))
+            outcomes.append((found, problems))
+        except LineFormatError as error:
+            outcomes.append(("error", error.line, error.problem))
+    return outcomes[0], outcomes[1]
+
+
+def problems_of(problems: list[tuple[int, str]]) -> Callable[[LineFormatError], None]:
+    return lambda error: problems.append((error.line, error.problem))
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(DOCUMENTS, HOSTILE_DOCUMENTS), min_size=1, max_size=6))
+def test_lines_read_back_to_the_same_documents(documents: list[bytes]) -> None:
+    text, _ = BatchEncoder().encode(b"".join(documents))
+    fast, pure = read_both(text)
+    assert fast == pure
+    assert _canonical is not None
+    decoded, _ = _canonical.decode_lines(text, 0, len(text))
+    lines = text.split(b"\n")
+    for index, raw in enumerate(decoded):
+        # What it reads is what libbson reads, and the encoder writes the line back.
+        assert raw == bsonjs.loads(lines[index])
+        assert _canonical.encode_batch(raw, 0)[0] == lines[index] + b"\n"
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(DOCUMENTS, min_size=1, max_size=4), st.data())
+def test_damaged_lines_give_the_same_documents_and_errors(
+    documents: list[bytes], data: st.DataObject
+) -> None:
+    text = bytearray(BatchEncoder().encode(b"".join(documents))[0])
+    for _ in range(data.draw(st.integers(1, 3))):
+        where = data.draw(st.integers(0, len(text) - 1))
+        text[where] = data.draw(st.sampled_from(b' "{}[]:,\\$0159.-Ee+azAZ\n\r\t\x00\xc3\xff'))
+    fast, pure = read_both(bytes(text))
+    assert fast == pure
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        b'{ "a" : { "$numberInt" : "01" } }',  # not printf's spelling
+        b'{ "a" : { "$numberInt" : "2147483648" } }',  # out of range
+        b'{ "a" : { "$numberDouble" : "1" } }',  # 1.0 is written "1.0"
+        b'{ "a" : { "$numberDouble" : "0.1" } }',  # not %.20g
+        b'{ "a" : { "$numberDouble" : "NaN" } }',
+        b'{ "a" : { "$numberDecimal" : "1.5E3" } }',  # libbson writes E+3
+        b'{ "a" : { "$binary" : { "base64" : "YR==", "subType" : "00" } } }',  # bits under =
+        b'{ "a" : { "$oid" : "5F0000000000000000000000" } }',  # uppercase hex
+        b'{ "a" : "\\u0041" }',  # an escape the encoder never writes
+        b'{ "a" : "\\u0000" }',
+        b'{"a" : 1}',
+        b'{ "$set" : { "$numberInt" : "1" } }',
+        b'{ "a" : { "$regularExpression" : { "pattern" : "x", "options" : "xi" } } }',
+        b"",
+    ],
+)
+def test_lines_the_c_converter_leaves_to_python_bsonjs(text: bytes) -> None:
+    assert _canonical is not None
+    documents, stop = _canonical.decode_lines(text + b"\n", 0, len(text) + 1)
+    assert (documents, stop) == ([], 0)
+    fast, pure = read_both(text + b"\n")
+    assert fast == pure
+
+
+def test_pretty_members_switch_to_the_line_reader_and_keep_numbers() -> None:
+    raws = [bson.encode({"_id": n, "s": "x" * n}) for n in range(5)]
+    compact, _ = BatchEncoder().encode(b"".join(raws[:3]))
+    pretty, _ = BatchEncoder(pretty=True).encode(b"".join(raws[3:]))
+    fast, pure = read_both(compact + pretty)
+    assert fast == pure
+    assert [raw for _, raw in read_documents(io.BytesIO(compact + pretty), "m")] == raws

@@ -19,13 +19,12 @@ from hypothesis import strategies as st
 
 from bsontools import int32_element, raw_document
 from conftest import BSON_CORPUS
-from mongo_backup.archive import extjson
+from mongo_backup.archive import extjson, lines
 from mongo_backup.archive.extjson import (
     BatchEncoder,
     document_from_line,
-    iter_documents,
-    iter_lines,
 )
+from mongo_backup.archive.lines import iter_documents, iter_lines, read_documents
 from mongo_backup.errors import LineFormatError
 
 LINE_BREAKS = ("\u2028", "\u2029", "\u0085", "\x1c", "\x1d", "\x1e", "\x0b", "\x0c", "\r")
@@ -44,9 +43,23 @@ def corpus_cases() -> list[object]:
     return cases
 
 
-def read_back(text: bytes) -> list[bytes]:
-    """Every document of encoder output, through the same readers restore uses."""
-    return [raw for _, raw in iter_documents(iter_lines(io.BytesIO(text), "m.jsonl"), "m.jsonl")]
+def read_back(text: bytes, member: str = "m.jsonl") -> list[bytes]:
+    """Every document of encoder output, through the reader restore and verify use
+    (the C converter where it is built) and the line-by-line python-bsonjs reader: both
+    must give the same documents, or the same error."""
+    outcomes: list[tuple[object, ...]] = []
+    for read in (
+        lambda: [raw for _, raw in read_documents(io.BytesIO(text), member)],
+        lambda: [raw for _, raw in iter_documents(iter_lines(io.BytesIO(text), member), member)],
+    ):
+        try:
+            outcomes.append(("documents", read()))
+        except LineFormatError as error:
+            outcomes.append(("error", error.line, error.problem))
+    assert outcomes[0] == outcomes[1]
+    if outcomes[0][0] == "error":
+        raise LineFormatError(member, outcomes[0][1], outcomes[0][2])  # type: ignore[arg-type]
+    return outcomes[0][1]  # type: ignore[return-value]
 
 
 def round_trip(raw: bytes, **options: object) -> bytes:
@@ -221,8 +234,8 @@ def test_unclosed_pretty_document_is_refused() -> None:
 
 
 def test_overlong_line_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(extjson, "READ_CHUNK", 64)
-    monkeypatch.setattr(extjson, "MAX_LINE_BYTES", 1000)
+    monkeypatch.setattr(lines, "READ_CHUNK", 64)
+    monkeypatch.setattr(lines, "MAX_LINE_BYTES", 1000)
     text = bson_line({"a": 1}) + b"\n" + b'{"s": "' + b"x" * 5000 + b'"}\n'
     with pytest.raises(LineFormatError, match="longer than") as caught:
         read_back(text)
@@ -230,18 +243,18 @@ def test_overlong_line_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_overlong_pretty_document_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(extjson, "MAX_LINE_BYTES", 1000)
+    monkeypatch.setattr(lines, "MAX_LINE_BYTES", 1000)
     text = b"{\n" + b'  "a": "xxxxxxxxxx",\n' * 200 + b"}\n"
     with pytest.raises(LineFormatError, match="longer than"):
         read_back(text)
 
 
 def test_iter_lines_hashes_everything_across_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(extjson, "READ_CHUNK", 7)
+    monkeypatch.setattr(lines, "READ_CHUNK", 7)
     data = b"".join(bson_line({"_id": i, "s": "x" * i}) + b"\n" for i in range(20))
-    stats = extjson.StreamStats()
-    lines = list(iter_lines(io.BytesIO(data), "m", stats))
-    assert [n for n, _ in lines] == list(range(1, 21))
+    stats = lines.StreamStats()
+    numbered = list(iter_lines(io.BytesIO(data), "m", stats))
+    assert [n for n, _ in numbered] == list(range(1, 21))
     assert stats.bytes == len(data)
     assert stats.sha256 == hashlib.sha256(data).hexdigest()
 
@@ -252,7 +265,7 @@ def bson_line(document: dict[str, object]) -> bytes:
 
 
 def read_back_named(text: bytes, member: str) -> list[bytes]:
-    return [raw for _, raw in iter_documents(iter_lines(io.BytesIO(text), member), member)]
+    return read_back(text, member)
 
 
 # --- property: random documents --------------------------------------------------

@@ -33,9 +33,8 @@ from damagetools import compress_bytes, forged_manifest
 from mongo_backup.archive.extjson import (
     BatchEncoder,
     document_from_line,
-    iter_documents,
-    iter_lines,
 )
+from mongo_backup.archive.lines import iter_documents, iter_lines
 from mongo_backup.archive.manifest import CollectionEntry, Manifest, manifest_bytes, parse_manifest
 from mongo_backup.archive.reader import open_backup
 from mongo_backup.archive.writer import write_archive

@@ -30,12 +30,8 @@ import zstandard
 
 from conftest import CliResult, CliRunner
 from damagetools import compress_bytes, forged_manifest
-from mongo_backup.archive.extjson import (
-    MAX_LINE_BYTES,
-    document_from_line,
-    iter_documents,
-    iter_lines,
-)
+from mongo_backup.archive.extjson import document_from_line
+from mongo_backup.archive.lines import MAX_LINE_BYTES, iter_documents, iter_lines
 from mongo_backup.archive.manifest import (
     MAX_COLLECTIONS,
     MAX_MANIFEST_BYTES,

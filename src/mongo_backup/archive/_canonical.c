@@ -24,24 +24,9 @@
  *   decides about escape lines. What it does convert round-trips byte for byte, so
  *   that path would never have escaped it.
  */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
-#include <inttypes.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
+#include "_canonical.h"
 
-#define MAX_DEPTH 100
-
-typedef struct {
-    char *data;
-    size_t len;
-    size_t cap;
-    int failed; /* out of memory */
-} Out;
-
-static int out_reserve(Out *out, size_t more) {
-    if (out->len + more <= out->cap) return 1;
+int out_grow(Out *out, size_t more) {
     size_t cap = out->cap ? out->cap : 4096;
     while (cap < out->len + more) cap *= 2;
     char *data = realloc(out->data, cap);
@@ -53,15 +38,6 @@ static int out_reserve(Out *out, size_t more) {
     out->cap = cap;
     return 1;
 }
-
-static int put(Out *out, const char *text, size_t n) {
-    if (!out_reserve(out, n)) return 0;
-    memcpy(out->data + out->len, text, n);
-    out->len += n;
-    return 1;
-}
-
-#define PUT(out, literal) put((out), (literal), sizeof(literal) - 1)
 
 static uint32_t u32(const unsigned char *p) {
     return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
@@ -139,16 +115,23 @@ static int put_int(Out *out, const char *prefix, long long value, const char *su
     return put(out, buffer, (size_t)n);
 }
 
+int format_double(double value, char *text, size_t size) {
+    int n = snprintf(text, size, "%.20g", value);
+    /* libbson appends ".0" so that 3.0 does not read back as an integer. */
+    if (strspn(text, "0123456789-") == (size_t)n && (size_t)n + 2 < size) {
+        memcpy(text + n, ".0", 3);
+        n += 2;
+    }
+    return n;
+}
+
 static int put_double(Out *out, double value) {
     if (value != value) return 0; /* NaN: payload and sign are lost in JSON */
     if (value == 1.0 / 0.0) return PUT(out, "{ \"$numberDouble\" : \"Infinity\" }");
     if (value == -1.0 / 0.0) return PUT(out, "{ \"$numberDouble\" : \"-Infinity\" }");
     char number[64];
-    int n = snprintf(number, sizeof number, "%.20g", value);
-    /* libbson appends ".0" so that 3.0 does not read back as an integer. */
-    int integral = strspn(number, "0123456789-") == (size_t)n;
-    return PUT(out, "{ \"$numberDouble\" : \"") && put(out, number, (size_t)n) &&
-           (!integral || PUT(out, ".0")) && PUT(out, "\" }");
+    int n = format_double(value, number, sizeof number);
+    return PUT(out, "{ \"$numberDouble\" : \"") && put(out, number, (size_t)n) && PUT(out, "\" }");
 }
 
 static int put_base64(Out *out, const unsigned char *p, size_t n) {
@@ -177,7 +160,7 @@ static int put_base64(Out *out, const unsigned char *p, size_t n) {
 /* A Decimal128 as libbson's bson_decimal128_to_string writes it (the BSON Decimal128
  * specification's to-string algorithm), or 0 for NaN, infinities and coefficients
  * above 10^34 - 1, which libbson reads as zero (the exact-bytes path handles those). */
-static int put_decimal(Out *out, const unsigned char *p) {
+int put_decimal(Out *out, const unsigned char *p) {
     uint64_t low = u64(p), high = u64(p + 8);
     if (((high >> 61) & 3) == 3) return 0; /* combination 11xxx */
     int exponent = (int)((high >> 49) & 0x3FFF) - 6176;
@@ -187,10 +170,17 @@ static int put_decimal(Out *out, const unsigned char *p) {
     if (coefficient > largest) return 0;
     char reversed[40], digits[40];
     int n = 0;
+    /* 128-bit divisions are slow: one splits off the low 19 digits, 64-bit ones do the rest. */
+    uint64_t upper = (uint64_t)(coefficient / 10000000000000000000ULL);
+    uint64_t lower = (uint64_t)(coefficient % 10000000000000000000ULL);
+    if (upper) {
+        for (int k = 0; k < 19; k++, lower /= 10) reversed[n++] = (char)('0' + (int)(lower % 10));
+        lower = upper;
+    }
     do {
-        reversed[n++] = (char)('0' + (int)(coefficient % 10));
-        coefficient /= 10;
-    } while (coefficient);
+        reversed[n++] = (char)('0' + (int)(lower % 10));
+        lower /= 10;
+    } while (lower);
     for (int k = 0; k < n; k++) digits[k] = reversed[n - 1 - k];
     int scientific = n - 1 + exponent;
     char text[96];
@@ -225,7 +215,7 @@ static int put_decimal(Out *out, const unsigned char *p) {
 }
 
 /* Regex options that libbson writes unchanged: distinct flags of "ilmsux" in that order. */
-static int sorted_regex_options(const unsigned char *options, size_t n) {
+int sorted_regex_options(const unsigned char *options, size_t n) {
     static const char ORDER[] = "ilmsux";
     const char *last = ORDER - 1;
     for (size_t k = 0; k < n; k++) {
@@ -412,6 +402,9 @@ static PyMethodDef METHODS[] = {
     {"encode_batch", encode_batch, METH_VARARGS,
      "encode_batch(batch, start) -> (text, documents, stop): canonical Extended JSON lines "
      "for the documents from `start` on, stopping at the first one it cannot convert exactly."},
+    {"decode_lines", decode_lines, METH_VARARGS,
+     "decode_lines(buffer, start, end) -> (documents, stop): raw BSON for the lines of "
+     "buffer[start:end] written by encode_batch, stopping at the first other line."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -32,12 +32,10 @@ libbson already escapes every control character below U+0020.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
-from collections.abc import Iterator
-from typing import IO, Any, Literal
+from typing import Any, Literal
 
 import bson
 import bson.errors
@@ -57,10 +55,6 @@ _MODES = {"canonical": bsonjs.CANONICAL, "relaxed": bsonjs.RELAXED}
 
 ESCAPE_KEY = "$mongoBackupBSON"
 _ESCAPE_ELEMENT = b"\x05" + ESCAPE_KEY.encode() + b"\x00"
-# The smallest possible line holds a document of a few bytes; the largest a 16 MiB
-# document escaped as base64 (4/3) with room to spare. Longer lines are refused
-# instead of being read into memory.
-MAX_LINE_BYTES = 64 * 1024 * 1024
 
 # A "$" right after a BSON element type byte: a key that starts with "$" (may also hit
 # inside binary data; that only costs one extra round-trip test). Written as a "$" with a
@@ -291,110 +285,3 @@ def _unescape(wrapper: bytes, member: str, number: int) -> bytes:
             member, number, f"{ESCAPE_KEY} escape line holds invalid BSON ({error})"
         ) from None
     return payload
-
-
-class StreamStats:
-    """Bytes and SHA-256 of everything read from a stream, updated a chunk at a time."""
-
-    def __init__(self) -> None:
-        self.bytes = 0
-        self._hash = hashlib.sha256()
-
-    def update(self, chunk: bytes) -> None:
-        self.bytes += len(chunk)
-        self._hash.update(chunk)
-
-    @property
-    def sha256(self) -> str:
-        return self._hash.hexdigest()
-
-
-READ_CHUNK = 1 << 20
-
-
-def iter_lines(
-    stream: IO[bytes], member: str, stats: StreamStats | None = None
-) -> Iterator[tuple[int, bytes]]:
-    """Yield (line number, line without ``\\n``), splitting on ``\\n`` only.
-
-    Reads big chunks (hashing them on the way) rather than line by line: per-line
-    calls would cost more than the parsing. A line longer than :data:`MAX_LINE_BYTES`
-    is refused before more of it is read.
-    """
-    number = 0
-    tail = b""
-    while True:
-        chunk = stream.read(READ_CHUNK)
-        if not chunk:
-            break
-        if stats is not None:
-            stats.update(chunk)
-        if tail:
-            chunk = tail + chunk
-        lines = chunk.split(b"\n")
-        tail = lines.pop()
-        if len(tail) > MAX_LINE_BYTES:
-            raise LineFormatError(
-                member, number + len(lines) + 1, f"line longer than {MAX_LINE_BYTES} bytes"
-            )
-        for line in lines:
-            number += 1
-            yield number, line
-    if tail:
-        yield number + 1, tail
-
-
-def iter_document_texts(
-    lines: Iterator[tuple[int, bytes]], member: str
-) -> Iterator[tuple[int, bytes]]:
-    """Group lines into documents: yield (first line number, document text).
-
-    Accepts compact lines (ours, mongoexport's) and the multi-line ``--pretty`` form,
-    where a document starts with a line ``{`` and ends with a line ``}``. Blank lines
-    are skipped. Raises :class:`LineFormatError` only for problems of structure (a
-    document never closed, or too long); parsing is :func:`document_from_line`'s job.
-    """
-    for number, line in lines:
-        stripped = line.strip()
-        if not stripped:
-            continue
-        if stripped != b"{":
-            yield number, stripped
-            continue
-        parts = [line]
-        total = len(line)
-        for _, more in lines:
-            parts.append(more)
-            total += len(more)
-            if total > MAX_LINE_BYTES:
-                raise LineFormatError(
-                    member, number, f"document longer than {MAX_LINE_BYTES} bytes"
-                )
-            if more.rstrip(b"\r") == b"}":
-                break
-        else:
-            raise LineFormatError(member, number, "document not closed before end of file")
-        yield number, b"\n".join(parts)
-
-
-def iter_documents(
-    lines: Iterator[tuple[int, bytes]], member: str, checked: bool = False
-) -> Iterator[tuple[int, bytes]]:
-    """Yield (line number, raw BSON) for every document in a stream of lines.
-
-    ``checked``: every line already passed :func:`document_from_line` (restore's first
-    pass), so the second pass skips the shape checks that cost a regex per line.
-    """
-    for number, text in iter_document_texts(lines, member):
-        if checked:
-            yield number, _parse_checked(text, member, number)
-        else:
-            yield number, document_from_line(text, member, number)
-
-
-def _parse_checked(text: bytes, member: str, number: int) -> bytes:
-    try:
-        raw: bytes = bsonjs.loads(text)
-    except ValueError as error:  # the file changed since it was checked
-        raise LineFormatError(member, number, f"not an Extended JSON document ({error})") from None
-    return _unescape_if_escaped(raw, member, number)

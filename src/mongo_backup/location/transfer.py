@@ -29,7 +29,7 @@ from urllib.parse import quote
 
 from ..archive.encryption import SUFFIX as AGE_SUFFIX
 from ..archive.encryption import decrypt_file, identities
-from ..archive.extjson import READ_CHUNK, StreamStats
+from ..archive.lines import READ_CHUNK, StreamStats
 from ..archive.manifest import Manifest
 from ..archive.reader import open_backup
 from ..destinations import Destination, is_url, open_destination

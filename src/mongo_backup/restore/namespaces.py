@@ -21,7 +21,7 @@ import pymongo.errors
 from bson.timestamp import Timestamp
 from pymongo.database import Database
 
-from ..archive.extjson import iter_documents, iter_lines
+from ..archive.lines import read_documents
 from ..archive.manifest import CollectionEntry
 from ..archive.reader import BackupReader
 from ..mongo.inserter import InsertCounts, RawInserter
@@ -240,8 +240,7 @@ class Restorer:
                 watermark.answered,
             ) as inserter:
                 batch: list[bytes] = []
-                lines = iter_lines(stream, entry.file)
-                documents = iter_documents(lines, entry.file, checked=self.opts.checked)
+                documents = read_documents(stream, entry.file, checked=self.opts.checked)
                 for _number, raw in documents:
                     position += 1
                     if position <= skip:

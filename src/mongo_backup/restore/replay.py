@@ -29,7 +29,7 @@ from pymongo import ReplaceOne
 from pymongo.database import Database
 
 from ..archive.chain import Link
-from ..archive.extjson import iter_documents, iter_lines
+from ..archive.lines import read_documents
 from ..archive.manifest import CollectionEntry
 from ..archive.reader import open_backup
 from ..errors import ConfigError
@@ -107,7 +107,7 @@ def _finished(link: Link) -> float:
 
 def events_of(stream: IO[bytes], entry: CollectionEntry, checked: bool) -> Iterator[bytes]:
     assert entry.file is not None
-    for _number, raw in iter_documents(iter_lines(stream, entry.file), entry.file, checked=checked):
+    for _number, raw in read_documents(stream, entry.file, checked=checked):
         yield raw
 
 

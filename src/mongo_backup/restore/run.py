@@ -23,7 +23,7 @@ from typing import Any
 import pymongo.errors
 
 from ..archive.chain import Link, read_manifest, resolve_chain
-from ..archive.extjson import iter_documents, iter_lines
+from ..archive.lines import read_documents
 from ..archive.manifest import CollectionEntry, Manifest
 from ..archive.reader import BackupReader, open_backup
 from ..archive.single_file import SingleFileReader, is_single_file
@@ -298,7 +298,7 @@ def _verify_first(opts: RestoreOptions) -> None:
     if is_single_file(Path(opts.source)):
         with _open(opts) as reader:
             for entry, stream in reader.members():
-                for _ in iter_documents(iter_lines(stream, entry.file or ""), entry.file or ""):
+                for _ in read_documents(stream, entry.file or ""):
                     pass
         return
     report = verify(opts.source)

@@ -25,7 +25,7 @@ import bson
 from bson.raw_bson import RawBSONDocument
 
 from ..archive.chain import resolve_chain
-from ..archive.extjson import StreamStats, document_from_line, iter_document_texts, iter_lines
+from ..archive.lines import StreamStats, read_documents
 from ..archive.manifest import CollectionEntry, Manifest
 from ..archive.reader import BackupReader, open_backup
 from ..errors import ArchiveError, ConfigError, LineFormatError
@@ -119,12 +119,11 @@ def check_member(
     report = MemberReport(entry.name, entry.file, entry.count, entry.bytes)
     stats = StreamStats()
     try:
-        for number, text in iter_document_texts(iter_lines(stream, entry.file, stats), entry.file):
-            try:
-                raw = document_from_line(text, entry.file, number)
-            except LineFormatError as error:
-                _problem(report, f"line {error.line}: {error.problem}")
-                continue
+
+        def bad_line(error: LineFormatError) -> None:
+            _problem(report, f"line {error.line}: {error.problem}")
+
+        for _number, raw in read_documents(stream, entry.file, stats, on_error=bad_line):
             report.count += 1
             if keep is not None:
                 keep[id_key(raw)] = hashlib.sha1(raw).digest()
