@@ -307,12 +307,45 @@ class Ctx:
         return stats
 
 
-def section_backup(c: Ctx, backup: Stats | None) -> None:
-    """Backup vs the seed exporter (CPU) and the raw read floor (wall); then flat memory."""
-    seed = c.seed()
-    drain, _ = c.run(
-        "raw_drain", "raw_drain", [sys.executable, str(SHARED / "raw_drain.py"), c.uri, c.db]
+def merged(tool: str, rounds: list[Stats | None]) -> Stats | None:
+    """One tool's rounds as one Stats (medians), printed; None if a round failed."""
+    if not rounds or any(stats is None for stats in rounds):
+        return None
+    runs = [run for stats in rounds if stats for run in stats.runs]
+    stats = Stats(
+        tool,
+        statistics.median(r["wall"] for r in runs),
+        statistics.median(r["cpu"] for r in runs),
+        statistics.median(r["rss"] for r in runs),
+        runs,
     )
+    RAW.setdefault("tools", {})[tool] = asdict(stats)
+    say(f"{tool:<13} cpu {stats.cpu:.2f} s  wall {stats.wall:.2f} s  rss {stats.rss:.1f} MiB"
+        f"  (median of {len(runs)} interleaved runs)")  # fmt: skip
+    return stats
+
+
+def interleaved_backup(c: Ctx) -> tuple[Stats | None, Stats | None, Stats | None]:
+    """Backup, seed script and raw_drain in --repeat rounds, each round in another order:
+    the server is slower just after the load and warmer later, and a tool measured in one
+    block would carry that into its ratio. Each run's own line is printed as it ends."""
+    drain_command = [sys.executable, str(SHARED / "raw_drain.py"), c.uri, c.db]
+    measures = {
+        "backup": lambda: c.backup("backup", c.db, repeat=1),
+        "seed": lambda: c.seed(repeat=1),
+        "raw_drain": lambda: c.run("raw_drain", "raw_drain", drain_command, repeat=1)[0],
+    }
+    rounds: dict[str, list[Stats | None]] = {tool: [] for tool in measures}
+    tools = list(measures)
+    for index in range(c.args.repeat):
+        for tool in tools[index % 3 :] + tools[: index % 3]:
+            rounds[tool].append(measures[tool]())
+    backup, seed, drain = (merged(tool, rounds[tool]) for tool in tools)
+    return backup, seed, drain
+
+
+def section_backup(c: Ctx, backup: Stats | None, seed: Stats | None, drain: Stats | None) -> None:
+    """Backup vs the seed exporter (CPU) and the raw read floor (wall); then flat memory."""
     # Issue 15's targets: the read floor's wall (what mongodump does), a quarter of the
     # seed script's CPU.
     ratio(backup, seed, "cpu", 0.25)
@@ -476,9 +509,11 @@ def main() -> int:
             say("== backup")
             # Our backup runs whenever any section needs it: restore and verify use its archive
             # and verify compares against its wall time.
-            backup = c.backup("backup", c.db)
             if "backup" in only:
-                section_backup(c, backup)
+                backup, seed, drain = interleaved_backup(c)
+                section_backup(c, backup, seed, drain)
+            else:
+                backup = c.backup("backup", c.db)
             if "resilience" in only:
                 say("")
                 say("== resilience")

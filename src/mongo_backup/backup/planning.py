@@ -169,22 +169,7 @@ def new_plan(
     # then carries a value at or after the mark.
     marks = watermarks(source, intents, request.since_field, floors) if request.since_field else {}
     files = file_names(intent.name for intent in intents if intent.has_data)
-    with_data = [intent.name for intent in intents if intent.has_data]
-    sizes = source.sizes(with_data, counts_wanted=request.split_threshold is not None)
-    units = [
-        unit
-        for intent in intents
-        if intent.has_data
-        for unit in (
-            # A --since-field increment reads few documents, through whatever plan the
-            # server picks for the filter (an index on the field): one unordered unit.
-            [Unit(intent.name, files[intent.name], files[intent.name], ordered=False)]
-            if increment is not None and increment["since"].get(intent.name) is not None
-            else plan_units(
-                source, intent, sizes[intent.name], files[intent.name], request.split_threshold
-            )
-        )
-    ]
+    units = _units(source, intents, files, increment, request.split_threshold)
     plan, folder = _saved_plan(
         request,
         started_at,
@@ -247,6 +232,29 @@ def _saved_plan(
     )
     save_plan(folder, plan)
     return plan, folder
+
+
+def _units(
+    source: MongoSource,
+    intents: list[Intent],
+    files: dict[str, str],
+    increment: dict[str, Any] | None,
+    split_threshold: int | None,
+) -> list[Unit]:
+    with_data = [intent.name for intent in intents if intent.has_data]
+    sizes = source.sizes(with_data, counts_wanted=split_threshold is not None)
+    return [
+        unit
+        for intent in intents
+        if intent.has_data
+        for unit in (
+            # A --since-field increment reads few documents, through whatever plan the
+            # server picks for the filter (an index on the field): one unordered unit.
+            [Unit(intent.name, files[intent.name], files[intent.name], ordered=False)]
+            if increment is not None and increment["since"].get(intent.name) is not None
+            else plan_units(source, intent, sizes[intent.name], files[intent.name], split_threshold)
+        )
+    ]
 
 
 def plan_units(
