@@ -80,19 +80,8 @@ static int put_string(Out *out, const unsigned char *s, size_t n) {
             continue;
         }
         uint32_t cp;
-        size_t len;
-        if (c >= 0xC2 && c <= 0xDF) { cp = c & 0x1F; len = 2; }
-        else if (c >= 0xE0 && c <= 0xEF) { cp = c & 0x0F; len = 3; }
-        else if (c >= 0xF0 && c <= 0xF4) { cp = c & 0x07; len = 4; }
-        else return 0;
-        if (i + len > n) return 0;
-        for (size_t k = 1; k < len; k++) {
-            if ((s[i + k] & 0xC0) != 0x80) return 0;
-            cp = (cp << 6) | (s[i + k] & 0x3F);
-        }
-        if ((len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) || cp > 0x10FFFF ||
-            (cp >= 0xD800 && cp <= 0xDFFF))
-            return 0;
+        size_t len = utf8_sequence(s + i, n - i, &cp);
+        if (!len) return 0;
         if (cp == 0x85 || cp == 0x2028 || cp == 0x2029) {
             /* Line breaks to str.splitlines and some JSON Lines readers. */
             *w++ = '\\'; *w++ = 'u';

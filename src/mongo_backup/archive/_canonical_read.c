@@ -99,19 +99,8 @@ static int read_string(Text *t, Out *out) {
         }
         /* Strict UTF-8, and none of the line breaks the encoder escapes. */
         uint32_t cp;
-        size_t len;
-        if (c >= 0xC2 && c <= 0xDF) { cp = c & 0x1F; len = 2; }
-        else if (c >= 0xE0 && c <= 0xEF) { cp = c & 0x0F; len = 3; }
-        else if (c >= 0xF0 && c <= 0xF4) { cp = c & 0x07; len = 4; }
-        else return 0;
-        if ((size_t)(t->end - t->p) < len) return 0;
-        for (size_t k = 1; k < len; k++) {
-            if ((t->p[k] & 0xC0) != 0x80) return 0;
-            cp = (cp << 6) | (t->p[k] & 0x3F);
-        }
-        if ((len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) || cp > 0x10FFFF ||
-            (cp >= 0xD800 && cp <= 0xDFFF) || cp == 0x85 || cp == 0x2028 || cp == 0x2029)
-            return 0;
+        size_t len = utf8_sequence(t->p, (size_t)(t->end - t->p), &cp);
+        if (!len || cp == 0x85 || cp == 0x2028 || cp == 0x2029) return 0;
         if (!put(out, (const char *)t->p, len)) return 0;
         t->p += len;
     }
