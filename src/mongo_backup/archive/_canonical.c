@@ -215,11 +215,16 @@ int sorted_regex_options(const unsigned char *options, size_t n) {
     return 1;
 }
 
-/* Whether an array key is the element's index in decimal, as libbson writes it back. */
+/* Whether an array key is the element's index in decimal, as libbson writes it back.
+ * (No snprintf: it runs for every array element.) */
 static int is_index(const unsigned char *key, size_t n, size_t index) {
-    char expected[24];
-    int k = snprintf(expected, sizeof expected, "%zu", index);
-    return (size_t)k == n && memcmp(expected, key, n) == 0;
+    if (n == 0 || n > 19 || (key[0] == '0' && n > 1)) return 0;
+    size_t value = 0;
+    for (size_t k = 0; k < n; k++) {
+        if (key[k] < '0' || key[k] > '9') return 0;
+        value = value * 10 + (size_t)(key[k] - '0');
+    }
+    return value == index;
 }
 
 static int put_document(Out *out, const unsigned char *p, size_t size, int array, int depth);

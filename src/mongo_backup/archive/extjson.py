@@ -35,6 +35,8 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Callable
+from types import ModuleType
 from typing import Any, Literal
 
 import bson
@@ -48,6 +50,14 @@ try:
     from . import _canonical
 except ImportError:  # built without a C compiler: python-bsonjs converts every document
     _canonical = None  # type: ignore[assignment]
+
+
+def accelerator() -> ModuleType | None:
+    """The C converter (``encode_batch``, ``decode_lines``), or None: built without a
+    compiler, or ``MONGO_BACKUP_NO_ACCELERATOR=1`` (the python-bsonjs path for
+    everything, to rule the converter out when hunting a problem; the bytes are the same)."""
+    return None if os.environ.get("MONGO_BACKUP_NO_ACCELERATOR") == "1" else _canonical
+
 
 JsonFormat = Literal["canonical", "relaxed"]
 JSON_FORMATS: tuple[JsonFormat, ...] = ("canonical", "relaxed")
@@ -122,11 +132,11 @@ class BatchEncoder:
         self.mode = _MODES[json_format]
         self.pretty = pretty
         self.escaped = 0  # documents written as escape lines so far
-        # MONGO_BACKUP_NO_ACCELERATOR=1: the python-bsonjs path for everything (to rule
-        # the C converter out when hunting a problem; the bytes are the same).
-        accelerated = accelerated and os.environ.get("MONGO_BACKUP_NO_ACCELERATOR") != "1"
-        fast = accelerated and json_format == "canonical" and not pretty
-        self._fast = _canonical.encode_batch if fast and _canonical is not None else None
+        converter = accelerator() if accelerated else None
+        fast = converter is not None and json_format == "canonical" and not pretty
+        self._fast: Callable[[bytes, int], tuple[bytes, int, int]] | None = (
+            converter.encode_batch if fast and converter is not None else None
+        )
 
     def encode(self, batch: bytes) -> tuple[bytes, int]:
         """Return (UTF-8 text with one ``\\n`` after every document, document count)."""

@@ -11,20 +11,13 @@ Without the C converter everything takes that path.
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Callable, Iterator
 from typing import Protocol
 
 import bsonjs
 
 from ..errors import LineFormatError
-from .extjson import _unescape_if_escaped, document_from_line
-
-try:
-    from . import _canonical
-except ImportError:  # built without a C compiler: python-bsonjs reads every line
-    _canonical = None  # type: ignore[assignment]
-
+from .extjson import _unescape_if_escaped, accelerator, document_from_line
 
 # The smallest possible line holds a document of a few bytes; the largest a 16 MiB
 # document escaped as base64 (4/3) with room to spare. Longer lines are refused
@@ -56,7 +49,7 @@ READ_CHUNK = 1 << 20
 
 
 def iter_lines(
-    stream: Readable, member: str, stats: StreamStats | None = None
+    stream: Readable, member: str, stats: StreamStats | None = None, first: int = 0
 ) -> Iterator[tuple[int, bytes]]:
     """Yield (line number, line without ``\\n``), splitting on ``\\n`` only.
 
@@ -64,7 +57,7 @@ def iter_lines(
     calls would cost more than the parsing. A line longer than :data:`MAX_LINE_BYTES`
     is refused before more of it is read.
     """
-    number = 0
+    number = first  # lines before the stream's start (read_documents' switch)
     tail = b""
     while True:
         chunk = stream.read(READ_CHUNK)
@@ -143,22 +136,21 @@ def _parse_checked(text: bytes, member: str, number: int) -> bytes:
     return _unescape_if_escaped(raw, member, number)
 
 
-class _Prefixed:
-    """A stream that first gives ``prefix`` (bytes already read from ``stream``)."""
+class _Rest:
+    """The rest of a member: ``prefix`` (read and counted already), then ``stream``,
+    whose chunks are added to ``stats``."""
 
-    def __init__(self, prefix: bytes, stream: Readable) -> None:
-        self._prefix, self._stream = prefix, stream
+    def __init__(self, prefix: bytes, stream: Readable, stats: StreamStats | None) -> None:
+        self._prefix, self._stream, self._stats = prefix, stream, stats
 
     def read(self, size: int = -1) -> bytes:
         if self._prefix:
             prefix, self._prefix = self._prefix, b""
             return prefix
-        return self._stream.read(size)
-
-
-def _numbered(lines: Iterator[tuple[int, bytes]], offset: int) -> Iterator[tuple[int, bytes]]:
-    for number, line in lines:
-        yield number + offset, line
+        chunk = self._stream.read(size)
+        if self._stats is not None:
+            self._stats.update(chunk)
+        return chunk
 
 
 def read_documents(
@@ -176,12 +168,11 @@ def read_documents(
     ``checked``: as for :func:`iter_documents`. ``MONGO_BACKUP_NO_ACCELERATOR=1``
     reads every line through python-bsonjs.
     """
-    accelerated = _canonical is not None and os.environ.get("MONGO_BACKUP_NO_ACCELERATOR") != "1"
-    if not accelerated:
+    converter = accelerator()
+    if converter is None:
         yield from _read_slowly(iter_lines(stream, member, stats), member, on_error, checked)
         return
-    assert _canonical is not None
-    decode = _canonical.decode_lines
+    decode: Callable[[bytes, int, int], tuple[list[bytes], int]] = converter.decode_lines
     number, tail = 0, b""
     while chunk := stream.read(READ_CHUNK):
         if stats is not None:
@@ -202,8 +193,7 @@ def read_documents(
             newline = buffer.index(b"\n", pos)
             line = buffer[pos:newline].strip()
             if line == b"{":  # the --pretty form: the line reader from here on
-                rest = _Prefixed(buffer[pos:], _Counted(stream, stats))
-                lines = _numbered(iter_lines(rest, member), number)
+                lines = iter_lines(_Rest(buffer[pos:], stream, stats), member, first=number)
                 yield from _read_slowly(lines, member, on_error, checked)
                 return
             pos = newline + 1
@@ -214,19 +204,6 @@ def read_documents(
                     yield number, one
     if tail:
         yield from _read_slowly(iter([(number + 1, tail)]), member, on_error, checked)
-
-
-class _Counted:
-    """``stream``, adding what is read from it to ``stats``."""
-
-    def __init__(self, stream: Readable, stats: StreamStats | None) -> None:
-        self._stream, self._stats = stream, stats
-
-    def read(self, size: int = -1) -> bytes:
-        chunk = self._stream.read(size)
-        if self._stats is not None:
-            self._stats.update(chunk)
-        return chunk
 
 
 def _one_line(

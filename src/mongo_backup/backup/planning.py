@@ -241,20 +241,21 @@ def _units(
     increment: dict[str, Any] | None,
     split_threshold: int | None,
 ) -> list[Unit]:
-    with_data = [intent.name for intent in intents if intent.has_data]
-    sizes = source.sizes(with_data, counts_wanted=split_threshold is not None)
-    return [
-        unit
-        for intent in intents
-        if intent.has_data
-        for unit in (
-            # A --since-field increment reads few documents, through whatever plan the
-            # server picks for the filter (an index on the field): one unordered unit.
-            [Unit(intent.name, files[intent.name], files[intent.name], ordered=False)]
-            if increment is not None and increment["since"].get(intent.name) is not None
-            else plan_units(source, intent, sizes[intent.name], files[intent.name], split_threshold)
-        )
-    ]
+    # A --since-field increment reads few documents, through whatever plan the server
+    # picks for the filter (an index on the field): one unordered unit, no size asked.
+    since = increment["since"] if increment is not None else {}
+    with_data = [intent for intent in intents if intent.has_data]
+    filtered = {intent.name for intent in with_data if since.get(intent.name) is not None}
+    planned = [intent.name for intent in with_data if intent.name not in filtered]
+    sizes = source.sizes(planned, split_threshold is not None)
+    units: list[Unit] = []
+    for intent in with_data:
+        file = files[intent.name]
+        if intent.name in filtered:
+            units.append(Unit(intent.name, file, file, ordered=False))
+        else:
+            units += plan_units(source, intent, sizes[intent.name], file, split_threshold)
+    return units
 
 
 def plan_units(

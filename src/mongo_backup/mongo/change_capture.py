@@ -314,8 +314,7 @@ class _Window:
         self.last_position: Any = None
 
     def passed(self, position: Any) -> bool:
-        """Before asking for a batch: does ``position``, a token whose time the server
-        gave with everything before it handed on, already lie past ``until``?"""
+        """Does ``position`` (a token with a time, all before it handed on) pass ``until``?"""
         reached = token_time(position)
         if reached is None or reached < self.until:
             return False
@@ -326,9 +325,10 @@ class _Window:
         """After an empty batch: has the stream looked past ``until``? A MongoDB token
         says how far; another server's "nothing more" after a majority-committed
         ``until`` means all is seen."""
-        reached = token_time(position)
-        if reached is not None and reached < self.until:
-            return False
+        if self.passed(position):
+            return True
+        if token_time(position) is not None:
+            return False  # a token short of ``until``
         if position is not None:
             self.last_event, self.last_position = None, position
         return True

@@ -118,11 +118,11 @@ def check_member(
     assert entry.file is not None
     report = MemberReport(entry.name, entry.file, entry.count, entry.bytes)
     stats = StreamStats()
+
+    def bad_line(error: LineFormatError) -> None:
+        _problem(report, f"line {error.line}: {error.problem}")
+
     try:
-
-        def bad_line(error: LineFormatError) -> None:
-            _problem(report, f"line {error.line}: {error.problem}")
-
         for _number, raw in read_documents(stream, entry.file, stats, on_error=bad_line):
             report.count += 1
             if keep is not None:
