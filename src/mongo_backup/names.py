@@ -29,6 +29,10 @@ FOLDER_PREFIX = "backup_"
 # (the name without suffixes), the UTC time stamp, and the number of a same-second run.
 ARCHIVE_NAME = re.compile(r"^(backup_(\d{8}_\d{6})(?:_(\d+))?)\.tar(?:\.gz|\.zst)?(?:\.age)?$")
 MAX_STEM = 120
+# The "database" of a backup of several databases (all of them, or those named): its
+# collections are named by namespace, ``DB.COLLECTION`` (database names hold no dot,
+# so the first one separates them). See mongo/deployment.py.
+ALL_DATABASES = "*"
 _SAFE = re.compile(rb"[A-Za-z0-9_.\-]")
 _WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL"} | {
     f"{p}{i}" for p in ("COM", "LPT") for i in range(10)
@@ -95,7 +99,7 @@ def collection_filter(
         return keep_all
 
     def kept(name: str) -> bool:
-        namespace = f"{db}.{name}"
+        namespace = qualified(db, name)
         return (
             (not wanted or name in wanted)
             and name not in unwanted
@@ -122,9 +126,27 @@ def namespace_pattern(text: str) -> re.Pattern[str]:
     )
 
 
+def database_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a database's name (None if it can)."""
+    if set('/\\. "$\x00') & set(name) or not name or len(name.encode()) > 63:
+        return f"invalid database name {name!r}"
+    return None
+
+
+def scope_text(db: str) -> str:
+    """How messages name what a backup holds: ``database 'shop'`` or ``all databases``."""
+    return "the databases" if db == ALL_DATABASES else f"database {db!r}"
+
+
+def qualified(db: str, name: str) -> str:
+    """The namespace of collection ``name`` of database ``db``; a backup of several
+    databases (:data:`ALL_DATABASES`) names its collections by namespace already."""
+    return name if db == ALL_DATABASES else f"{db}.{name}"
+
+
 def unmatched_patterns(patterns: Iterable[str], db: str, names: Iterable[str]) -> list[str]:
     """The patterns that match none of database ``db``'s collections ``names``."""
-    namespaces = [f"{db}.{name}" for name in names]
+    namespaces = [qualified(db, name) for name in names]
     return [p for p in patterns if not any(namespace_pattern(p).fullmatch(n) for n in namespaces)]
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from ..errors import ArchiveError
-from ..names import is_safe_member_name
+from ..names import ALL_DATABASES, is_safe_member_name
 
 FORMAT_NAME = "mongo-backup"
 FORMAT_VERSION = 1
@@ -96,6 +96,9 @@ class Manifest:
     query: dict[str, Any] | None = None
     # Where the documents were read: {"preference": {"mode", "tags"}, "members": [...]}.
     read: dict[str, Any] | None = None
+    # A backup of several databases: ``database`` is ALL_DATABASES ("*"), these are the
+    # databases it holds, and every collection is named by namespace, DB.COLLECTION.
+    databases: list[str] | None = None
     # manifest_sha256 as read (parse_manifest); an increment's parent link names it.
     checksum: str | None = field(default=None, compare=False)
     format: str = FORMAT_NAME
@@ -252,6 +255,23 @@ def _query(value: dict[str, Any] | None) -> dict[str, Any] | None:
     return value
 
 
+def _databases(value: list[Any] | None, database: str, names: list[str]) -> list[str] | None:
+    """The ``databases`` of a backup of several: names, and every namespace in one."""
+    _require((value is not None) == (database == ALL_DATABASES), "malformed databases")
+    if value is None:
+        return None
+    _require(
+        all(isinstance(name, str) and name and "." not in name for name in value),
+        "malformed databases",
+    )
+    held = set(value)
+    _require(
+        all(name == CHANGES_NAME or name.partition(".")[0] in held for name in names),
+        "a collection outside the backup's databases",
+    )
+    return list(value)
+
+
 def parse_manifest(raw: bytes) -> Manifest:
     """Parse and check a manifest; :class:`ArchiveError` for anything unexpected."""
     _require(len(raw) <= MAX_MANIFEST_BYTES, "larger than any manifest this tool writes")
@@ -289,6 +309,8 @@ def parse_manifest(raw: bytes) -> Manifest:
     )
     names = [entry.name for entry in collections]
     _require(len(set(names)) == len(names), "a collection is listed twice")
+    database = _typed(data, "database", str)
+    databases = _databases(_typed(data, "databases", list, optional=True), database, names)
     kind = data.get("kind", "full")
     _require(kind in KINDS, f"unknown kind {kind!r}")
     consistency = _typed(data, "consistency", str)
@@ -316,7 +338,8 @@ def parse_manifest(raw: bytes) -> Manifest:
         increment=_shallow(increment, "increment"),
         query=_query(_typed(data, "query", dict, optional=True)),
         read=_shallow(_typed(data, "read", dict, optional=True), "read"),
-        database=_typed(data, "database", str),
+        database=database,
+        databases=databases,
         tool_version=_typed(data, "tool_version", str),
         json_format=_typed(data, "json_format", str),
         pretty=bool(data.get("pretty", False)),

@@ -119,6 +119,8 @@ class Plan:
     query: dict[str, Any] | None = None
     # The read preference asked ({"mode", "tags"}) and the members read so far.
     read: dict[str, Any] = field(default_factory=dict)
+    # A backup of several databases (database ALL_DATABASES): those it holds.
+    databases: list[str] | None = None
     format: str = PLAN_FORMAT
     format_version: int = PLAN_VERSION
 

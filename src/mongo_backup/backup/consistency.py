@@ -43,6 +43,7 @@ from ..mongo.cluster_time import (
     to_json,
 )
 from ..mongo.source import MongoSource, from_extjson, to_extjson
+from ..names import ALL_DATABASES
 from .checkpoint import Plan, save_plan
 
 logger = logging.getLogger(__name__)
@@ -148,7 +149,7 @@ def finish(
     until = latest_point(client, source.secrets, source.policy)
     if until is None:
         return Outcome("none", None, None)
-    renamed = _RenameWatch({intent["name"] for intent in plan.intents})
+    renamed = _RenameWatch({intent["name"] for intent in plan.intents}, plan.database)
     try:
         entry, captured = write_changes(
             source,
@@ -191,14 +192,18 @@ class _RenameWatch:
     """Collects the listed collections renamed while the backup ran (unless created
     during it: then all their documents are in the changes)."""
 
-    def __init__(self, listed: set[str]) -> None:
+    def __init__(self, listed: set[str], db: str) -> None:
         self.listed = set(listed)
+        self.db = db  # ALL_DATABASES: the listed names are namespaces
         self.names: list[str] = []
 
     def __call__(self, raw: bytes) -> None:
         event = RawBSONDocument(raw)
         kind = event["operationType"]
-        name = str((event.get("ns") or {}).get("coll") or "")
+        namespace = event.get("ns") or {}
+        name = str(namespace.get("coll") or "")
+        if self.db == ALL_DATABASES:
+            name = f"{namespace.get('db')}.{name}"
         if kind == "create":
             self.listed.discard(name)
         elif kind == "rename" and name in self.listed and name not in self.names:

@@ -96,6 +96,7 @@ def build_manifest(
         increment=_increment(plan, outcome),
         consistency=outcome.consistency,
         database=plan.database,
+        databases=plan.databases,
         tool_version=__version__,
         json_format=layout.json_format,
         pretty=layout.pretty,

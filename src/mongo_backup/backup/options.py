@@ -19,7 +19,7 @@ from ..archive.manifest import CollectionEntry, Manifest
 from ..archive.writer import COMPRESSIONS
 from ..destinations import LocalFolder, open_destination
 from ..errors import ConfigError
-from ..names import ARCHIVE_FOLDER, namespace_pattern
+from ..names import ALL_DATABASES, ARCHIVE_FOLDER, database_name_problem, namespace_pattern
 from ..redact import hosts_of
 from .checkpoint import Layout, Plan
 from .planning import PlanRequest
@@ -112,6 +112,10 @@ class BackupOptions:
     encrypt_to: list[str] = field(default_factory=list)  # age / SSH recipients
     # --query: an Extended JSON filter for the collections named in ``collections``.
     query: str | None = None
+    # db ALL_DATABASES: a backup of several databases, these (none: all but admin,
+    # config and local; admin too with include_admin). See mongo/deployment.py.
+    databases: list[str] = field(default_factory=list)
+    include_admin: bool = False
 
     def check(self) -> None:
         if self.json_format not in JSON_FORMATS:
@@ -172,6 +176,7 @@ class BackupOptions:
                 namespace_pattern(pattern)
             except ValueError as error:
                 raise ConfigError(str(error)) from None
+        self._check_databases()
         if self.query is not None:
             filter_of(self.query)  # refuse bad JSON before any work
             if not self.collections:
@@ -183,6 +188,23 @@ class BackupOptions:
             not self.since_field or self.since_field.startswith("$") or "\x00" in self.since_field
         ):
             raise ConfigError(f"--since-field {self.since_field!r} is not a field name")
+
+    def _check_databases(self) -> None:
+        if self.db != ALL_DATABASES:
+            if self.databases or self.include_admin:
+                raise ConfigError("--include-admin applies to a backup of all databases")
+            return
+        if self.collections or self.exclude or self.query is not None:
+            raise ConfigError(
+                "--collection, --exclude-collection and --query apply to one database "
+                "(name it with --db); across databases use --ns-include / --ns-exclude"
+            )
+        if self.include_admin and self.databases:
+            raise ConfigError("--include-admin applies to a backup of all databases, not --db")
+        for name in self.databases:
+            problem = database_name_problem(name)
+            if problem:
+                raise ConfigError(problem)
 
     def layout(self) -> Layout:
         return Layout(
@@ -205,6 +227,7 @@ class BackupOptions:
             max_increment_bytes=self.max_increment_bytes,
             taken=taken,
             query=filter_of(self.query) if self.query is not None else None,
+            databases=list(self.databases),
         )
 
     def resuming(self, plan: Plan, folder: Path) -> BackupOptions:

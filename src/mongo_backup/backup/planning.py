@@ -20,10 +20,12 @@ from ..archive.writer import SUFFIXES
 from ..errors import CheckpointError, ConfigError, MongoBackupError
 from ..mongo.source import CollectionSize, Intent, MongoSource
 from ..names import (
+    ALL_DATABASES,
     ARCHIVE_FOLDER,
     FOLDER_PREFIX,
     collection_filter,
     file_names,
+    scope_text,
     unmatched_patterns,
 )
 from .checkpoint import PLAN_NAME, Layout, Plan, Unit, encode_key, load_plan, save_plan
@@ -81,6 +83,7 @@ class PlanRequest:
     max_increment_bytes: int | None = None  # a change-stream increment stops near this size
     taken: frozenset[str] = frozenset()  # backup ids already at the destination
     query: dict[str, Any] | None = None  # --query, canonical Extended JSON
+    databases: list[str] = field(default_factory=list)  # several named (db ALL_DATABASES)
 
 
 def find_resumable(resume: bool | Path, out_dir: Path, db: str) -> tuple[Plan, Path] | None:
@@ -136,24 +139,23 @@ def new_plan(
     consistency, problem = begin(source.client, source, server["topology"])
     intents = source.intents(request.collections, request.exclude)
     missing = sorted(set(request.collections) - {intent.name for intent in intents})
+    scope = scope_text(request.db)
     if missing:
-        raise ConfigError(
-            f"database {request.db!r} has no collection named {', '.join(map(repr, missing))}"
-        )
+        raise ConfigError(f"{scope} has no collection named {', '.join(map(repr, missing))}")
     if request.ns_include or request.ns_exclude:
         # A pattern that matches nothing is a mistake to say, not an empty backup.
         unmatched = unmatched_patterns(request.ns_include, request.db, [i.name for i in intents])
         if unmatched:
             raise ConfigError(
-                f"--ns-include {', '.join(map(repr, unmatched))} matches no namespace of "
-                f"database {request.db!r}"
+                f"--ns-include {', '.join(map(repr, unmatched))} matches no namespace of {scope}"
             )
         wanted = collection_filter([], [], request.db, request.ns_include, request.ns_exclude)
         intents = [intent for intent in intents if wanted(intent.name)]
+    databases = _databases(request, intents)
     if not intents and not request.allow_empty:
         raise MongoBackupError(
-            f"database {request.db!r} has no collections to back up "
-            "(wrong database name? pass --allow-empty to write an empty backup)"
+            f"{scope} {'have' if request.db == ALL_DATABASES else 'has'} no collections to "
+            "back up (wrong database name? pass --allow-empty to write an empty backup)"
         )
     if server["topology"] == "standalone":
         logger.warning(
@@ -183,10 +185,29 @@ def new_plan(
         watermarks=marks,
         query=query,
         read={"preference": source.read_preference()},
+        databases=databases,
     )
     what = "an increment of" if increment else "backing up"
-    logger.info("%s database %r (%d namespaces) into %s", what, request.db, len(intents), folder)
+    if databases is not None:
+        plural = "s" * (len(databases) != 1)
+        scope = f"{len(databases)} database{plural} ({', '.join(databases)})"
+    logger.info("%s %s (%d namespaces) into %s", what, scope, len(intents), folder)
     return plan, folder
+
+
+def _databases(request: PlanRequest, intents: list[Intent]) -> list[str] | None:
+    """The databases a backup of several holds (None: a backup of one). Each one named
+    must have something to back up: a typo is said, not an empty part."""
+    if request.db != ALL_DATABASES:
+        return None
+    found = sorted({intent.name.partition(".")[0] for intent in intents})
+    empty = sorted(set(request.databases) - set(found))
+    if empty and not request.allow_empty:
+        raise MongoBackupError(
+            f"database {', '.join(map(repr, empty))} has no collections to back up "
+            "(wrong database name? pass --allow-empty to write an empty backup)"
+        )
+    return sorted(set(found) | set(request.databases))
 
 
 def _changes_plan(
@@ -211,9 +232,17 @@ def _changes_plan(
     if request.max_increment_bytes is not None:
         increment["max_bytes"] = request.max_increment_bytes
     plan, folder = _saved_plan(
-        request, started_at, server, intents=[], files={}, units=[], increment=increment
+        request,
+        started_at,
+        server,
+        intents=[],
+        files={},
+        units=[],
+        increment=increment,
+        databases=base.manifest.databases,  # several: the change stream covers them all
     )
-    logger.info("the changes to %r since %s, into %s", request.db, base.path.name, folder)
+    scope = scope_text(request.db)
+    logger.info("the changes to %s since %s, into %s", scope, base.path.name, folder)
     return plan, folder
 
 

@@ -49,8 +49,9 @@ from ..location.locking import location_lock
 from ..mongo.change_capture import ChangeFollower
 from ..mongo.cluster_time import SnapshotCheck
 from ..mongo.connection import connect
+from ..mongo.deployment import DeploymentDatabase
 from ..mongo.source import MongoSource
-from ..names import ARCHIVE_FOLDER, collection_filter
+from ..names import ALL_DATABASES, ARCHIVE_FOLDER, collection_filter, scope_text
 from ..redact import uri_secrets
 from ..retry import RetryPolicy
 from .checkpoint import Plan, remove_checkpoints
@@ -111,7 +112,7 @@ def run_backup(
     ``kept``: the connection a change-stream increment uses (else one of its own)."""
     opts.check()
     location = opts.resume.parent if isinstance(opts.resume, Path) else Path(opts.out_dir)
-    with location_lock(location, f"a backup of {opts.db!r}", wait=opts.lock_wait):
+    with location_lock(location, f"a backup of {scope_text(opts.db)}", wait=opts.lock_wait):
         return _locked_backup(opts, progress or NoProgress(), base, kept)
 
 
@@ -128,7 +129,9 @@ def _locked_backup(
     try:
         policy = RetryPolicy(opts.retries, opts.retry_delay)
         known = kept.server if kept is not None else None
-        source = MongoSource(client, opts.db, uri_secrets(opts.uri), policy, known)
+        source = MongoSource(
+            client, opts.db, uri_secrets(opts.uri), policy, known, _deployment(client, opts)
+        )
         if resumable is None:
             if not opts.incremental:
                 base = None
@@ -185,6 +188,13 @@ def _locked_backup(
         ) from None
     took = time.perf_counter() - started
     return BackupResult(archive, folder, manifest, took, url)
+
+
+def _deployment(client: MongoClient[Any], opts: BackupOptions) -> DeploymentDatabase | None:
+    """The databases a backup of several reads, as one (None: a backup of one)."""
+    if opts.db != ALL_DATABASES:
+        return None
+    return DeploymentDatabase(client, opts.databases or None, include_admin=opts.include_admin)
 
 
 def _changes_only(opts: BackupOptions, resumable: tuple[Plan, Path] | None) -> bool:

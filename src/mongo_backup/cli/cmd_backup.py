@@ -12,6 +12,7 @@ from ..archive.writer import COMPRESSIONS
 from ..backup.options import BackupOptions, BackupResult, default_jobs
 from ..backup.run import run_backup
 from ..errors import ConfigError
+from ..names import ALL_DATABASES
 from .config import READ_PREFERENCES, with_read_preference
 from .exits import with_exit_code
 from .monitoring import Monitor, add_monitoring_options
@@ -28,7 +29,13 @@ def add_parser(commands: Any, parent: argparse.ArgumentParser, epilog: str) -> N
         description="Back up every collection of a database as Extended JSON Lines into "
         "OUT_DIR/backup_data/backup_YYYYmmdd_HHMMSS.tar[.gz|.zst]. Prints the archive path.",
     )
-    add_connection_options(parser, "database to back up (default: $MONGO_DB, then .env)")
+    connection = add_connection_options(
+        parser,
+        "database to back up (repeatable: several into one archive; default: $MONGO_DB, "
+        "then .env, else all databases)",
+        several=True,
+    )
+    add_database_options(connection)
     add_backup_groups(parser, resume=True)
     _add_increment_options(parser)
     destinations = add_destination_options(parser)
@@ -41,6 +48,20 @@ def add_parser(commands: Any, parent: argparse.ArgumentParser, epilog: str) -> N
     )
     add_monitoring_options(parser)
     parser.set_defaults(handler=run)
+
+
+def add_database_options(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
+        "--all-databases",
+        action="store_true",
+        help="every database but admin, config and local, into one archive (the default "
+        "without --db and $MONGO_DB)",
+    )
+    group.add_argument(
+        "--include-admin",
+        action="store_true",
+        help="with all databases, admin's collections too (never its users and roles)",
+    )
 
 
 def _stdout_only(text: str) -> str:
@@ -313,12 +334,23 @@ def run(args: argparse.Namespace) -> BackupResult:
 
 
 def backup_options(args: argparse.Namespace) -> BackupOptions:
-    """The backup the flags ask for (``watch`` has no increment flags nor ``--resume``)."""
-    settings = connection_from(args)
+    """The backup the flags ask for (``watch`` has no increment flags nor ``--resume``,
+    and follows one database: its --db is not repeatable)."""
+    several_allowed = hasattr(args, "all_databases")  # backup's flags, not watch's
+    named: list[str] = (args.db or []) if several_allowed else [args.db] if args.db else []
+    all_databases = several_allowed and args.all_databases
+    if all_databases and named:
+        raise ConfigError("--all-databases backs up every database: leave --db out")
+    settings = connection_from(
+        args, require_db=not several_allowed, db=named[0] if len(named) == 1 else None
+    )
     uri = with_read_preference(settings.uri, args.read_preference, args.read_preference_tags)
+    several = all_databases or len(named) > 1 or not settings.db
     return BackupOptions(
         uri=uri,
-        db=settings.db,
+        db=ALL_DATABASES if several else settings.db,
+        databases=named if len(named) > 1 else [],
+        include_admin=getattr(args, "include_admin", False),
         out_dir=args.out_dir,
         collections=args.collection,
         exclude=args.exclude_collection,

@@ -40,8 +40,12 @@ def run(args: argparse.Namespace) -> None:
         print(json.dumps(dataclasses.asdict(manifest), ensure_ascii=False, indent=2))
         return None
     server = manifest.server
+    scope = f"database {manifest.database!r}"
+    if manifest.databases is not None:
+        held = manifest.databases
+        scope = f"{len(held)} database{'s' * (len(held) != 1)} ({', '.join(held)})"
     print(
-        f"backup of database {manifest.database!r} from {', '.join(manifest.hosts) or '?'} "
+        f"backup of {scope} from {', '.join(manifest.hosts) or '?'} "
         f"(server {server.get('version', '?')}, {server.get('topology', '?')})"
     )
     print(

@@ -10,6 +10,7 @@ from bson.timestamp import Timestamp
 
 from ..errors import ConfigError
 from ..mongo.cluster_time import parse_until
+from ..names import ALL_DATABASES
 from ..restore.options import RestoreOptions
 from ..restore.run import RestoreResult, run_restore
 from .exits import with_exit_code
@@ -40,7 +41,11 @@ def add_parser(commands: Any, parent: argparse.ArgumentParser, epilog: str) -> N
         help="archive (path or storage URL, maybe .age), backup folder, location (folder or "
         "URL of archives) or .json/.jsonl file",
     )
-    add_connection_options(parser, "target database (default: the backup's database)")
+    add_connection_options(
+        parser,
+        "target database (default: the backup's database); of a backup of several "
+        "databases, the one to restore (default: all)",
+    )
     filters = add_collection_filters(parser)
     _add_renames(filters)
     add_source_options(parser)
@@ -163,7 +168,8 @@ def run(args: argparse.Namespace) -> RestoreResult:
 
 
 def report(result: RestoreResult) -> None:
-    title = f"{'dry run: ' if result.dry_run else ''}restore into {result.database!r}"
+    where = "their databases" if result.database == ALL_DATABASES else repr(result.database)
+    title = f"{'dry run: ' if result.dry_run else ''}restore into {where}"
     rows = [
         [
             c.name,

@@ -15,6 +15,7 @@ from pathlib import Path
 from dotenv import dotenv_values
 
 from ..errors import ConfigError
+from ..names import database_name_problem
 from ..redact import authority, redact_uri
 
 URI_VARIABLE = "MONGO_URI"
@@ -84,9 +85,9 @@ def resolve_connection(
 
 
 def validate_database_name(name: str) -> None:
-    bad = set('/\\. "$\x00') & set(name)
-    if bad or len(name.encode()) > 63:
-        raise ConfigError(f"invalid database name {name!r}")
+    problem = database_name_problem(name)
+    if problem:
+        raise ConfigError(problem)
 
 
 PASSWORD_VARIABLE = "MONGO_PASSWORD"

@@ -24,7 +24,11 @@ from .config import (
 logger = logging.getLogger(__name__)
 
 
-def add_connection_options(parser: argparse.ArgumentParser, db_help: str) -> None:
+def add_connection_options(
+    parser: argparse.ArgumentParser, db_help: str, several: bool = False
+) -> argparse._ArgumentGroup:
+    """--uri, --db and the authentication and TLS flags; the connection group, returned.
+    ``several``: --db may be given more than once (a backup of several databases)."""
     group = parser.add_argument_group("connection")
     group.add_argument(
         "--uri",
@@ -33,7 +37,11 @@ def add_connection_options(parser: argparse.ArgumentParser, db_help: str) -> Non
         metavar="URI",
         help="MongoDB connection string (default: $MONGO_URI, then .env)",
     )
-    group.add_argument("--db", "--mongo-db", "-d", dest="db", metavar="NAME", help=db_help)
+    names = ("--db", "--mongo-db", "-d")
+    if several:
+        group.add_argument(*names, dest="db", action="append", metavar="NAME", help=db_help)
+    else:
+        group.add_argument(*names, dest="db", metavar="NAME", help=db_help)
     group.add_argument(
         "--timeout",
         type=float,
@@ -77,10 +85,14 @@ def add_connection_options(parser: argparse.ArgumentParser, db_help: str) -> Non
         action="store_true",
         help="accept a server certificate issued for another host name",
     )
+    return group
 
 
-def connection_from(args: argparse.Namespace, require_db: bool = True) -> ConnectionSettings:
-    settings = resolve_connection(args.uri, args.db, require_db=require_db)
+def connection_from(
+    args: argparse.Namespace, require_db: bool = True, db: str | None = None
+) -> ConnectionSettings:
+    """The connection the flags, environment and .env settle (``db`` instead of --db)."""
+    settings = resolve_connection(args.uri, db or args.db, require_db=require_db)
     auth = auth_from(args, settings.uri)
     if auth == AuthOptions():
         return settings

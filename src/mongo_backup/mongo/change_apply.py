@@ -28,6 +28,8 @@ from bson.timestamp import Timestamp
 from pymongo import DeleteOne, ReplaceOne, UpdateOne
 from pymongo.database import Database
 
+from .deployment import DeploymentDatabase, namespace_in
+
 logger = logging.getLogger(__name__)
 
 BULK_OPS = 1000
@@ -83,6 +85,8 @@ class ChangeApplier:
         names: Names | None = None,
     ) -> None:
         self.db = db
+        # A deployment's events name their collections DB.COLLECTION (see deployment.py).
+        self.namespaced = isinstance(db, DeploymentDatabase)
         self.wanted = wanted
         self.names = names or SameNames()
         self.until = until
@@ -107,10 +111,8 @@ class ChangeApplier:
             self.stopped = True
             return False
         kind = event["operationType"]
-        namespace = event.get("ns") or {}
-        collection = str(namespace.get("coll") or "")
-        target = event.get("to")
-        renamed_to = str(target["coll"]) if target is not None else ""
+        collection = self._name(event.get("ns"))
+        renamed_to = self._name(event.get("to"))
         if not self._wanted(collection) and not (renamed_to and self._wanted(renamed_to)):
             self.counts["skipped"] += 1
             return True
@@ -123,8 +125,16 @@ class ChangeApplier:
         self.last_time = cluster_time
         return True
 
+    def _name(self, namespace: Any) -> str:
+        """The event's collection (DB.COLLECTION for a deployment); "" if none."""
+        collection = str((namespace or {}).get("coll") or "")
+        if self.namespaced and collection:
+            return f"{namespace['db']}.{collection}"
+        return collection
+
     def _wanted(self, collection: str) -> bool:
-        if collection.startswith("system.") and collection != "system.js":
+        local = collection.partition(".")[2] if self.namespaced else collection
+        if local.startswith("system.") and local != "system.js":
             return False
         return collection == "" or self.wanted(collection)
 
@@ -197,26 +207,27 @@ class ChangeApplier:
                     described["pipeline"] = described.pop("viewPipeline")
                 described.pop("nsType", None)
                 if isinstance(described.get("viewOn"), str):
-                    described["viewOn"] = self.names.collection(described["viewOn"])
+                    described["viewOn"] = self._view_source(event, described["viewOn"])
                 if "pipeline" in described:
                     described["pipeline"] = self.names.pipeline(described["pipeline"])
                 self.db.command({"create": collection, **described})
             elif kind == "drop":
                 self.db.drop_collection(collection)
             elif kind == "rename":
-                target = event["to"]
-                if target["db"] != event["ns"]["db"] or not self._wanted(str(target["coll"])):
+                target = self._name(event["to"])
+                moved = not self.namespaced and event["to"]["db"] != event["ns"]["db"]
+                if moved or not self._wanted(target):
                     self.db.drop_collection(collection)  # moved out of what is restored
                 elif not self._wanted(source):
                     self.problems.append(
-                        f"{target['coll']!r} was renamed from {source!r}, which is not "
+                        f"{target!r} was renamed from {source!r}, which is not "
                         f"restored, so it is incomplete (add --collection {source})"
                     )
                 else:
                     self.db.client.admin.command(
                         "renameCollection",
-                        f"{self.db.name}.{collection}",
-                        to=f"{self.db.name}.{self.names.collection(str(target['coll']))}",
+                        namespace_in(self.db, collection),
+                        to=namespace_in(self.db, self.names.collection(target)),
                         dropTarget=True,
                     )
             elif kind == "createIndexes":
@@ -229,9 +240,10 @@ class ChangeApplier:
                 if described:
                     self.db.command({"collMod": collection, **described})
             elif kind == "dropDatabase":
+                prefix = f"{event['ns']['db']}." if self.namespaced else ""
                 for name in self.db.list_collection_names():
-                    original = self.names.source(name)
-                    if original is not None and self._wanted(original):
+                    original = self.names.source(name)  # the dropped database's?
+                    if original and original.startswith(prefix) and self._wanted(original):
                         self.db.drop_collection(name)
             else:
                 logger.warning("a %r event on %r is not applied (not supported)", kind, collection)
@@ -241,6 +253,12 @@ class ChangeApplier:
                 # everything after it: report it (restore exits 3).
                 reason = error.details.get("errmsg") if error.details else str(error)
                 self.problems.append(f"a {kind!r} event on {collection!r} was refused: {reason}")
+
+    def _view_source(self, event: RawBSONDocument, view_on: str) -> str:
+        """A created view's ``viewOn`` (a collection of the view's own database), renamed."""
+        if not self.namespaced:
+            return self.names.collection(view_on)
+        return self.names.collection(f"{event['ns']['db']}.{view_on}").partition(".")[2]
 
     def flush(self) -> None:
         if not self._pending:

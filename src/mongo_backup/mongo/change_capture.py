@@ -52,7 +52,8 @@ from pymongo.database import Database
 from ..errors import HistoryLost, MongoBackupError
 from ..names import keep_all
 from ..retry import NO_RETRIES, RetryPolicy, driver_error_text, is_transient
-from .change_events import event_fields, event_kind_and_time, time_key
+from .change_events import event_fields, event_kind_and_time, time_key, token_time
+from .deployment import DeploymentDatabase
 
 logger = logging.getLogger(__name__)
 
@@ -75,19 +76,6 @@ class Captured:
     reached: Timestamp  # ``until``, or where ``max_bytes`` stopped the capture
     handed: int = 0  # bytes handed to the sink
     full_at: Timestamp | None = None  # the cluster time at which max_bytes was reached
-
-
-def token_time(token: Any) -> Timestamp | None:
-    """The cluster time a MongoDB resume token stands at, or None if its format is not
-    MongoDB's (hex KeyString, starting with the Timestamp type byte 0x82)."""
-    data = token.get("_data") if hasattr(token, "get") else None
-    if not isinstance(data, str) or len(data) < 18 or not data.startswith("82"):
-        return None
-    try:
-        value = int(data[2:18], 16)
-    except ValueError:
-        return None
-    return Timestamp(value >> 32, value & 0xFFFFFFFF)
 
 
 def _plain(token: Any) -> dict[str, Any]:
@@ -216,6 +204,7 @@ def capture(
         while True:
             try:
                 window = _Window(progress, until, sink, wanted, max_bytes, batches)
+                window.namespaced = isinstance(db, DeploymentDatabase)
                 return _capture(db, stream, window)
             except pymongo.errors.PyMongoError as error:
                 stream.close()  # the retry opens a new stream after the last event taken
@@ -308,6 +297,7 @@ class _Window:
         self.every = wanted is keep_all  # then no event's collection need be read
         self.whole_batches = batches and self.every
         self.kept: dict[bytes, bool] = {}  # ``wanted`` once per collection, not per event
+        self.namespaced = False  # ``wanted`` is asked with DB.COLLECTION (a deployment)
         # Where the stream stands: the last event taken (its _id, made plain only when
         # needed) or the server's position after an empty batch.
         self.last_event: RawBSONDocument | None = None
@@ -359,7 +349,7 @@ class _Window:
             if self.every:
                 (operation, when), collection = event_kind_and_time(raw), b""
             else:
-                operation, when, collection = event_fields(raw)
+                operation, when, collection = event_fields(raw, self.namespaced)
             if when > self.until_key or 0 <= self.full_key < when:
                 stream.hold(batch[index:])  # the token stays before them
                 return True
@@ -390,7 +380,10 @@ class _Window:
             keep = self.kept[collection] = not collection or self.wanted(collection.decode())
         if not keep and operation == b"rename":  # renamed into the wanted ones?
             renamed = event.get("to")
-            keep = renamed is not None and self.wanted(str(renamed.get("coll") or ""))
+            name = str(renamed.get("coll") or "") if renamed is not None else ""
+            if self.namespaced and name:
+                name = f"{renamed.get('db')}.{name}"  # type: ignore[union-attr]
+            keep = bool(name) and self.wanted(name)
         return keep
 
     def note_token(self) -> None:

@@ -10,12 +10,15 @@ top-level elements of the bytes to those three fields costs a few microseconds.
 Contract: :func:`event_fields` returns the operation type, the cluster time as one
 comparable integer (the BSON timestamp's 64 bits: ``seconds << 32 | increment``, see
 :func:`time_key`) and the collection name (``b""`` when the event has none, such as
-``dropDatabase``) for a well-formed change event; ``ValueError`` for malformed bytes.
+``dropDatabase``; ``namespaced``: ``DB.COLLECTION``) for a well-formed change event;
+``ValueError`` for malformed bytes.
 :func:`event_kind_and_time` returns the first two alone, faster (a capture that keeps
 every collection needs no more).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from bson.timestamp import Timestamp
 
@@ -62,18 +65,36 @@ def _value_end(raw: bytes, kind: int, start: int) -> int:
     raise ValueError(f"unknown BSON type 0x{kind:02x} in a change event")
 
 
-def _collection(raw: bytes, start: int, stop: int) -> bytes:
-    """``coll`` of the ``ns`` document ``raw[start:stop]``."""
+def _collection(raw: bytes, start: int, stop: int, namespaced: bool) -> bytes:
+    """``coll`` of the ``ns`` document ``raw[start:stop]`` (``db.coll`` if ``namespaced``;
+    b"" without a collection)."""
     pos, end = start + 4, stop - 1
+    db = b""
     while pos < end:
         kind = raw[pos]
         name_end = raw.index(0, pos + 1)
         value = name_end + 1
         value_end = _value_end(raw, kind, value)
-        if kind == 0x02 and raw[pos + 1 : name_end] == b"coll":
-            return raw[value + 4 : value_end - 1]
+        if kind == 0x02 and raw[pos + 1 : name_end] == b"db":
+            db = raw[value + 4 : value_end - 1]
+        elif kind == 0x02 and raw[pos + 1 : name_end] == b"coll":
+            collection = raw[value + 4 : value_end - 1]
+            return db + b"." + collection if namespaced else collection
         pos = value_end
     return b""
+
+
+def token_time(token: Any) -> Timestamp | None:
+    """The cluster time a MongoDB resume token stands at, or None if its format is not
+    MongoDB's (hex KeyString, starting with the Timestamp type byte 0x82)."""
+    data = token.get("_data") if hasattr(token, "get") else None
+    if not isinstance(data, str) or len(data) < 18 or not data.startswith("82"):
+        return None
+    try:
+        value = int(data[2:18], 16)
+    except ValueError:
+        return None
+    return Timestamp(value >> 32, value & 0xFFFFFFFF)
 
 
 _ID = b"\x03_id\x00"
@@ -97,7 +118,7 @@ def event_kind_and_time(raw: bytes) -> tuple[bytes, int]:
     return operation, when
 
 
-def event_fields(raw: bytes) -> tuple[bytes, int, bytes]:
+def event_fields(raw: bytes, namespaced: bool = False) -> tuple[bytes, int, bytes]:
     """(operation type, cluster time key, collection) of one change event."""
     operation, when, collection = b"", -1, b""
     found = 0
@@ -114,7 +135,7 @@ def event_fields(raw: bytes) -> tuple[bytes, int, bytes]:
             elif name == CLUSTER_TIME and kind == 0x11:
                 when, found = int.from_bytes(raw[value:value_end], "little"), found + 1
             elif name == NAMESPACE and kind == 0x03:
-                collection, found = _collection(raw, value, value_end), found + 1
+                collection, found = _collection(raw, value, value_end, namespaced), found + 1
             pos = value_end
     except IndexError:
         raise ValueError("a truncated change event") from None

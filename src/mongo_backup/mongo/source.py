@@ -38,6 +38,7 @@ from pymongo.client_session import ClientSession
 
 from ..errors import MongoBackupError
 from ..retry import RetryPolicy, driver_error_text, is_transient
+from .deployment import DeploymentDatabase, local_name
 from .prefetch import IdKey, id_key_of, id_key_value, prefetched, resumable
 
 logger = logging.getLogger(__name__)
@@ -105,6 +106,7 @@ class MongoSource:
         secrets: list[str],
         policy: RetryPolicy | None = None,
         server: dict[str, Any] | None = None,
+        databases: DeploymentDatabase | None = None,
     ) -> None:
         self.client = client
         # What server_info found, when the caller already asked this client (a watch
@@ -115,7 +117,8 @@ class MongoSource:
         # as the document reads do: a reset or a stall at the wrong moment must not end
         # a backup that would have read everything a moment later.
         self.policy = policy or RetryPolicy()
-        self.db = client[db_name]
+        # Several databases (db_name ALL_DATABASES): collections named by namespace.
+        self.db = client[db_name] if databases is None else databases
         self.db_name = db_name
         self.secrets = secrets
         # Read every collection at this cluster time (read concern "snapshot"), until
@@ -171,7 +174,8 @@ class MongoSource:
         result: list[Intent] = []
         for info in listed:
             name = info["name"]
-            if name.startswith("system.") and name not in KEPT_SYSTEM_COLLECTIONS:
+            local = local_name(self.db_name, name)
+            if local.startswith("system.") and local not in KEPT_SYSTEM_COLLECTIONS:
                 continue
             if (wanted and name not in wanted) or name in unwanted:
                 continue
@@ -192,8 +196,7 @@ class MongoSource:
         return sorted(result, key=lambda intent: intent.name)
 
     def _index_lister(self, name: str) -> Callable[[], list[dict[str, Any]]]:
-        collection = self.db[name]
-        return lambda: [dict(index) for index in collection.list_indexes()]
+        return lambda: [dict(index) for index in self.db[name].list_indexes()]
 
     def estimated_count(self, name: str) -> int:
         try:

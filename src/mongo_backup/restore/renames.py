@@ -12,8 +12,9 @@ the same place of ``--ns-to``, or ``$name$`` of the same name, puts back::
 Pairs are tried in the order given; the first that matches renames, a namespace no pair
 matches keeps its name. What a renamed view reads follows its collections: ``viewOn``
 and the ``from``/``coll`` of ``$lookup``, ``$graphLookup`` and ``$unionWith`` stages (at
-any depth) name the renamed collection when it was renamed too. The backup holds one
-database, so the renamed namespaces must all land in one database.
+any depth) name the renamed collection when it was renamed too. A backup of one database
+must land in one database; a backup of several (:class:`NamespaceRenamer`, its names are
+namespaces) may go anywhere, a view staying with its database's collections.
 
 Contract: :func:`parse_renames` returns the pairs or raises ConfigError with one line
 naming the bad pattern; :class:`Renamer` maps names and never changes an entry in place.
@@ -25,8 +26,13 @@ import re
 from dataclasses import dataclass, replace
 from typing import Any
 
+from pymongo import MongoClient
+from pymongo.database import Database
+
 from ..archive.manifest import CollectionEntry
 from ..errors import ConfigError
+from ..mongo.deployment import DeploymentDatabase
+from ..names import ALL_DATABASES
 
 _TOKEN = re.compile(r"\*|\$[A-Za-z_][A-Za-z0-9_]*\$")
 _PIPELINE_SOURCES = ("$lookup", "$graphLookup")
@@ -209,6 +215,69 @@ class Renamer:
         elif isinstance(union, dict) and isinstance(union.get("coll"), str):
             union["coll"] = self.collection(union["coll"])
         return result
+
+
+class NamespaceRenamer(Renamer):
+    """The renames of a backup of several databases: its collections (and the names
+    this gives back) are namespaces, ``DB.COLLECTION``; the target is ALL_DATABASES."""
+
+    def __init__(self, pairs: list[RenamePair]) -> None:
+        super().__init__(ALL_DATABASES, pairs)
+
+    def namespace(self, collection: str) -> tuple[str, str]:
+        for pair in self.pairs:
+            renamed = pair.apply(collection)
+            if renamed is not None:
+                db, _, name = renamed.partition(".")
+                if not db or not name:
+                    raise ConfigError(
+                        f"--ns-to renames {collection!r} to {renamed!r}, not DB.COLLECTION"
+                    )
+                return db, name
+        db, _, name = collection.partition(".")
+        return db, name
+
+    def target_db(self, collections: list[str], asked: str | None) -> str:
+        return ALL_DATABASES  # each namespace says its own (--db selected a database)
+
+    def collection(self, name: str) -> str:
+        renamed = self._names.get(name)
+        if renamed is None:
+            renamed = self._names[name] = ".".join(self.namespace(name))
+        return renamed
+
+    def source(self, name: str) -> str | None:
+        for pair in self.pairs:
+            before = pair.undo(name)
+            if before is not None and self.collection(before) == name:
+                return before
+        return name if self.collection(name) == name else None
+
+    def entry(self, entry: CollectionEntry) -> CollectionEntry:
+        """As :meth:`Renamer.entry`: a view's ``viewOn`` and pipeline name collections
+        of its own database, renamed as that database's are."""
+        if not self.pairs:
+            return entry
+        name = self.collection(entry.name)
+        if entry.type == "view":
+            db, _, local = entry.name.partition(".")
+            entry = Renamer(db, self.pairs).entry(replace(entry, name=local))
+        return replace(entry, name=name)
+
+
+def target_database(
+    client: MongoClient[Any], names: Renamer, entries: list[CollectionEntry]
+) -> Database[Any]:
+    """The database ``entries`` are restored into: ``names.target``'s, or for a backup of
+    several databases all of theirs as one (their collections named by namespace)."""
+    if names.target != ALL_DATABASES:
+        return client[names.target]
+    databases = {
+        names.collection(entry.name).partition(".")[0]
+        for entry in entries
+        if entry.type != "changes"
+    }
+    return DeploymentDatabase(client, sorted(databases))
 
 
 NO_RENAMES = Renamer("", [])

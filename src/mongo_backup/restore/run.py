@@ -36,13 +36,13 @@ from ..errors import (
 from ..location.transfer import local_copy
 from ..location.windows import archive_at, is_location
 from ..mongo.connection import connect, durable_writes
-from ..names import collection_filter, unmatched_patterns
+from ..names import ALL_DATABASES, collection_filter, unmatched_patterns
 from ..redact import hosts_of, uri_secrets
 from ..retry import driver_error_text
 from ..verify.run import verify
 from .namespaces import CollectionOutcome, Restorer, WriteSettings
 from .options import RestoreOptions
-from .renames import Renamer, parse_renames
+from .renames import NamespaceRenamer, Renamer, parse_renames, target_database
 from .replay import Replay, apply_increment, plan_chain
 from .state import (
     RestoreState,
@@ -150,10 +150,15 @@ def _archive_in(opts: RestoreOptions) -> str:
 
 
 def _wanted(opts: RestoreOptions, source_db: str) -> Callable[[str], bool]:
-    """The collections restored: by name, and by the backup's namespaces."""
-    return collection_filter(
+    """The collections restored: by name, and by the backup's namespaces (of a backup of
+    several databases, those of ``--db`` alone when it is given)."""
+    kept = collection_filter(
         opts.collections, opts.exclude, source_db, opts.ns_include, opts.ns_exclude
     )
+    if source_db != ALL_DATABASES or not opts.db:
+        return kept
+    prefix = f"{opts.db}."
+    return lambda namespace: namespace.startswith(prefix) and kept(namespace)
 
 
 def _apply_increments(opts: RestoreOptions, full: Link, links: list[Link]) -> list[Replay]:
@@ -162,8 +167,9 @@ def _apply_increments(opts: RestoreOptions, full: Link, links: list[Link]) -> li
     target = names.target
     client = connect(opts.uri, timeout=opts.timeout)
     try:
+        database = target_database(client, names, full.manifest.collections)
         return [
-            apply_increment(client[target], link, wanted, opts.until, opts.verify_first, names)
+            apply_increment(database, link, wanted, opts.until, opts.verify_first, names)
             for link in links
         ]
     except pymongo.errors.PyMongoError as error:
@@ -203,12 +209,12 @@ def _restore_one(opts: RestoreOptions, started: float) -> RestoreResult:
         try:
             secrets = uri_secrets(opts.uri)
             restorer = Restorer(
-                client[target],
+                target_database(client, names, selected),
                 _settings(opts, manifest.database),
                 secrets,
                 state,
                 state_file,
-                inserts[target],
+                target_database(inserts, names, selected),
                 names,
             )
             outcomes = restorer.run(reader, selected)
@@ -240,7 +246,9 @@ def _renamer(opts: RestoreOptions, manifest: Manifest) -> tuple[Renamer, list[Co
     """The renames (--ns-from/--ns-to) of the backup's selected entries, its target
     database settled; the selected entries."""
     selected = _select(manifest, opts)
-    names = Renamer(manifest.database, parse_renames(opts.ns_from, opts.ns_to))
+    pairs = parse_renames(opts.ns_from, opts.ns_to)
+    several = manifest.database == ALL_DATABASES
+    names = NamespaceRenamer(pairs) if several else Renamer(manifest.database, pairs)
     names.target_db([entry.name for entry in selected], opts.db)
     _refuse_merged_names(names, selected)
     return names, selected
@@ -310,6 +318,8 @@ def _verify_first(opts: RestoreOptions) -> None:
 
 
 def _select(manifest: Manifest, opts: RestoreOptions) -> list[CollectionEntry]:
+    if manifest.database == ALL_DATABASES:
+        _check_database_selection(manifest, opts)
     names = {entry.name for entry in manifest.collections}
     unknown = sorted(set(opts.collections) - names)
     if unknown:
@@ -324,6 +334,22 @@ def _select(manifest: Manifest, opts: RestoreOptions) -> list[CollectionEntry]:
     return [
         entry for entry in manifest.collections if entry.type != "changes" and wanted(entry.name)
     ]
+
+
+def _check_database_selection(manifest: Manifest, opts: RestoreOptions) -> None:
+    """A backup of several databases: --db picks one of them; collections are chosen by
+    namespace."""
+    if opts.collections or opts.exclude:
+        raise ConfigError(
+            "this backup holds several databases: choose collections with --ns-include / "
+            "--ns-exclude DB.COLLECTION (--collection names one database's)"
+        )
+    held = manifest.databases or []
+    if opts.db and opts.db not in held:
+        raise ConfigError(
+            f"the backup holds no database {opts.db!r} (it holds {', '.join(held) or 'none'}); "
+            "restore one under another name with --ns-from / --ns-to"
+        )
 
 
 __all__ = ["RestoreOptions", "RestoreResult", "restore"]

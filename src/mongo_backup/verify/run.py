@@ -31,6 +31,7 @@ from ..archive.reader import BackupReader, open_backup
 from ..errors import ArchiveError, ConfigError, LineFormatError
 from ..location.transfer import local_copy
 from ..mongo.connection import connect
+from ..mongo.deployment import DeploymentDatabase
 from ..mongo.source import MongoSource, from_extjson, to_extjson
 from ..redact import uri_secrets
 
@@ -190,6 +191,11 @@ def _verify(
                 "--against compares a full backup with a database; restore the chain of "
                 "an increment and compare that instead"
             )
+        if against_uri and against_db and reader.manifest.databases is not None:
+            raise ConfigError(
+                "--against-db names one database: this backup holds several, compared "
+                "with the same databases at --against"
+            )
         members = list(_check_all(reader, kept if against_uri else None))
         manifest = reader.manifest
     against = None
@@ -239,7 +245,10 @@ def compare_with_database(
 ) -> list[AgainstReport]:
     client = connect(uri, timeout=timeout, document_class=RawBSONDocument)
     try:
-        source = MongoSource(client, db, uri_secrets(uri))
+        several = None
+        if manifest.databases is not None:  # a backup of several: the same databases
+            several = DeploymentDatabase(client, manifest.databases)
+        source = MongoSource(client, db, uri_secrets(uri), databases=several)
         live = {intent.name: intent for intent in source.intents()}
         reports = []
         for entry in manifest.collections:
