@@ -341,9 +341,8 @@ def backup_options(args: argparse.Namespace) -> BackupOptions:
     all_databases = several_allowed and args.all_databases
     if all_databases and named:
         raise ConfigError("--all-databases backs up every database: leave --db out")
-    settings = connection_from(
-        args, require_db=not several_allowed, db=named[0] if len(named) == 1 else None
-    )
+    one = argparse.Namespace(**{**vars(args), "db": named[0] if len(named) == 1 else None})
+    settings = connection_from(one, require_db=not several_allowed)
     uri = with_read_preference(settings.uri, args.read_preference, args.read_preference_tags)
     several = all_databases or len(named) > 1 or not settings.db
     return BackupOptions(

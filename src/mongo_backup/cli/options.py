@@ -88,11 +88,8 @@ def add_connection_options(
     return group
 
 
-def connection_from(
-    args: argparse.Namespace, require_db: bool = True, db: str | None = None
-) -> ConnectionSettings:
-    """The connection the flags, environment and .env settle (``db`` instead of --db)."""
-    settings = resolve_connection(args.uri, db or args.db, require_db=require_db)
+def connection_from(args: argparse.Namespace, require_db: bool = True) -> ConnectionSettings:
+    settings = resolve_connection(args.uri, args.db, require_db=require_db)
     auth = auth_from(args, settings.uri)
     if auth == AuthOptions():
         return settings
