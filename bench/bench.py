@@ -31,6 +31,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from bench_deployment import section_deployment
 from bench_increments import section_increments
 from bench_storage import section_destinations
 from bench_watch import section_watch
@@ -39,7 +40,10 @@ from pymongo import MongoClient  # a dependency of the project, so in its venv
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "bench"  # baselines: called by path, never copied
 RESULTS = REPO / "bench" / "results" / "latest.json"
-SECTIONS = ("backup", "restore", "verify", "resilience", "increments", "destinations", "watch")
+SECTIONS = (
+    "backup", "restore", "verify", "resilience", "increments", "destinations", "deployment",
+    "watch",
+)  # fmt: skip
 
 try:  # use the installed package if there is one, else the source tree
     from mongo_backup.mongo.embedded import EmbeddedServer
@@ -537,6 +541,12 @@ def main() -> int:
                 say("")
                 say("== increments")
                 section_increments(c, SimpleNamespace(say=say, check=check, load=load))
+            if "deployment" in only:
+                say("")
+                say("== deployment")
+                with EmbeddedServer() as second:  # the pipe's other end
+                    tools = SimpleNamespace(say=say, check=check, merged=merged)
+                    section_deployment(c, tools, second.uri)
             if "watch" in only:  # last: it writes to the main data set
                 say("")
                 say("== watch")

@@ -69,7 +69,7 @@ def _collection(raw: bytes, start: int, stop: int, namespaced: bool) -> bytes:
     """``coll`` of the ``ns`` document ``raw[start:stop]`` (``db.coll`` if ``namespaced``;
     b"" without a collection)."""
     pos, end = start + 4, stop - 1
-    db = b""
+    db = collection = b""
     while pos < end:
         kind = raw[pos]
         name_end = raw.index(0, pos + 1)
@@ -79,9 +79,10 @@ def _collection(raw: bytes, start: int, stop: int, namespaced: bool) -> bytes:
             db = raw[value + 4 : value_end - 1]
         elif kind == 0x02 and raw[pos + 1 : name_end] == b"coll":
             collection = raw[value + 4 : value_end - 1]
-            return db + b"." + collection if namespaced else collection
+            if not namespaced:
+                return collection
         pos = value_end
-    return b""
+    return db + b"." + collection if collection else b""
 
 
 def token_time(token: Any) -> Timestamp | None:
