@@ -15,7 +15,7 @@ from pymongo import MongoClient
 
 from bsontools import RAW_OPTIONS
 from conftest import CliRunner
-from dumptools import Dumped, write_dump
+from dumptools import Dumped, write_dump, write_oplog
 from restoretools import assert_single_error_line
 
 
@@ -138,9 +138,46 @@ def test_a_hostile_dump_is_refused_before_anything_is_written(
     assert list((tmp_path / "out" / "backup_data").glob("backup_*")) == []
 
 
-def test_a_dump_of_several_databases_needs_one_named(cli: CliRunner, tmp_path: Path) -> None:
-    write_dump(tmp_path / "dump", "shop", shop())
-    write_dump(tmp_path / "dump", "crm", {"a": Dumped([{"_id": 1}])})
-    result = cli("inspect", tmp_path / "dump")
-    assert result.code == 1
-    assert "several databases (crm, shop)" in assert_single_error_line(result)
+def test_a_dump_of_several_databases_restores_each_and_converts(
+    cli: CliRunner, client: MongoClient[Any], mongo_uri: str, tmp_path: Path
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    shop_db, crm_db = f"shop_{tag}", f"crm_{tag}"
+    dump = tmp_path / "dump"
+    write_dump(dump, shop_db, shop())
+    write_dump(dump, crm_db, {"a/b": Dumped([{"_id": i} for i in range(20)])})
+    write_dump(dump, "admin", {"system.version": Dumped([{"_id": "x"}])})  # the server's own
+    at = Timestamp(1_800_000_000, 1)
+    write_oplog(dump, [
+        {"ts": at, "op": "i", "ns": f"{crm_db}.a/b", "o": {"_id": 99}},
+        {"ts": at, "op": "d", "ns": f"{shop_db}.events", "o": {"_id": 5}},
+        {"ts": at, "op": "i", "ns": "admin.system.version", "o": {"_id": "y"}},
+    ])  # fmt: skip
+    inspected = cli("inspect", dump)
+    assert inspected.code == 0, inspected.err
+    assert f"backup of 2 databases ({crm_db}, {shop_db})" in inspected.out
+    assert cli("verify", dump).code == 0
+    renamed = ["--ns-from", "$db$.$c$", "--ns-to", "$db$_r.$c$"]
+    try:
+        restored = cli("restore", dump, "--uri", mongo_uri, "-q", *renamed)
+        assert restored.code == 0, restored.err
+        assert sorted(d["_id"] for d in client[f"{crm_db}_r"]["a/b"].find()) == [*range(20), 99]
+        assert client[f"{shop_db}_r"].events.count_documents({}) == 999  # the oplog's delete
+        assert client[f"{shop_db}_r"].clicks.count_documents({}) == 999  # the view, in its db
+        expected = sorted(bson.encode(d) for d in shop()["people"].documents)
+        people = raw_documents(client, f"{shop_db}_r", "people")
+        assert [len(p) for p in people] == [len(e) for e in expected]
+        assert "admin_r" not in client.list_database_names()
+
+        converted = cli("convert", dump, "--out-dir", tmp_path / "out", "-q")
+        assert converted.code == 0, converted.err
+        archive = Path(converted.out.strip())
+        assert cli("verify", archive).code == 0
+        again = cli("restore", archive, "--uri", mongo_uri, "-q", "--db", crm_db,
+                    "--ns-from", f"{crm_db}.*", "--ns-to", f"{crm_db}_c.*")  # fmt: skip
+        assert again.code == 0, again.err
+        assert client[f"{crm_db}_c"]["a/b"].count_documents({}) == 21
+    finally:
+        for name in client.list_database_names():
+            if tag in name:
+                client.drop_database(name)

@@ -71,6 +71,7 @@ def convert_mongodump(
         now = dt.datetime.now(dt.UTC).isoformat()
         manifest = Manifest(
             database=dumped.database,
+            databases=dumped.databases,
             tool_version=tool_version,
             json_format="canonical",
             pretty=False,

@@ -10,8 +10,11 @@ backup: a manifest made from the metadata (no checksums: mongodump records none,
 writes the same members into a mongo-backup archive.
 
 Contracts:
-- The folder given is a database's folder (``dump/shop``) or a dump holding exactly one
-  database (``dump``); more than one is refused with the names to choose from.
+- The folder given is a database's folder (``dump/shop``) or a dump (``dump``). A dump of
+  several databases is read as a backup of several (``database`` ALL_DATABASES, each
+  collection named ``DB.COLLECTION``, member files named from those namespaces as a backup
+  of several names them); ``admin``, ``config`` and ``local`` are the server's own and
+  left out, as a backup of all databases leaves them out.
 - Reading is bounded: a document's stated length must be between 5 bytes and
   :data:`MAX_DOCUMENT` and end inside the file with a 0 byte; libbson checks the rest
   (nesting, types, UTF-8). Anything else is an :class:`ArchiveError` naming the file and
@@ -30,6 +33,7 @@ import gzip
 import json
 import urllib.parse
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any, cast
 
@@ -39,6 +43,7 @@ from bson.codec_options import CodecOptions
 from bson.json_util import CANONICAL_JSON_OPTIONS
 
 from ..errors import ArchiveError
+from ..names import ALL_DATABASES, file_names
 from .backup_reader import BackupReader
 from .extjson import BatchEncoder
 from .manifest import CHANGES_FILE, CHANGES_NAME, MANIFEST_NAME, CollectionEntry, Manifest
@@ -48,6 +53,7 @@ MAX_DOCUMENT = 16 * 1024 * 1024 + 16 * 1024  # the server's limit, plus its own 
 MAX_METADATA = 16 * 1024 * 1024
 BATCH_BYTES = 1 << 20  # documents converted per libbson pass
 FORMAT = "mongodump"
+SERVER_OWN = ("admin", "config", "local")  # never data to copy (see mongo/deployment.py)
 
 
 def _dump_files(folder: Path) -> list[Path]:
@@ -58,51 +64,49 @@ def _dump_files(folder: Path) -> list[Path]:
     ]
 
 
-def database_folder(path: Path) -> Path | None:
-    """The database folder of a mongodump output at ``path``, or None if it is none."""
+def database_folders(path: Path) -> list[Path]:
+    """The database folders of a mongodump output at ``path`` ([] if it is none)."""
     if not path.is_dir() or (path / MANIFEST_NAME).exists():
-        return None
+        return []
     # A dump's top folder holds at most its oplog; a database's folder holds collections.
     if any(p.name != "oplog.bson" for p in _dump_files(path)):
-        return path
-    databases = sorted(p for p in path.iterdir() if p.is_dir() and _dump_files(p))
-    if not databases:
-        return None
-    if len(databases) > 1:
-        names = ", ".join(p.name for p in databases)
-        raise ArchiveError(
-            f"{path} is a mongodump of several databases ({names}): name one folder, "
-            f"such as {databases[0]}"
-        )
-    return databases[0]
+        return [path]
+    return sorted(
+        p
+        for p in path.iterdir()
+        if p.is_dir() and _dump_files(p) and urllib.parse.unquote(p.name) not in SERVER_OWN
+    )
 
 
 def is_mongodump(path: Path) -> bool:
-    try:
-        return database_folder(path) is not None
-    except ArchiveError:
-        return True  # one: the reader says what is wrong with it
+    return bool(database_folders(path))
 
 
 class MongodumpReader(BackupReader):
     def __init__(self, path: Path) -> None:
-        folder = database_folder(path)
-        if folder is None:
+        folders = database_folders(path)
+        if not folders:
             raise ArchiveError(f"{path}: not a mongodump output folder")
-        self.folder = folder
-        self.location = str(folder)
-        entries = [self._entry(name) for name in self._names()]
+        self.several = len(folders) > 1
+        self.folder = folders[0] if not self.several else path
+        self.location = str(self.folder)
+        self.paths: dict[str, Path] = {}  # member file -> the .bson file it is read from
+        entries = [entry for folder in folders for entry in self._entries(folder)]
+        if self.several:  # member files named from namespaces, as a backup of several
+            files = file_names(entry.name for entry in entries if entry.file)
+            self.paths = {files[e.name]: self.paths[e.file] for e in entries if e.file}
+            entries = [replace(e, file=files[e.name]) if e.file else e for e in entries]
+        databases = [urllib.parse.unquote(folder.name) for folder in folders]
         # mongodump --oplog writes oplog.bson at the top of the dump, beside the databases.
-        self.oplog = next(
-            (p for p in (path / "oplog.bson", folder.parent / "oplog.bson")
-             if p != folder / "oplog.bson" and p.is_file()),
-            None,
-        )  # fmt: skip
+        top = path if self.several or folders[0] != path else path.parent
+        self.oplog = top / "oplog.bson" if (top / "oplog.bson").is_file() else None
         if self.oplog is not None:
             entries.append(CollectionEntry(CHANGES_NAME, "changes", CHANGES_FILE))
-        stamp = dt.datetime.fromtimestamp(folder.stat().st_mtime, dt.UTC).isoformat()
+        stamp = dt.datetime.fromtimestamp(self.folder.stat().st_mtime, dt.UTC).isoformat()
+        self.databases = frozenset(databases)  # the oplog's entries of these are replayed
         self.manifest = Manifest(
-            database=urllib.parse.unquote(folder.name),
+            database=ALL_DATABASES if self.several else databases[0],
+            databases=databases if self.several else None,
             tool_version="mongodump",
             json_format="canonical",
             pretty=False,
@@ -116,9 +120,17 @@ class MongodumpReader(BackupReader):
             format=FORMAT,
         )
 
-    def _names(self) -> list[str]:
+    def _entries(self, folder: Path) -> list[CollectionEntry]:
+        """One database folder's entries (named by namespace in a dump of several)."""
+        entries = [self._entry(folder, stem) for stem in self._names(folder)]
+        if not self.several:
+            return entries
+        db = urllib.parse.unquote(folder.name)
+        return [replace(entry, name=f"{db}.{entry.name}") for entry in entries]
+
+    def _names(self, folder: Path) -> list[str]:
         stems = set()
-        for path in _dump_files(self.folder):
+        for path in _dump_files(folder):
             name = path.name
             for suffix in (".metadata.json", ".bson.gz", ".bson"):
                 if name.endswith(suffix):
@@ -126,24 +138,26 @@ class MongodumpReader(BackupReader):
                     break
         return sorted(stem for stem in stems if not stem.startswith("system."))
 
-    def _entry(self, stem: str) -> CollectionEntry:
-        metadata = self._metadata(stem)
+    def _entry(self, folder: Path, stem: str) -> CollectionEntry:
+        metadata = self._metadata(folder, stem)
         kind = str(metadata.get("type") or "collection")
         name = str(metadata.get("collectionName") or urllib.parse.unquote(stem))
         if kind == "timeseries":
             raise ArchiveError(
-                f"{self.folder}: {name} is a time-series collection; mongodump folders of "
+                f"{folder}: {name} is a time-series collection; mongodump folders of "
                 "those are not supported yet"
             )
-        data = self._data_path(stem)
+        data = self._data_path(folder, stem)
         if kind == "view" or data is None:
             if kind != "view":
-                raise ArchiveError(f"{self.folder}: {stem}.metadata.json has no {stem}.bson")
+                raise ArchiveError(f"{folder}: {stem}.metadata.json has no {stem}.bson")
             data = None
+        else:
+            self.paths[data.name if not self.several else str(data)] = data
         return CollectionEntry(
             name=name,
             type="view" if kind == "view" else "collection",
-            file=data.name if data is not None else None,
+            file=(data.name if not self.several else str(data)) if data is not None else None,
             options=cast(dict[str, Any], metadata.get("options") or {}),
             indexes=cast(list[dict[str, Any]], metadata.get("indexes") or []),
             uuid=str(metadata["uuid"]) if metadata.get("uuid") else None,
@@ -152,14 +166,14 @@ class MongodumpReader(BackupReader):
             sha256=None,  # mongodump records none: see verify.check_member
         )
 
-    def _data_path(self, stem: str) -> Path | None:
+    def _data_path(self, folder: Path, stem: str) -> Path | None:
         for name in (f"{stem}.bson", f"{stem}.bson.gz"):
-            if (self.folder / name).is_file():
-                return self.folder / name
+            if (folder / name).is_file():
+                return folder / name
         return None
 
-    def _metadata(self, stem: str) -> dict[str, Any]:
-        path = self.folder / f"{stem}.metadata.json"
+    def _metadata(self, folder: Path, stem: str) -> dict[str, Any]:
+        path = folder / f"{stem}.metadata.json"
         if not path.is_file():
             return {}
         try:
@@ -181,13 +195,13 @@ class MongodumpReader(BackupReader):
             assert entry.file is not None
             if entry.type == "changes":
                 assert self.oplog is not None
-                events = functools.partial(_events, db=self.manifest.database)
+                events = functools.partial(_events, databases=self.databases)
                 with open(self.oplog, "rb") as handle:
                     stream = _LinesStream(handle, str(self.oplog), events)
                     yield entry, cast(IO[bytes], stream)
                 continue
-            path = self.folder / entry.file
-            opener = gzip.open if entry.file.endswith(".gz") else open
+            path = self.paths[entry.file]
+            opener = gzip.open if path.name.endswith(".gz") else open
             with opener(path, "rb") as handle:
                 yield entry, cast(IO[bytes], _LinesStream(cast(IO[bytes], handle), str(path)))
 
@@ -241,10 +255,10 @@ class _CheckingEncoder(BatchEncoder):
         return super()._escape(raw)
 
 
-def _events(batch: bytes, db: str) -> bytes:
-    """A batch of oplog entries as the change events of database ``db``."""
+def _events(batch: bytes, databases: frozenset[str]) -> bytes:
+    """A batch of oplog entries as the change events of ``databases``."""
     try:
-        return b"".join(oplog_events(batch, db))
+        return b"".join(oplog_events(batch, databases))
     except (KeyError, TypeError, AttributeError, bson.errors.InvalidBSON) as error:
         raise ValueError(f"an oplog entry that cannot be replayed ({error!r})") from None
 

@@ -8,9 +8,9 @@ nothing), so each oplog entry of the dumped database becomes the change event a 
 stream would have shown for it, and the dump's reader presents them as the ``$changes``
 member: ``restore``, ``verify`` and ``convert`` need nothing more.
 
-Contract: :func:`oplog_events` turns a batch of raw oplog entries of ``db`` (others are left out,
-as are no-ops) into raw change events in the same order; a transaction's ``applyOps`` gives
-one event per inner operation, at the transaction's time. An entry it cannot read
+Contract: :func:`oplog_events` turns a batch of raw oplog entries of ``databases`` (others
+are left out, as are no-ops) into raw change events in the same order; a transaction's
+``applyOps`` gives one event per inner operation, at the transaction's time. An entry it cannot read
 (unknown operation, a command it does not know, malformed fields) is a ValueError naming
 the entry's time, never a silently skipped write.
 
@@ -24,6 +24,7 @@ Update entries carry the server's own format: a replacement document, ``$set``/`
 from __future__ import annotations
 
 from collections.abc import Iterator
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 import bson
@@ -38,23 +39,23 @@ _RAW = CodecOptions(document_class=RawBSONDocument)
 _DROP_INDEX_COMMANDS = ("dropIndexes", "deleteIndexes")
 
 
-def oplog_events(batch: bytes, db: str) -> Iterator[bytes]:
-    """The change events (raw BSON) of database ``db`` in ``batch``, raw oplog entries
-    one after another."""
+def oplog_events(batch: bytes, databases: AbstractSet[str]) -> Iterator[bytes]:
+    """The change events (raw BSON) of ``databases`` in ``batch``, raw oplog entries one
+    after another."""
     for entry in bson.decode_all(batch, _RAW):
-        yield from _events(entry, db, entry.get("ts"))
+        yield from _events(entry, databases, entry.get("ts"))
 
 
-def _events(entry: Any, db: str, when: Any) -> Iterator[bytes]:
+def _events(entry: Any, databases: AbstractSet[str], when: Any) -> Iterator[bytes]:
     op, namespace = entry.get("op"), str(entry.get("ns") or "")
     if op == "n":
         return
     if op == "c" and "applyOps" in entry["o"]:  # a transaction: its operations, in order
         for inner in entry["o"]["applyOps"]:
-            yield from _events(inner, db, when)
+            yield from _events(inner, databases, when)
         return
-    entry_db, _, collection = namespace.partition(".")
-    if entry_db != db:
+    db, _, collection = namespace.partition(".")
+    if db not in databases:
         return
     if when is None:
         raise ValueError(f"an oplog entry on {namespace!r} has no ts")
