@@ -33,6 +33,7 @@ from typing import Any
 
 from bench_deployment import section_deployment
 from bench_increments import section_increments
+from bench_scale import section_scale
 from bench_storage import section_destinations
 from bench_watch import section_watch
 from pymongo import MongoClient  # a dependency of the project, so in its venv
@@ -42,7 +43,7 @@ SHARED = REPO.parent / "shared" / "bench"  # baselines: called by path, never co
 RESULTS = REPO / "bench" / "results" / "latest.json"
 SECTIONS = (
     "backup", "restore", "verify", "resilience", "increments", "destinations", "deployment",
-    "watch",
+    "scale", "watch",
 )  # fmt: skip
 
 try:  # use the installed package if there is one, else the source tree
@@ -485,6 +486,8 @@ def main() -> int:
     p.add_argument("--big-n", type=int, default=400_000, help="N of the flat-memory set; 0 skips")
     p.add_argument("--timeout", type=float, default=1800, help="kill a measured command after S s")
     p.add_argument("--watch-minutes", type=float, default=10, help="length of the watch section")
+    p.add_argument("--scale-docs", type=int, default=2_000_000, help="scale (b): documents")
+    p.add_argument("--scale-big-docs", type=int, default=1000, help="scale (c): 15 MiB documents")
     p.add_argument("--watch-rate", type=float, default=500, help="updates/s during the watch")
     a = p.parse_args()
     only = {s.strip() for s in a.only.split(",") if s.strip()}
@@ -547,6 +550,10 @@ def main() -> int:
                 with EmbeddedServer() as second:  # the pipe's other end
                     tools = SimpleNamespace(say=say, check=check, merged=merged)
                     section_deployment(c, tools, second.uri)
+            if "scale" in only:  # servers of its own
+                say("")
+                say("== scale")
+                section_scale(c, SimpleNamespace(say=say, check=check, server=EmbeddedServer))
             if "watch" in only:  # last: it writes to the main data set
                 say("")
                 say("== watch")

@@ -102,6 +102,20 @@ def read_json(path: Path) -> dict[str, Any] | None:
     return data
 
 
+def read_plan(folder: Path) -> dict[str, Any] | None:
+    """The plan as ``--resume`` sees it: ``checkpoint.json`` with the finished units of
+    the done journal (one line per unit) merged into its ``done``."""
+    plan = read_json(folder / "checkpoint.json")
+    if plan is None:
+        return None
+    with contextlib.suppress(FileNotFoundError):
+        for line in (folder / "checkpoint.done.jsonl").read_bytes().splitlines():
+            with contextlib.suppress(ValueError):
+                entry = json.loads(line)
+                plan["done"][entry["file"]] = entry["stats"]
+    return plan
+
+
 def unit_checkpoints(folder: Path) -> dict[str, dict[str, Any]]:
     """{unit file: its checkpoint} for every unit checkpoint in the folder."""
     found = {}
@@ -126,7 +140,7 @@ def wait_mid_unit(process: BackupProcess, documents: int) -> tuple[Path, str]:
 
 def unfinished_files(folder: Path) -> list[Path]:
     """The working files of every unit that the plan does not record as done."""
-    plan = read_json(folder / "checkpoint.json")
+    plan = read_plan(folder)
     assert plan is not None
     files = []
     for unit in plan["units"]:
@@ -185,7 +199,7 @@ def resume_backup(uri: str, db: str, out: Path, folder: Path, *extra: str) -> Pa
 
 def unfinished_units(folder: Path) -> dict[str, dict[str, Any]]:
     """The unit checkpoints of units the plan does not record as done."""
-    plan = read_json(folder / "checkpoint.json")
+    plan = read_plan(folder)
     assert plan is not None
     return {u: data for u, data in unit_checkpoints(folder).items() if u not in plan["done"]}
 

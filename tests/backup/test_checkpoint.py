@@ -178,6 +178,7 @@ def test_restore_state_is_saved_before_a_batch_passes_the_limit(tmp_path: Path) 
     path = tmp_path / "restores" / "k.json"
     state = RestoreState(source="a.tar.zst", database="shop")
     state.collections["c"] = CollectionState()
+    state.save(path)  # as the restore does once the collections are prepared
     mark = Watermark(0)
     before_send = progress_hook(state, path, "c", mark, step=100, interval=3600)
     before_send(10)  # the first batch passes the initial limit of 0: saved
@@ -195,3 +196,21 @@ def test_restore_state_is_saved_before_a_batch_passes_the_limit(tmp_path: Path) 
     assert reloaded is not None
     assert reloaded.collections["c"].acknowledged == 110
     assert reloaded.collections["c"].limit == 220
+    reloaded.save(path)  # a whole save: the journal starts again, nothing is lost
+    assert not path.with_suffix(".journal").exists()
+    assert load_state(path).collections["c"].limit == 220  # type: ignore[union-attr]
+
+
+def test_a_journal_older_than_the_state_is_not_applied(tmp_path: Path) -> None:
+    path = tmp_path / "k.json"
+    state = RestoreState(source="a.tar.zst", database="shop")
+    state.collections["c"] = CollectionState()
+    state.save(path)
+    state.collections["c"].acknowledged = 5
+    state.note(path, "c")
+    stale = path.with_suffix(".journal").read_bytes()
+    state.collections["c"].status = "done"
+    state.save(path)  # a crash before the old journal was removed leaves it beside
+    path.with_suffix(".journal").write_bytes(stale + b'{"torn')
+    reloaded = load_state(path)
+    assert reloaded is not None and reloaded.collections["c"].status == "done"

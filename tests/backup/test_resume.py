@@ -30,7 +30,7 @@ from resumetools import (
     check_private,
     estimated_size,
     poll,
-    read_json,
+    read_plan,
     resume_backup,
     run_backup,
     seeded,
@@ -135,12 +135,12 @@ def test_kill_between_collections_then_resume(
     folder = poll("the working folder", backup, lambda: working_folder(out))
 
     def enough_done() -> bool:
-        plan = read_json(folder / "checkpoint.json")
+        plan = read_plan(folder)
         return plan is not None and len(plan["done"]) >= finished
 
     poll(f"{finished} finished units", backup, enough_done)
     backup.kill()
-    plan = read_json(folder / "checkpoint.json")
+    plan = read_plan(folder)
     assert plan is not None
     assert finished <= len(plan["done"]) < len(plan["units"])
     for stats in plan["done"].values():
@@ -231,7 +231,7 @@ def test_archiving_failure_then_resume_only_archives(
     folder = working_folder(out)
     assert folder is not None
     check_private(folder)
-    plan = read_json(folder / "checkpoint.json")
+    plan = read_plan(folder)
     assert plan is not None and len(plan["done"]) >= len(plan["units"])
     (out / "backup_data").unlink()
     archive = resume_backup(mongo_uri, big_db, out, folder)  # --keep-folder comes from the plan
@@ -273,7 +273,7 @@ def test_full_disk_stops_the_backup_and_resume_finishes_it(
     assert not list((out / "backup_data").glob("backup_*.tar*"))
     folder = working_folder(out)
     assert folder is not None and (folder / "checkpoint.json").is_file()
-    plan = read_json(folder / "checkpoint.json")
+    plan = read_plan(folder)
     assert plan is not None
     exported = len(plan["done"]) >= len(plan["units"])
     assert exported == (where == "archive"), plan["done"].keys()
@@ -372,7 +372,7 @@ def test_crash_after_joining_ranges_before_the_plan_records_it(
     expected = archive_contents(backup_archive(cli, mongo_uri, db_name, tmp_path / "ref"))
     out = tmp_path / "out"
     folder = unfinished(cli, mongo_uri, db_name, out, "--split-threshold", threshold)
-    plan = read_json(folder / "checkpoint.json")
+    plan = read_plan(folder)
     assert plan is not None and "big.jsonl.part1" in plan["done"]
     del plan["done"]["big.jsonl"]
     (folder / "checkpoint.json").write_text(json.dumps(plan))

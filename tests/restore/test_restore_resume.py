@@ -11,12 +11,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from conftest import CliRunner
+from mongo_backup.restore.state import load_state
 from restoretools import assert_same_bytes, backup_archive, user_collections
 
 COLLECTIONS = {"alpha": 20_000, "beta": 20_000, "gamma": 5}
@@ -61,12 +63,11 @@ def wait_for_progress(process: RestoreProcess, collection: str) -> dict[str, Any
     """The state file once ``collection`` has some acknowledged documents."""
     deadline = time.monotonic() + TIMEOUT
     while time.monotonic() < deadline:
-        for path in state_files():
-            with contextlib.suppress(OSError, ValueError):
-                state = json.loads(path.read_text())
-                entry = state["collections"].get(collection, {})
-                if entry.get("acknowledged", 0) > 0 and entry.get("status") != "done":
-                    return dict(state)
+        for path in state_files():  # read as --resume reads it: the file and its journal
+            state = load_state(path)
+            entry = state.collections.get(collection) if state is not None else None
+            if state is not None and entry and entry.acknowledged > 0 and entry.status != "done":
+                return asdict(state)
         assert process.proc.poll() is None, "the restore ended before it could be stopped"
         time.sleep(0.005)
     raise AssertionError("timed out waiting for restore progress")

@@ -42,7 +42,7 @@ from .checkpoint import (
     decode_key,
     encode_key,
     load_unit_progress,
-    save_plan,
+    record_done,
     unit_progress_path,
 )
 from .convert_worker import ConverterProcess
@@ -189,8 +189,7 @@ class UnitRunner:
                     self._fail(unit, error)
                     continue
                 with self._lock:
-                    self.plan.done[unit.file] = stats
-                    save_plan(self.folder, self.plan)
+                    record_done(self.folder, self.plan, unit.file, stats)
                 with contextlib.suppress(OSError):
                     unit_progress_path(self.folder, unit.file).unlink()
         except BaseException as error:  # a bug: stop everything, report it once

@@ -93,6 +93,15 @@ def _drop_leading(batch: bytes, key: IdKey) -> bytes:
     return batch[size:] if id_key_of(batch[:size]) == key else batch
 
 
+def split_batch(batch: bytes) -> Iterator[bytes]:
+    """The raw documents of a raw batch, one by one."""
+    position = 0
+    while position < len(batch):
+        size = int.from_bytes(batch[position : position + 4], "little")
+        yield batch[position : position + size]
+        position += size
+
+
 def count_documents(batch: bytes) -> int:
     """Documents in a raw batch: walks the length prefixes."""
     count = position = 0

@@ -39,7 +39,7 @@ from pymongo.client_session import ClientSession
 from ..errors import MongoBackupError
 from ..retry import RetryPolicy, driver_error_text, is_transient
 from .deployment import DeploymentDatabase, local_name
-from .prefetch import IdKey, id_key_of, id_key_value, prefetched, resumable
+from .prefetch import IdKey, id_key_of, id_key_value, prefetched, resumable, split_batch
 
 logger = logging.getLogger(__name__)
 
@@ -256,7 +256,7 @@ class MongoSource:
             values = [
                 id_key_value(id_key_of(document))
                 for batch in collection.aggregate_raw_batches(pipeline)
-                for document in _documents(batch)
+                for document in split_batch(batch)
             ]
             # Sorted by the server, which walks the _id index for it (the order the
             # ranges follow), not by Python, which knows no BSON order across types. A
@@ -265,7 +265,7 @@ class MongoSource:
             cursor = collection.find_raw_batches(
                 {"_id": {"$in": wanted}}, {"_id": 1}, sort=[("_id", 1)]
             )
-            return [id_key_of(document) for batch in cursor for document in _documents(batch)]
+            return [id_key_of(document) for batch in cursor for document in split_batch(batch)]
 
         sampled = self.retrying(f"sampling {name!r}", ordered_sample)
         if len(sampled) < parts:
@@ -391,11 +391,3 @@ class MongoSource:
                         )
                     self.snapshot_lost = True
                 raise
-
-
-def _documents(batch: bytes) -> Iterator[bytes]:
-    position = 0
-    while position < len(batch):
-        size = int.from_bytes(batch[position : position + 4], "little")
-        yield batch[position : position + size]
-        position += size

@@ -173,7 +173,7 @@ class Restorer:
             return
         self._insert(entry, stream, outcome, saved)
         saved.status = "done"
-        self.state.save(self.state_file)
+        self.state.note(self.state_file, entry.name)
 
     def _prepare(self, entry: CollectionEntry, outcome: CollectionOutcome, exists: bool) -> None:
         if exists and self.opts.drop:
@@ -253,7 +253,7 @@ class Restorer:
                     send(batch)
         finally:
             saved.acknowledged = watermark.acknowledged
-            self.state.save(self.state_file)
+            self.state.note(self.state_file, entry.name)
         outcome.already = counts.already
         outcome.inserted, outcome.duplicates = counts.inserted, counts.duplicates
         outcome.rejected, outcome.failed = counts.rejected, counts.failed
