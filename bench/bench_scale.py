@@ -61,7 +61,7 @@ class Part:
         return self.run(tool, argv, keep=True)
 
     def restore(self, tool: str, archive: str) -> Any:
-        argv = ["restore", archive, "--uri", self.target.uri, "--drop", "-q", "--no-verify"]
+        argv = ["restore", archive, "--uri", self.target.uri, "--drop", "-q"]
         return self.run(tool, argv)[0]
 
 

@@ -204,6 +204,10 @@ def test_increments_of_several_databases_restore_every_change(
 
     listed = cli("list", out)
     assert listed.code == 0 and "incremental" in listed.out
+    status = cli("status", out)
+    assert status.code == 0 and "chain: 3 backup(s), whole" in status.out
+    pruned = cli("prune", out, "--keep-last", "1")
+    assert pruned.code == 0 and "3 kept" in pruned.out  # the chain stays whole
 
     result = cli("restore", last, "--uri", second_server.uri, "-q")
     assert result.code == 0, result.err
