@@ -58,26 +58,44 @@ def iter_lines(
     is refused before more of it is read.
     """
     number = first  # lines before the stream's start (read_documents' switch)
-    tail = b""
+    # The line being read, in pieces: a 15 MiB line is joined once, not copied again
+    # with every chunk (which held three copies of it at once).
+    pieces: list[bytes] = []
+    size = 0
     while True:
         chunk = stream.read(READ_CHUNK)
         if not chunk:
             break
         if stats is not None:
             stats.update(chunk)
-        if tail:
-            chunk = tail + chunk
+        newline = chunk.find(b"\n")
+        if newline < 0 or pieces:
+            head = chunk if newline < 0 else chunk[:newline]
+            pieces.append(head)
+            size += len(head)
+            if size > MAX_LINE_BYTES:
+                raise LineFormatError(
+                    member, number + 1, f"line longer than {MAX_LINE_BYTES} bytes"
+                )
+            if newline < 0:
+                continue
+            number += 1
+            yield number, b"".join(pieces)
+            pieces, size = [], 0
+            chunk = chunk[newline + 1 :]
         lines = chunk.split(b"\n")
         tail = lines.pop()
         if len(tail) > MAX_LINE_BYTES:
             raise LineFormatError(
                 member, number + len(lines) + 1, f"line longer than {MAX_LINE_BYTES} bytes"
             )
+        if tail:
+            pieces, size = [tail], len(tail)
         for line in lines:
             number += 1
             yield number, line
-    if tail:
-        yield number + 1, tail
+    if pieces:
+        yield number + 1, b"".join(pieces)
 
 
 def iter_document_texts(

@@ -21,6 +21,7 @@ checkpoint, and is raised to the caller for ``--resume``.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import threading
@@ -137,7 +138,9 @@ class UnitRunner:
 
     def run(self, units: list[Unit]) -> None:
         """Export ``units``; raises the first error that stops the whole backup."""
-        pending = sorted(units, key=lambda unit: unit.size, reverse=True)
+        # Taken from the front, largest first: a deque, so that thousands of small
+        # collections cost no scan of the whole list each.
+        pending = collections.deque(sorted(units, key=lambda unit: unit.size, reverse=True))
         self._bars = _CollectionProgress(self.progress, units, self.source.estimated_count)
         threads = [
             threading.Thread(target=self._work, args=(pending,), name=f"export-{n}", daemon=True)
@@ -165,17 +168,16 @@ class UnitRunner:
         if self._fatal is not None:
             raise self._fatal
 
-    def _work(self, pending: list[Unit]) -> None:
+    def _work(self, pending: collections.deque[Unit]) -> None:
         converter: ConverterProcess | None = None
         try:
             while not self._stop.is_set():
                 with self._lock:
-                    unit = next(
-                        (unit for unit in pending if unit.collection not in self.failed), None
-                    )
-                    if unit is None:
+                    while pending and pending[0].collection in self.failed:
+                        pending.popleft()  # another range of a collection that failed
+                    if not pending:
                         return
-                    pending.remove(unit)
+                    unit = pending.popleft()
                 if converter is None:
                     converter = ConverterProcess(self.nice)
                 try:
@@ -278,7 +280,7 @@ class UnitRunner:
         last_id: bytes | None = None
         batch_size = layout.batch_size
         if unit.average:  # big documents: fewer per batch from the first one on
-            batch_size = max(2, min(batch_size, BATCH_BYTES // unit.average))
+            batch_size = max(1, min(batch_size, BATCH_BYTES // unit.average))
         batches = self.source.raw_batches(
             unit.collection,
             batch_size,

@@ -48,7 +48,8 @@ def time_key(value: Timestamp) -> int:
     return (value.time << 32) | value.inc
 
 
-def _value_end(raw: bytes, kind: int, start: int) -> int:
+def value_end(raw: bytes, kind: int, start: int) -> int:
+    """Where the value of type ``kind`` starting at ``raw[start]`` ends."""
     size = _FIXED.get(kind)
     if size is not None:
         return start + size
@@ -62,7 +63,7 @@ def _value_end(raw: bytes, kind: int, start: int) -> int:
         return raw.index(0, raw.index(0, start) + 1) + 1
     if kind == 0x0C:  # DBPointer: a string, then an ObjectId
         return start + 4 + int.from_bytes(raw[start : start + 4], "little") + 12
-    raise ValueError(f"unknown BSON type 0x{kind:02x} in a change event")
+    raise ValueError(f"unknown BSON type 0x{kind:02x}")
 
 
 def _collection(raw: bytes, start: int, stop: int, namespaced: bool) -> bytes:
@@ -74,14 +75,14 @@ def _collection(raw: bytes, start: int, stop: int, namespaced: bool) -> bytes:
         kind = raw[pos]
         name_end = raw.index(0, pos + 1)
         value = name_end + 1
-        value_end = _value_end(raw, kind, value)
+        value_stop = value_end(raw, kind, value)
         if kind == 0x02 and raw[pos + 1 : name_end] == b"db":
-            db = raw[value + 4 : value_end - 1]
+            db = raw[value + 4 : value_stop - 1]
         elif kind == 0x02 and raw[pos + 1 : name_end] == b"coll":
-            collection = raw[value + 4 : value_end - 1]
+            collection = raw[value + 4 : value_stop - 1]
             if not namespaced:
                 return collection
-        pos = value_end
+        pos = value_stop
     return db + b"." + collection if collection else b""
 
 
@@ -130,14 +131,14 @@ def event_fields(raw: bytes, namespaced: bool = False) -> tuple[bytes, int, byte
             name_end = raw.index(0, pos + 1)
             name = raw[pos + 1 : name_end]
             value = name_end + 1
-            value_end = _value_end(raw, kind, value)
+            value_stop = value_end(raw, kind, value)
             if name == OPERATION_TYPE and kind == 0x02:
-                operation, found = raw[value + 4 : value_end - 1], found + 1
+                operation, found = raw[value + 4 : value_stop - 1], found + 1
             elif name == CLUSTER_TIME and kind == 0x11:
-                when, found = int.from_bytes(raw[value:value_end], "little"), found + 1
+                when, found = int.from_bytes(raw[value:value_stop], "little"), found + 1
             elif name == NAMESPACE and kind == 0x03:
-                collection, found = _collection(raw, value, value_end, namespaced), found + 1
-            pos = value_end
+                collection, found = _collection(raw, value, value_stop, namespaced), found + 1
+            pos = value_stop
     except IndexError:
         raise ValueError("a truncated change event") from None
     if when < 0 or not operation:

@@ -1,11 +1,13 @@
 """The MongoDB write edge of restore: raw BSON batches into ``insert_many``.
 
 Contract: :meth:`RawInserter.submit` hands a batch of raw BSON documents to one of
-``jobs`` worker threads (blocking when ``2 x jobs`` batches already wait: back-pressure,
-not buffering). Leaving the ``with`` block waits for every batch. Per-document refusals
-(duplicate ``_id``, validation) are counted in :class:`InsertCounts` and never raise. A
-transient fault (connection lost, server restarting, a stall) sends the batch again, up
-to ``policy.retries`` times with backoff; since the server may have applied it before the
+``jobs`` worker threads (blocking when ``2 x jobs`` batches already wait, or when
+:data:`MAX_IN_FLIGHT_BYTES` of documents are queued or being inserted: back-pressure, not
+buffering; a count alone let 15 MiB documents hold half a gigabyte). Leaving the
+``with`` block waits for every batch. Per-document refusals (duplicate ``_id``,
+validation) are counted in :class:`InsertCounts` and never raise. A transient fault
+(connection lost, server restarting, a stall) sends the batch again, up to
+``policy.retries`` times with backoff; since the server may have applied it before the
 answer was lost, the duplicates of a batch sent again are counted as ``already`` (as a
 resumed restore counts its replayed batches), not as conflicts. Give the inserter a
 client with ``retryWrites=False``: the driver's own silent retry would count them as
@@ -70,6 +72,10 @@ class InsertCounts:
 
 
 _STOP = None
+# Bytes of documents queued or being inserted (at least one batch always goes): with
+# their copies in the driver's messages, what big documents may hold in memory.
+MAX_IN_FLIGHT_BYTES = 24 * 1024 * 1024
+BATCH_BYTES = 8 * 1024 * 1024  # a caller's batch ends here (or at its count)
 # A batch, whether it is being sent again after an interruption, and its ticket.
 _Item = tuple[list[bytes], bool, int]
 
@@ -93,6 +99,8 @@ class RawInserter:
         self.answered = answered
         self.fatal: BaseException | None = None
         self.pending: queue.Queue[_Item | None] = queue.Queue(maxsize=2 * jobs)
+        self.in_flight = 0  # bytes submitted and not yet answered (see MAX_IN_FLIGHT_BYTES)
+        self._room = threading.Condition()
         self.workers = [
             threading.Thread(target=self._work, name=f"insert-{i}", daemon=True)
             for i in range(jobs)
@@ -108,6 +116,12 @@ class RawInserter:
         (their duplicates are expected); ``ticket`` is passed to ``answered`` once the
         server has answered for the batch."""
         self._raise_fatal()
+        size = sum(map(len, batch))
+        with self._room:
+            while self.in_flight and self.in_flight + size > MAX_IN_FLIGHT_BYTES:
+                self._room.wait(0.2)
+                self._raise_fatal()
+            self.in_flight += size
         self.pending.put((batch, replay, ticket))
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
@@ -137,6 +151,10 @@ class RawInserter:
             except BaseException as error:  # connection lost for good, auth, ...: stop
                 self.fatal = error
                 continue
+            finally:
+                with self._room:
+                    self.in_flight -= sum(map(len, batch))
+                    self._room.notify_all()
             if self.answered is not None:
                 self.answered(ticket)
 

@@ -37,6 +37,7 @@ from bson.codec_options import CodecOptions, DatetimeConversion
 
 from ..errors import MongoBackupError, RestartNeeded
 from ..retry import RetryPolicy, driver_error_text, is_transient
+from .change_events import value_end
 
 logger = logging.getLogger(__name__)
 
@@ -67,17 +68,34 @@ def id_key_value(key: IdKey) -> Any:
     return bson.decode(key, codec_options=ID_CODEC)["_id"]
 
 
-def _last_document(batch: bytes) -> bytes:
+def _last_document(batch: bytes) -> memoryview:
     position = start = 0
     while position < len(batch):
         start = position
         position += int.from_bytes(batch[position : position + 4], "little")
-    return batch[start:position]
+    return memoryview(batch)[start:position]  # no copy: it may be a 15 MiB document
 
 
-def id_key_of(document: bytes) -> IdKey:
-    """The :data:`IdKey` of one raw document."""
-    value = bson.decode(document, codec_options=ID_CODEC)["_id"]
+_ID_ELEMENT = b"_id\x00"
+_ID_HEAD = 4 + 1 + 4 + 1024  # length, type, "_id", and the _id values worth the fast path
+
+
+def id_key_of(document: bytes | memoryview) -> IdKey:
+    """The :data:`IdKey` of one raw document. When ``_id`` comes first (where servers
+    keep it), only that element is decoded: a document of 15 MiB costs no 15 MiB decode
+    and copy. Either way the key is the ``_id`` decoded and encoded again, as before."""
+    head = bytes(document[:_ID_HEAD])
+    if head[5:9] == _ID_ELEMENT:
+        try:
+            end = value_end(head, head[4], 9)
+            if end <= len(head):
+                element = head[4:end]
+                alone = (len(element) + 5).to_bytes(4, "little") + element + b"\x00"
+                value = bson.decode(alone, codec_options=ID_CODEC)["_id"]
+                return bson.encode({"_id": value}, codec_options=ID_CODEC)
+        except (ValueError, IndexError, bson.errors.InvalidBSON):
+            pass  # the whole document says what it is
+    value = bson.decode(bytes(document), codec_options=ID_CODEC)["_id"]
     return bson.encode({"_id": value}, codec_options=ID_CODEC)
 
 
@@ -90,7 +108,7 @@ def _drop_leading(batch: bytes, key: IdKey) -> bytes:
     if not batch:
         return batch
     size = int.from_bytes(batch[:4], "little")
-    return batch[size:] if id_key_of(batch[:size]) == key else batch
+    return batch[size:] if id_key_of(memoryview(batch)[:size]) == key else batch
 
 
 def split_batch(batch: bytes) -> Iterator[bytes]:
@@ -116,7 +134,7 @@ def _fitted_batch_size(batch: bytes, size: int) -> int:
     (never more than ``size``; ``size`` itself when batches are not too big)."""
     if not size or len(batch) <= 2 * BATCH_BYTES:
         return size
-    return max(2, min(size, int(BATCH_BYTES / (len(batch) / count_documents(batch)))))
+    return max(1, min(size, int(BATCH_BYTES / (len(batch) / count_documents(batch)))))
 
 
 _DONE = object()

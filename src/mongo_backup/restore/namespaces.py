@@ -24,7 +24,7 @@ from pymongo.database import Database
 from ..archive.lines import read_documents
 from ..archive.manifest import CollectionEntry
 from ..archive.reader import BackupReader
-from ..mongo.inserter import InsertCounts, RawInserter
+from ..mongo.inserter import BATCH_BYTES, InsertCounts, RawInserter
 from ..mongo.source import from_extjson
 from ..retry import driver_error_text
 from .renames import NO_RENAMES, Renamer
@@ -240,15 +240,17 @@ class Restorer:
                 watermark.answered,
             ) as inserter:
                 batch: list[bytes] = []
+                size = 0
                 documents = read_documents(stream, entry.file, checked=self.opts.checked)
                 for _number, raw in documents:
                     position += 1
                     if position <= skip:
                         continue
                     batch.append(raw)
-                    if len(batch) >= self.opts.batch_size:
+                    size += len(raw)
+                    if len(batch) >= self.opts.batch_size or size >= BATCH_BYTES:
                         send(batch)
-                        batch = []
+                        batch, size = [], 0
                 if batch:
                     send(batch)
         finally:
