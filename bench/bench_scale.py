@@ -53,8 +53,9 @@ class Part:
         self.target.stop()
 
     def run(self, tool: str, argv: list[str], keep: bool = False) -> tuple[Any, str | None]:
+        # One run each: the data sets are big, and the figures are CPU differences.
         return self.c.run("scale", f"{self.label}_{tool}", [*self.c.mb, *argv], ours=True,
-                          keep=keep)  # fmt: skip
+                          keep=keep, repeat=1)  # fmt: skip
 
     def backup(self, tool: str, *selection: str) -> tuple[Any, str | None]:
         argv = ["backup", "--uri", self.server.uri, "--out-dir", "{TMP}", "-q", *selection]
