@@ -310,10 +310,12 @@ def test_archiving_failure_keeps_the_folder(
     (folder,) = [p for p in tmp_path.iterdir() if p.is_dir()]
     assert str(folder) in result.err
     # zstd (the default) keeps each member compressed while it is written.
-    # The checkpoint stays too, so that --resume can finish the job.
+    # The checkpoint (the plan and its journal of finished units) stays too, so that
+    # --resume can finish the job.
     assert sorted(p.name for p in folder.iterdir()) == [
         "alpha.jsonl.zst",
         "beta.jsonl.zst",
+        "checkpoint.done.jsonl",
         "checkpoint.json",
         "empty.jsonl.zst",
         "manifest.json",

@@ -35,7 +35,7 @@ def add_parser(commands: Any, parent: argparse.ArgumentParser, epilog: str) -> N
         "then .env, else all databases)",
         several=True,
     )
-    add_database_options(connection)
+    _add_database_options(connection)
     add_backup_groups(parser, resume=True)
     _add_increment_options(parser)
     destinations = add_destination_options(parser)
@@ -50,7 +50,7 @@ def add_parser(commands: Any, parent: argparse.ArgumentParser, epilog: str) -> N
     parser.set_defaults(handler=run)
 
 
-def add_database_options(group: argparse._ArgumentGroup) -> None:
+def _add_database_options(group: argparse._ArgumentGroup) -> None:
     group.add_argument(
         "--all-databases",
         action="store_true",
@@ -338,6 +338,7 @@ def backup_options(args: argparse.Namespace) -> BackupOptions:
     and follows one database: its --db is not repeatable)."""
     several_allowed = hasattr(args, "all_databases")  # backup's flags, not watch's
     named: list[str] = (args.db or []) if several_allowed else [args.db] if args.db else []
+    named = list(dict.fromkeys(named))  # --db shop --db shop is one database
     all_databases = several_allowed and args.all_databases
     if all_databases and named:
         raise ConfigError("--all-databases backs up every database: leave --db out")
