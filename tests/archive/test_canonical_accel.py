@@ -340,3 +340,13 @@ def test_pretty_members_switch_to_the_line_reader_and_keep_numbers() -> None:
     fast, pure = read_both(compact + pretty)
     assert fast == pure
     assert [raw for _, raw in read_documents(io.BytesIO(compact + pretty), "m")] == raws
+
+
+@pytest.mark.parametrize("where", ["0\x00-6176", "0E-61\x006", "0E-617\x00"])
+def test_a_nul_inside_a_number_is_no_shorter_number(where: str) -> None:
+    """Found by the damaged-lines property test: the C reader copied a quoted number up
+    to a NUL and read "0E-61\\x006" as 0E-61; it now leaves such a line to python-bsonjs,
+    which refuses it as verify and restore must."""
+    line = '{ "0" : { "$numberDecimal" : "' + where + '" } }\n'
+    fast, pure = read_both(line.encode())
+    assert fast == pure and pure[0] == []

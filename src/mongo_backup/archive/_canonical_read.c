@@ -111,7 +111,9 @@ static int read_number_text(Text *t, char *text, size_t size) {
     if (!TAKE(t, "\"")) return 0;
     size_t n = 0;
     while (t->p < t->end && *t->p != '"') {
-        if (n + 1 >= size) return 0;
+        /* A NUL would end the C string early: "0\0-61" must not read as "0" (found by
+         * the damaged-lines property test). No number text holds a control byte. */
+        if (n + 1 >= size || (unsigned char)*t->p < 0x20) return 0;
         text[n++] = (char)*t->p++;
     }
     text[n] = 0;
