@@ -27,6 +27,8 @@ from bson.codec_options import CodecOptions
 from bson.raw_bson import RawBSONDocument
 from pymongo import MongoClient
 
+from mongo_backup.mongo.prefetch import split_batch
+
 PARTS = ("bench_dep_a", "bench_dep_b", "bench_dep_c")
 RAW = CodecOptions(document_class=RawBSONDocument)
 
@@ -41,7 +43,7 @@ def split_copy(uri: str, db: str) -> list[str]:
             target.drop()
             batch: list[RawBSONDocument] = []
             for document in source.find_raw_batches():
-                batch.extend(RawBSONDocument(raw) for raw in _split(document))
+                batch.extend(RawBSONDocument(raw) for raw in split_batch(document))
                 if len(batch) >= 1000:
                     target.insert_many(batch)
                     batch = []
@@ -51,15 +53,6 @@ def split_copy(uri: str, db: str) -> list[str]:
                 if spec["name"] != "_id_":
                     target.create_index(list(spec["key"].items()), name=spec["name"])
     return names
-
-
-def _split(batch: bytes) -> list[bytes]:
-    out, position = [], 0
-    while position < len(batch):
-        size = int.from_bytes(batch[position : position + 4], "little")
-        out.append(batch[position : position + size])
-        position += size
-    return out
 
 
 def _side(proc: subprocess.Popen[bytes]) -> tuple[int, float, float]:

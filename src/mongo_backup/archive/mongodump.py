@@ -90,12 +90,13 @@ class MongodumpReader(BackupReader):
         self.several = len(folders) > 1
         self.folder = folders[0] if not self.several else path
         self.location = str(self.folder)
-        self.paths: dict[str, Path] = {}  # member file -> the .bson file it is read from
-        entries = [entry for folder in folders for entry in self._entries(folder)]
+        sources: dict[str, Path] = {}  # entry name -> the .bson file it is read from
+        entries = [entry for folder in folders for entry in self._entries(folder, sources)]
         if self.several:  # member files named from namespaces, as a backup of several
             files = file_names(entry.name for entry in entries if entry.file)
-            self.paths = {files[e.name]: self.paths[e.file] for e in entries if e.file}
             entries = [replace(e, file=files[e.name]) if e.file else e for e in entries]
+        # member file -> the .bson file it is read from
+        self.paths = {e.file: sources[e.name] for e in entries if e.file}
         databases = [urllib.parse.unquote(folder.name) for folder in folders]
         # mongodump --oplog writes oplog.bson at the top of the dump, beside the databases.
         top = path if self.several or folders[0] != path else path.parent
@@ -120,13 +121,15 @@ class MongodumpReader(BackupReader):
             format=FORMAT,
         )
 
-    def _entries(self, folder: Path) -> list[CollectionEntry]:
-        """One database folder's entries (named by namespace in a dump of several)."""
+    def _entries(self, folder: Path, sources: dict[str, Path]) -> list[CollectionEntry]:
+        """One database folder's entries (named by namespace in a dump of several); the
+        ``.bson`` file of each that has one goes into ``sources``."""
         entries = [self._entry(folder, stem) for stem in self._names(folder)]
-        if not self.several:
-            return entries
-        db = urllib.parse.unquote(folder.name)
-        return [replace(entry, name=f"{db}.{entry.name}") for entry in entries]
+        if self.several:
+            db = urllib.parse.unquote(folder.name)
+            entries = [replace(entry, name=f"{db}.{entry.name}") for entry in entries]
+        sources.update({e.name: folder / e.file for e in entries if e.file})
+        return entries
 
     def _names(self, folder: Path) -> list[str]:
         stems = set()
@@ -152,12 +155,10 @@ class MongodumpReader(BackupReader):
             if kind != "view":
                 raise ArchiveError(f"{folder}: {stem}.metadata.json has no {stem}.bson")
             data = None
-        else:
-            self.paths[data.name if not self.several else str(data)] = data
         return CollectionEntry(
             name=name,
             type="view" if kind == "view" else "collection",
-            file=(data.name if not self.several else str(data)) if data is not None else None,
+            file=data.name if data is not None else None,
             options=cast(dict[str, Any], metadata.get("options") or {}),
             indexes=cast(list[dict[str, Any]], metadata.get("indexes") or []),
             uuid=str(metadata["uuid"]) if metadata.get("uuid") else None,
