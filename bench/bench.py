@@ -488,6 +488,7 @@ def main() -> int:
     p.add_argument("--watch-minutes", type=float, default=10, help="length of the watch section")
     p.add_argument("--scale-docs", type=int, default=2_000_000, help="scale (b): documents")
     p.add_argument("--scale-big-docs", type=int, default=1000, help="scale (c): 15 MiB documents")
+    p.add_argument("--scale-parts", default="abc", help="scale: which parts (a, b, c) to run")
     p.add_argument("--watch-rate", type=float, default=500, help="updates/s during the watch")
     a = p.parse_args()
     only = {s.strip() for s in a.only.split(",") if s.strip()}

@@ -131,7 +131,8 @@ def big_documents(c: Any, tools: SimpleNamespace, count: int) -> None:
         tools.say(f"data big: {count} documents of 15 MiB")
         backup, archive = part.backup("backup", "--db", "big")
         restore = part.restore("restore", archive) if archive else None
-        for stats, what in ((backup, "backup"), (restore, "restore")):
+        verify = part.run("verify", ["verify", archive])[0] if archive else None
+        for stats, what in ((backup, "backup"), (restore, "restore"), (verify, "verify")):
             if stats is not None:
                 tools.check(f"RSS big {what} MiB", stats.rss, RSS_TARGET, "{:.1f}", "{:g}")
     finally:
@@ -139,8 +140,11 @@ def big_documents(c: Any, tools: SimpleNamespace, count: int) -> None:
 
 
 def section_scale(c: Any, tools: SimpleNamespace) -> None:
-    many_namespaces(c, tools, 1, 2000)
-    many_namespaces(c, tools, 200, 5)
-    many_documents(c, tools, 100_000, c.args.scale_docs)
-    if c.args.scale_big_docs:
+    parts = c.args.scale_parts
+    if "a" in parts:
+        many_namespaces(c, tools, 1, 2000)
+        many_namespaces(c, tools, 200, 5)
+    if "b" in parts:
+        many_documents(c, tools, 100_000, c.args.scale_docs)
+    if "c" in parts and c.args.scale_big_docs:
         big_documents(c, tools, c.args.scale_big_docs)

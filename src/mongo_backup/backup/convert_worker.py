@@ -51,6 +51,7 @@ import sys
 from pathlib import Path
 from typing import IO, Any
 
+from ..allocator import return_big_blocks_to_the_system
 from ..errors import MongoBackupError, OutputError
 
 _HEADER = 5
@@ -268,6 +269,7 @@ def main() -> None:
     # Ctrl-C reaches the whole process group; the parent decides what happens, and
     # closing our stdin is how it tells us to stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return_big_blocks_to_the_system()
     niceness = int(sys.argv[2]) if len(sys.argv) > 2 else 0
     if niceness > 0:
         with contextlib.suppress(OSError):

@@ -301,6 +301,7 @@ class UnitRunner:
                 if resumable(last_id) and time.monotonic() >= next_checkpoint:
                     converter.checkpoint(encode_key(last_id))
                     next_checkpoint = time.monotonic() + self.checkpoint_interval
+                del batch  # not held while the next one is received (big documents)
             stats = converter.close()
         except Interrupted:
             if resumable(last_id):

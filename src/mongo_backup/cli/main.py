@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from .._version import __version__
+from ..allocator import return_big_blocks_to_the_system
 from ..errors import MongoBackupError
 from ..redact import scrub_text, uri_secrets
 from . import (
@@ -143,6 +144,7 @@ def _report(
 
 
 def main() -> None:
+    return_big_blocks_to_the_system()
     code = run_cli(sys.argv[1:])
     if sys.getprofile() is not None or sys.gettrace() is not None:
         sys.exit(code)  # a profiler or coverage writes its data at exit: let it

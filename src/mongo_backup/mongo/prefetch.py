@@ -162,6 +162,12 @@ class _ByteBoundedHandoff:
             self.changed.notify_all()
         return True
 
+    def wait_until_taken(self, stop: threading.Event) -> None:
+        """Wait until the consumer has taken everything handed on (or ``stop``)."""
+        with self.changed:
+            while self.items and not stop.is_set():
+                self.changed.wait(0.2)
+
     def get(self) -> object:
         with self.changed:
             while not self.items:
@@ -232,6 +238,14 @@ class _Producer:
             last = last_id_key(batch) if self.ordered else None
             if not self.handoff.put((batch, last), len(batch), self.stop):
                 return False
+            if len(batch) > self.handoff.limit:
+                # A batch bigger than the bound (one document of 15 MiB) is still
+                # accepted, but the next is not asked for until the consumer has it:
+                # receiving a batch costs the driver ~5 copies of it at once, and that
+                # peak must not come on top of two held batches.
+                self.handoff.wait_until_taken(self.stop)
+                if self.stop.is_set():
+                    return False
             self.handed_on, self.attempt = True, 0
             if self.ordered:
                 self.position, self.inclusive = last, False
@@ -313,6 +327,7 @@ def prefetched(
             if isinstance(item, BaseException):
                 raise item
             yield item  # type: ignore[misc]
+            item = None  # not held while the next one is received
     finally:
         stop.set()
         thread.join(timeout=5)

@@ -1,0 +1,81 @@
+"""prefetch.prefetched without a server: a cursor is any iterator of raw batches.
+
+What is checked is memory held, by counting what the cursor was asked for: a batch
+bigger than the hand-off's bound (one document of 15 MiB) is accepted, but the next one
+is not asked for until the consumer has taken it, because receiving a batch costs the
+driver several copies of it at once."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import bson
+
+from mongo_backup.mongo.prefetch import PREFETCH_BYTES, prefetched
+
+
+def _batch(i: int, size: int) -> bytes:
+    return bson.encode({"_id": i, "pad": "x" * size})
+
+
+def _cursor(batches: list[bytes], asked: list[int]) -> Iterator[bytes]:
+    for i, batch in enumerate(batches):
+        asked.append(i)
+        yield batch
+
+
+def _settle(asked: list[int], expected: int) -> None:
+    """Give the reading thread time to ask for more than it should."""
+    deadline = time.monotonic() + 0.5
+    while len(asked) < expected and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)
+
+
+def test_a_batch_above_the_bound_waits_until_taken_before_the_next_is_asked_for() -> None:
+    batches = [_batch(i, PREFETCH_BYTES + 1024) for i in range(3)]
+    asked: list[int] = []
+    stream = prefetched(lambda *_: _cursor(batches, asked), "big", [], ordered=False)
+    try:
+        first, _ = next(stream)
+        assert first == batches[0]
+        _settle(asked, 2)
+        # Batch 1 was received and handed on; batch 2 not asked for while it waits.
+        assert asked == [0, 1]
+        second, _ = next(stream)
+        assert second == batches[1]
+        _settle(asked, 3)
+        assert asked == [0, 1, 2]
+        assert [batch for batch, _ in stream] == [batches[2]]
+    finally:
+        stream.close()
+
+
+def test_small_batches_are_read_ahead_up_to_the_bound() -> None:
+    batches = [_batch(i, 100) for i in range(50)]
+    asked: list[int] = []
+    stream = prefetched(lambda *_: _cursor(batches, asked), "small", [], ordered=False)
+    try:
+        next(stream)
+        _settle(asked, 50)
+        assert asked == list(range(50))  # all of them fit under the bound
+        assert len([batch for batch, _ in stream]) == 49
+    finally:
+        stream.close()
+
+
+def test_closing_the_stream_while_a_big_batch_waits_stops_the_reader() -> None:
+    batches = [_batch(i, PREFETCH_BYTES + 1024) for i in range(5)]
+    asked: list[int] = []
+    stream = prefetched(lambda *_: _cursor(batches, asked), "big", [], ordered=False)
+    next(stream)
+    _settle(asked, 2)
+    before = threading.active_count()
+    stream.close()
+    deadline = time.monotonic() + 3
+    while threading.active_count() >= before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert threading.active_count() < before
+    assert asked == [0, 1]
