@@ -26,6 +26,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -133,12 +134,14 @@ def bench(
     keep: list[str] | None = None,
     env: dict[str, str] | None = None,
     parse: str | None = None,
+    before: Callable[[], None] | None = None,
 ) -> Stats:
     """Run cmd --repeat times, each in a fresh temporary dir (substituted for "{TMP}").
 
     Each dir is deleted after its run, except the last one if `keep` is given: its path
     and the command's stdout are appended to `keep` (used to reuse archives later).
     `parse` names a `key value` pair of stdout to record as Stats.extra (median).
+    `before` runs before each run, untimed (e.g. empty the target database).
     """
     runs: list[Run] = []
     extras: list[float] = []
@@ -146,6 +149,8 @@ def bench(
         tmp = tempfile.mkdtemp(prefix=f"bench-{tool}-")
         kept = False
         try:
+            if before is not None:
+                before()
             run = measure([a.replace("{TMP}", tmp) for a in cmd], tmp, timeout, env)
             if run.code != 0:
                 raise Failed(reason(run) if run.code != -9 else f"killed after {timeout:g} s")
@@ -248,6 +253,7 @@ class Ctx:
         ours: bool = False,
         keep: bool = False,
         parse: str | None = None,
+        before: Callable[[], None] | None = None,
     ) -> tuple[Stats | None, str | None]:
         """bench() with this run's options; returns (stats, last stdout line if kept)."""
         kept: list[str] = []
@@ -260,6 +266,7 @@ class Ctx:
                 keep=kept if keep else None,
                 env=self.mb_env if ours else None,
                 parse=parse,
+                before=before,
             )
         except Failed as exc:  # print `SKIP section: reason`, and the run goes on
             say(f"SKIP {section}: {exc}")
@@ -434,11 +441,21 @@ def section_restore(c: Ctx) -> None:
     if c.archive is None:
         say("SKIP restore: no backup archive (backup skipped)")
         return
+    target = f"{c.db}_restored"
+
+    def empty_target() -> None:
+        # Each run restores into an empty database, as raw_load's timed phase does (it
+        # drops its target before timing): dropping the previous run's collections is
+        # seconds of server time that neither baseline pays.
+        with MongoClient(c.uri) as client:
+            client.drop_database(target)
+
     restore, _ = c.run(
         "restore",
         "restore",
-        [*c.mb, "restore", c.archive, "--uri", c.uri, "--db", f"{c.db}_restored", "--drop", "-q"],
+        [*c.mb, "restore", c.archive, "--uri", c.uri, "--db", target, "--drop", "-q"],
         ours=True,
+        before=empty_target,
     )
     if restore is None:  # nothing to compare the (slow) restore baselines with
         return
