@@ -71,11 +71,19 @@ def test_restore_verify_inspect_and_convert_a_mongodump_folder(
     for source in (folder, tmp_path / "dump"):  # the database's folder, or the dump's
         verified = cli("verify", source)
         assert verified.code == 0, verified.out + verified.err
+        # mongodump records no counts: verify shows what it counted, not "n/0".
+        people = next(line for line in verified.out.splitlines() if line.startswith("people "))
+        assert f" {len(dumped['people'].documents)} " in people and "/" not in people
     inspected = cli("inspect", folder)
     assert inspected.code == 0 and "we/ird name" in inspected.out and "clicks" in inspected.out
+    # Counts and sizes unknown until read: "?", not 0.
+    people = next(line for line in inspected.out.splitlines() if line.startswith("people "))
+    assert people.split()[2:4] == ["?", "?"], people
 
-    restored = cli("restore", folder, "--uri", mongo_uri, "--db", target_db, "-q")
+    restored = cli("restore", folder, "--uri", mongo_uri, "--db", target_db)
     assert restored.code == 0, restored.err
+    people = next(line for line in restored.out.splitlines() if line.startswith("people "))
+    assert people.split()[3:5] == ["?", str(len(dumped["people"].documents))], people
     for name in ("people", "events", "we/ird name"):
         expected = sorted(bson.encode(d) for d in dumped[name].documents)
         assert raw_documents(client, target_db, name) == expected, name

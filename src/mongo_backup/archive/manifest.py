@@ -105,6 +105,12 @@ class Manifest:
     format_version: int = FORMAT_VERSION
 
     @property
+    def counted(self) -> bool:
+        """Whether the entries' counts and sizes are known: a mongodump folder records
+        neither (its reader says 0; verify counts the documents as it reads them)."""
+        return self.format == FORMAT_NAME
+
+    @property
     def data_entries(self) -> list[CollectionEntry]:
         """Entries with a data file, in archive order."""
         return [entry for entry in self.collections if entry.file is not None]

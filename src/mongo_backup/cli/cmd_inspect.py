@@ -58,12 +58,13 @@ def run(args: argparse.Namespace) -> None:
         print("a mongodump output folder: no checksums (verify checks every document parses)")
     for line in history_lines(manifest):
         print(line)
+    known = manifest.counted
     rows = [
         [
             c.name,
             c.type,
-            str(c.count),
-            str(c.bytes),
+            str(c.count) if known else "?",
+            str(c.bytes) if known else "?",
             str(len(c.indexes)),
             c.status if c.status == "ok" else f"failed: {c.error}",
         ]

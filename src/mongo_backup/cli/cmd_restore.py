@@ -175,7 +175,7 @@ def report(result: RestoreResult) -> None:
             c.name,
             c.type,
             c.action,
-            str(c.expected),
+            "?" if c.expected is None else str(c.expected),
             str(c.inserted),
             str(c.duplicates),
             str(c.rejected),

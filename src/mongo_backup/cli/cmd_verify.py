@@ -63,7 +63,7 @@ def report(result: VerifyResult) -> None:
         [
             m.name,
             m.file,
-            f"{m.count}/{m.expected_count}",
+            f"{m.count}" if m.expected_count is None else f"{m.count}/{m.expected_count}",
             f"{m.bytes}",
             "ok" if m.ok else "; ".join(m.problems),
         ]

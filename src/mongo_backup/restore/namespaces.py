@@ -43,7 +43,7 @@ SAVE_STEP_BATCHES = 32
 class CollectionOutcome:
     name: str
     type: str
-    expected: int
+    expected: int | None  # None: the source records no count (a mongodump folder)
     inserted: int = 0
     already: int = 0  # restored by the interrupted run that --resume continued
     duplicates: int = 0
@@ -109,7 +109,8 @@ class Restorer:
         existing = set(self.db.list_collection_names())
         outcomes: dict[str, CollectionOutcome] = {}
         for entry in selected:
-            outcome = CollectionOutcome(entry.name, entry.type, entry.count)
+            count = entry.count if reader.manifest.counted else None
+            outcome = CollectionOutcome(entry.name, entry.type, count)
             outcomes[entry.name] = outcome
             if entry.status != "ok":
                 outcome.problems.append(
