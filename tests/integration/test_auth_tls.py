@@ -163,6 +163,21 @@ def test_restore_without_the_write_roles_is_refused(
     assert "not authorized" in line and "unexpected" not in line and "full error" not in line
 
 
+def test_users_and_roles_without_the_right_to_see_them_is_refused_before_any_data(
+    cli: CliRunner, auth: AuthServer, tmp_path: Path
+) -> None:
+    """READER may read src's documents, not its users: one line, exit 1, nothing kept."""
+    result = cli(
+        "backup", "--uri", auth.uri_for(READER), "--db", SRC, "--out-dir", tmp_path / "out",
+        "--users-and-roles", "-q",
+    )  # fmt: skip
+    assert result.code == 1, result.err
+    line = assert_single_error_line(result)
+    assert "--users-and-roles: cannot read the users and roles of 'src'" in line
+    assert "not authorized" in line and READER.password not in result.err
+    assert nothing_in(tmp_path / "out")
+
+
 # --- 3: no secret in anything the tool printed or wrote --------------------------------
 
 

@@ -25,12 +25,16 @@ FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 MAX_MANIFEST_BYTES = 64 * 1024 * 1024
 MAX_COLLECTIONS = 100_000
-# "changes": the change events a backup captured (see CHANGES_NAME), not a collection.
-COLLECTION_TYPES = ("collection", "view", "timeseries", "changes")
+# "changes": the change events a backup captured (see CHANGES_NAME), not a collection;
+# "users": the users and custom roles of --users-and-roles (see USERS_NAME), neither.
+COLLECTION_TYPES = ("collection", "view", "timeseries", "changes", "users")
+NOT_COLLECTIONS = ("changes", "users")
 # Collection names cannot hold "$", and no collection's file starts with "~" (see
 # names.py): neither can collide with a collection's.
 CHANGES_NAME = "$changes"
 CHANGES_FILE = "~changes.jsonl"
+USERS_NAME = "$users"
+USERS_FILE = "~users-and-roles.jsonl"
 KINDS = ("full", "incremental")
 GUARANTEES = ("snapshot", "oplog", "none")
 INCREMENT_MODES = ("changes", "field")
@@ -54,6 +58,11 @@ class CollectionEntry:
     # next increment starts there), and the lower bound this increment used.
     watermark: dict[str, Any] | None = None
     since: dict[str, Any] | None = None
+
+    @property
+    def is_collection(self) -> bool:
+        """A collection or view of the database (not captured changes, not users)."""
+        return self.type not in NOT_COLLECTIONS
 
     @property
     def create_options(self) -> dict[str, Any]:
@@ -99,6 +108,8 @@ class Manifest:
     # A backup of several databases: ``database`` is ALL_DATABASES ("*"), these are the
     # databases it holds, and every collection is named by namespace, DB.COLLECTION.
     databases: list[str] | None = None
+    # --users-and-roles: the users member holds password hashes (SCRAM credentials).
+    credentials: bool = False
     # manifest_sha256 as read (parse_manifest); an increment's parent link names it.
     checksum: str | None = field(default=None, compare=False)
     format: str = FORMAT_NAME
@@ -119,6 +130,11 @@ class Manifest:
     def changes(self) -> CollectionEntry | None:
         """The captured change events, if the backup has any."""
         return next((entry for entry in self.collections if entry.type == "changes"), None)
+
+    @property
+    def users(self) -> CollectionEntry | None:
+        """The users and roles member (``--users-and-roles``), if the backup has one."""
+        return next((entry for entry in self.collections if entry.type == "users"), None)
 
     @property
     def failed(self) -> list[CollectionEntry]:
@@ -165,6 +181,8 @@ def manifest_bytes(manifest: Manifest) -> bytes:
     data = _fields(manifest)
     data["collections"] = [_fields(entry) for entry in manifest.collections]
     del data["checksum"]
+    if not manifest.credentials:
+        del data["credentials"]  # written only where it warns: manifests stay as they were
     data["manifest_sha256"] = hashlib.sha256(_canonical_bytes(data)).hexdigest()
     return (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
 
@@ -272,10 +290,24 @@ def _databases(value: list[Any] | None, database: str, names: list[str]) -> list
     )
     held = set(value)
     _require(
-        all(name == CHANGES_NAME or name.partition(".")[0] in held for name in names),
+        all(name in (CHANGES_NAME, USERS_NAME) or name.partition(".")[0] in held for name in names),
         "a collection outside the backup's databases",
     )
     return list(value)
+
+
+def _check_special_entries(collections: list[CollectionEntry]) -> None:
+    """At most one entry of captured changes and one of users and roles, each under its
+    fixed name and file (no collection can take either)."""
+    for kind, name, file, what in (
+        ("changes", CHANGES_NAME, CHANGES_FILE, "change events"),
+        ("users", USERS_NAME, USERS_FILE, "users and roles"),
+    ):
+        special = [entry for entry in collections if entry.type == kind]
+        _require(
+            len(special) <= 1 and all(e.name == name and e.file == file for e in special),
+            f"malformed {what} entry",
+        )
 
 
 def parse_manifest(raw: bytes) -> Manifest:
@@ -307,12 +339,7 @@ def parse_manifest(raw: bytes) -> Manifest:
     collections = [_parse_entry(entry, index) for index, entry in enumerate(entries)]
     files = [entry.file for entry in collections if entry.file]
     _require(len(set(files)) == len(files), "two collections share one file")
-    changes = [entry for entry in collections if entry.type == "changes"]
-    _require(
-        len(changes) <= 1
-        and all(e.name == CHANGES_NAME and e.file == CHANGES_FILE for e in changes),
-        "malformed change events entry",
-    )
+    _check_special_entries(collections)
     names = [entry.name for entry in collections]
     _require(len(set(names)) == len(names), "a collection is listed twice")
     database = _typed(data, "database", str)
@@ -349,6 +376,7 @@ def parse_manifest(raw: bytes) -> Manifest:
         tool_version=_typed(data, "tool_version", str),
         json_format=_typed(data, "json_format", str),
         pretty=bool(data.get("pretty", False)),
+        credentials=bool(data.get("credentials", False)),
         compression=_typed(data, "compression", str),
         started_at=_typed(data, "started_at", str),
         finished_at=_typed(data, "finished_at", str),

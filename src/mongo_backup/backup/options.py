@@ -116,6 +116,7 @@ class BackupOptions:
     # config and local; admin too with include_admin). See mongo/deployment.py.
     databases: list[str] = field(default_factory=list)
     include_admin: bool = False
+    users_and_roles: bool = False  # the databases' users and custom roles: see authz.py
 
     def check(self) -> None:
         if self.json_format not in JSON_FORMATS:
@@ -168,6 +169,10 @@ class BackupOptions:
         ):
             raise ConfigError(
                 "--max-increment-bytes must be positive and applies to change-stream increments"
+            )
+        if self.users_and_roles and self.incremental:
+            raise ConfigError(
+                "--users-and-roles goes with a full backup (an increment holds changes only)"
             )
         if self.base is not None and not self.incremental:
             raise ConfigError("--base names the backup an increment continues: add --incremental")

@@ -34,7 +34,7 @@ from pymongo import MongoClient
 
 from ..archive import encryption
 from ..archive.chain import Link, find_base
-from ..archive.manifest import MANIFEST_NAME, Manifest, manifest_bytes
+from ..archive.manifest import MANIFEST_NAME, CollectionEntry, Manifest, manifest_bytes
 from ..archive.writer import SUFFIXES, remove_compressed, write_archive
 from ..destinations import open_destination
 from ..errors import (
@@ -42,6 +42,7 @@ from ..errors import (
     DestinationError,
     HistoryLost,
     Interrupted,
+    MongoBackupError,
 )
 from ..files import private_file
 from ..location.catalog import archive_ids
@@ -51,9 +52,11 @@ from ..mongo.cluster_time import SnapshotCheck
 from ..mongo.connection import connect
 from ..mongo.deployment import DeploymentDatabase
 from ..mongo.source import MongoSource
+from ..mongo.users import read_users_and_roles
 from ..names import ALL_DATABASES, ARCHIVE_FOLDER, collection_filter, scope_text
 from ..redact import uri_secrets
 from ..retry import RetryPolicy
+from .authz import write_authz_member
 from .checkpoint import Plan, remove_checkpoints
 from .consistency import Outcome, capture_increment, finish, start_reads
 from .delivery import deliver_file, deliver_stdout, deliver_stream
@@ -142,6 +145,7 @@ def _locked_backup(
                 kept.server = source.server
         else:
             plan, folder = resumable
+        authz = _users_and_roles(opts, client, plan, folder)
         resumed = resumable is not None
         runner = UnitRunner(
             source,
@@ -178,6 +182,9 @@ def _locked_backup(
             client.close()
     try:
         manifest = build_manifest(folder, plan, runner, outcome)
+        if authz is not None:
+            manifest.collections.append(authz[0])
+            manifest.credentials = authz[1]
         with private_file(folder / MANIFEST_NAME) as handle:
             handle.write(manifest_bytes(manifest))
         archive, url = _archive(folder, manifest, opts)
@@ -188,6 +195,27 @@ def _locked_backup(
         ) from None
     took = time.perf_counter() - started
     return BackupResult(archive, folder, manifest, took, url)
+
+
+def _users_and_roles(
+    opts: BackupOptions, client: MongoClient[Any], plan: Plan, folder: Path
+) -> tuple[CollectionEntry, bool] | None:
+    """--users-and-roles: read them before any document (a refusal costs nothing), and
+    write their member; its entry and whether it holds credentials."""
+    if not opts.users_and_roles:
+        return None
+    try:
+        # admin's users and roles are the server's, never a database's (--include-admin)
+        databases = [db for db in plan.databases or [opts.db] if db != "admin"]
+        found = read_users_and_roles(client, databases, uri_secrets(opts.uri))
+    except MongoBackupError:
+        if not opts.resume:
+            shutil.rmtree(folder, ignore_errors=True)  # nothing read yet: nothing to keep
+        raise
+    layout = plan.layout
+    return write_authz_member(
+        folder, layout.compress, layout.keep_folder, found, encrypted=bool(opts.encrypt_to)
+    )
 
 
 def _deployment(client: MongoClient[Any], opts: BackupOptions) -> DeploymentDatabase | None:

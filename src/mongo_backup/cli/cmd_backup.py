@@ -16,7 +16,12 @@ from ..names import ALL_DATABASES
 from .config import READ_PREFERENCES, with_read_preference
 from .exits import with_exit_code
 from .monitoring import Monitor, add_monitoring_options
-from .options import add_collection_filters, add_connection_options, connection_from
+from .options import (
+    add_collection_filters,
+    add_connection_options,
+    add_database_options,
+    connection_from,
+)
 from .progress import progress_for
 
 
@@ -35,7 +40,7 @@ def add_parser(commands: Any, parent: argparse.ArgumentParser, epilog: str) -> N
         "then .env, else all databases)",
         several=True,
     )
-    _add_database_options(connection)
+    add_database_options(connection)
     add_backup_groups(parser, resume=True)
     _add_increment_options(parser)
     destinations = add_destination_options(parser)
@@ -48,20 +53,6 @@ def add_parser(commands: Any, parent: argparse.ArgumentParser, epilog: str) -> N
     )
     add_monitoring_options(parser)
     parser.set_defaults(handler=run)
-
-
-def _add_database_options(group: argparse._ArgumentGroup) -> None:
-    group.add_argument(
-        "--all-databases",
-        action="store_true",
-        help="every database but admin, config and local, into one archive (the default "
-        "without --db and $MONGO_DB)",
-    )
-    group.add_argument(
-        "--include-admin",
-        action="store_true",
-        help="with all databases, admin's collections too (never its users and roles)",
-    )
 
 
 def _stdout_only(text: str) -> str:
@@ -351,6 +342,7 @@ def backup_options(args: argparse.Namespace) -> BackupOptions:
         db=ALL_DATABASES if several else settings.db,
         databases=named if len(named) > 1 else [],
         include_admin=getattr(args, "include_admin", False),
+        users_and_roles=getattr(args, "users_and_roles", False),
         out_dir=args.out_dir,
         collections=args.collection,
         exclude=args.exclude_collection,

@@ -54,6 +54,9 @@ def run(args: argparse.Namespace) -> None:
         f"compression {manifest.compression}, consistency {manifest.consistency}, "
         f"tool {manifest.tool_version}"
     )
+    if manifest.users is not None:
+        secret = ", with their password hashes" if manifest.credentials else ""
+        print(f"users and roles: {manifest.users.count} of them{secret} (--users-and-roles)")
     if manifest.format == "mongodump":
         print("a mongodump output folder: no checksums (verify checks every document parses)")
     for line in history_lines(manifest):

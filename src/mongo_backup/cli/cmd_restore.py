@@ -50,8 +50,22 @@ def add_parser(commands: Any, parent: argparse.ArgumentParser, epilog: str) -> N
     _add_renames(filters)
     add_source_options(parser)
     group = parser.add_argument_group("restore")
+    _add_writes(group)
+    group.add_argument("--json", action="store_true", help="print a JSON result object on stdout")
+    parser.set_defaults(handler=run)
+
+
+def _add_writes(group: Any) -> None:
+    """What is written and how."""
     group.add_argument("--drop", action="store_true", help="drop each target collection first")
     group.add_argument("--no-indexes", action="store_true", help="do not build indexes")
+    group.add_argument(
+        "--users-and-roles",
+        "--restoreDbUsersAndRoles",
+        action="store_true",
+        help="also recreate the backup's users (with their passwords) and custom roles, "
+        "in their own databases; existing ones are kept unless --drop",
+    )
     group.add_argument(
         "--no-options",
         action="store_true",
@@ -98,8 +112,6 @@ def add_parser(commands: Any, parent: argparse.ArgumentParser, epilog: str) -> N
         "cluster time SECONDS:INCREMENT; an increment SOURCE brings its whole chain anyway, "
         "a location SOURCE the chain that covers TIME",
     )
-    group.add_argument("--json", action="store_true", help="print a JSON result object on stdout")
-    parser.set_defaults(handler=run)
 
 
 def _add_renames(filters: Any) -> None:
@@ -145,6 +157,7 @@ def run(args: argparse.Namespace) -> RestoreResult:
             ns_from=args.ns_from,
             ns_to=args.ns_to,
             drop=args.drop,
+            users_and_roles=args.users_and_roles,
             indexes=not args.no_indexes,
             options=not args.no_options,
             dry_run=args.dry_run,
@@ -199,6 +212,14 @@ def report(result: RestoreResult) -> None:
         ],
         rows,
     )
+    if result.authz is not None:
+        a = result.authz
+        print(
+            f"users and roles: {a.roles_created} roles created, {a.roles_replaced} replaced, "
+            f"{a.roles_kept} kept; {a.users_restored} users restored, {a.users_kept} kept"
+        )
+        for problem in a.problems:
+            print(f"users and roles: problem: {problem}")
     for replay in result.replays:
         if result.dry_run:
             print(f"{replay.backup}: increment that would be applied")

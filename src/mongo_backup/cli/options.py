@@ -211,3 +211,26 @@ def add_source_options(parser: argparse.ArgumentParser) -> None:
         metavar="URL",
         help="S3-compatible endpoint when SOURCE is an s3:// URL (MinIO, Ceph, ...)",
     )
+
+
+def add_database_options(group: argparse._ArgumentGroup) -> None:
+    """backup's choice of databases beyond --db, and what else of them it takes."""
+    group.add_argument(
+        "--all-databases",
+        action="store_true",
+        help="every database but admin, config and local, into one archive (the default "
+        "without --db and $MONGO_DB)",
+    )
+    group.add_argument(
+        "--include-admin",
+        action="store_true",
+        help="with all databases, admin's collections too (never its users and roles)",
+    )
+    group.add_argument(
+        "--users-and-roles",
+        "--dumpDbUsersAndRoles",
+        action="store_true",
+        help="also the users (with their password hashes) and custom roles of the "
+        "databases backed up, in a member of their own; encrypt such archives "
+        "(--encrypt-to)",
+    )

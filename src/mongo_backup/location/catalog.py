@@ -111,7 +111,7 @@ def _describe(destination: Destination, backup: StoredBackup) -> None:
             return
         backup.database, backup.kind = manifest.database, manifest.kind
         backup.parent = (manifest.parent or {}).get("id")
-        backup.collections = sum(e.type != "changes" for e in manifest.collections)
+        backup.collections = sum(e.is_collection for e in manifest.collections)
         backup.consistency = manifest.consistency
         backup.window = manifest.window
         backup.status = f"{len(manifest.failed)} collection(s) failed" if manifest.failed else "ok"

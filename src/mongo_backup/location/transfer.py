@@ -52,7 +52,7 @@ def metadata_for(manifest: Manifest, encrypted: bool) -> dict[str, str]:
         "mb_kind": manifest.kind,
         "mb_parent": (manifest.parent or {}).get("id", ""),
         "mb_started": manifest.started_at,
-        "mb_collections": str(sum(e.type != "changes" for e in manifest.collections)),
+        "mb_collections": str(sum(e.is_collection for e in manifest.collections)),
         "mb_failed": str(len(manifest.failed)),
         "mb_consistency": manifest.consistency,
         "mb_encrypted": "yes" if encrypted else "no",

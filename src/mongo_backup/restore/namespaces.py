@@ -27,6 +27,7 @@ from ..archive.reader import BackupReader
 from ..mongo.inserter import BATCH_BYTES, InsertCounts, RawInserter
 from ..mongo.source import from_extjson
 from ..retry import driver_error_text
+from .authz import Authz, read_authz_member
 from .renames import NO_RENAMES, Renamer
 from .replay import Replay, events_of, replay, spooled
 from .state import CollectionState, RestoreState, Watermark, progress_hook
@@ -72,6 +73,7 @@ class WriteSettings:
     batch_size: int = 1000
     checked: bool = True  # lines were verified first: parse them again only if not
     until: Timestamp | None = None  # captured changes later than this are left out
+    users_and_roles: bool = False  # read the users and roles member (restore/authz.py)
 
 
 class Restorer:
@@ -95,6 +97,7 @@ class Restorer:
         self.state = state
         self.state_file = state_file
         self.replays: list[Replay] = []
+        self.authz: Authz | None = None  # --users-and-roles: the backup's users and roles
         # Which collections' change events are replayed: those restored, and those the
         # events create (unless --collection or --exclude leave them out).
         self.wanted = opts.wanted
@@ -139,6 +142,9 @@ class Restorer:
             for entry, stream in reader.members():
                 if entry.type == "changes" and not self.opts.dry_run:
                     changes = stack.enter_context(spooled(stream))  # replayed after indexes
+                    continue
+                if entry.type == "users" and self.opts.users_and_roles:
+                    self.authz = read_authz_member(stream)  # recreated after the data
                     continue
                 target = renamed.get(entry.name)
                 if target is None or entry.type == "view":

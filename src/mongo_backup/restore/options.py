@@ -37,6 +37,7 @@ class RestoreOptions:
     until: Timestamp | None = None  # restore a chain to this cluster time (see replay)
     identity: Path | None = None  # age identity file for an encrypted (.age) archive
     endpoint_url: str | None = None  # S3-compatible endpoint when source is a URL
+    users_and_roles: bool = False  # recreate the backup's users and roles (see authz.py)
 
     def check(self) -> None:
         for pattern in [*self.ns_include, *self.ns_exclude]:

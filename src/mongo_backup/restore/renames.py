@@ -273,9 +273,7 @@ def target_database(
     if names.target != ALL_DATABASES:
         return client[names.target]
     databases = {
-        names.collection(entry.name).partition(".")[0]
-        for entry in entries
-        if entry.type != "changes"
+        names.collection(entry.name).partition(".")[0] for entry in entries if entry.is_collection
     }
     return DeploymentDatabase(client, sorted(databases))
 

@@ -156,7 +156,7 @@ def apply_increment(
     result = Replay(link.id, "changes" if mode == "changes" else "documents")
     with open_backup(link.path) as reader:
         for entry in reader.manifest.collections:
-            if mode == "field" and entry.type != "changes" and wanted(entry.name):
+            if mode == "field" and entry.is_collection and wanted(entry.name):
                 _ensure_collection(db, names.entry(entry))
         for entry, stream in reader.members():
             if entry.type == "changes":

@@ -36,10 +36,12 @@ from ..errors import (
 from ..location.transfer import local_copy
 from ..location.windows import archive_at, is_location
 from ..mongo.connection import connect, durable_writes
+from ..mongo.users import AuthzOutcome
 from ..names import ALL_DATABASES, collection_filter, unmatched_patterns
 from ..redact import hosts_of, uri_secrets
 from ..retry import driver_error_text
 from ..verify.run import verify
+from .authz import apply_authz
 from .namespaces import CollectionOutcome, Restorer, WriteSettings
 from .options import RestoreOptions
 from .renames import NamespaceRenamer, Renamer, parse_renames, target_database
@@ -62,12 +64,17 @@ class RestoreResult:
     dry_run: bool
     duration: float
     replays: list[Replay] = field(default_factory=list)  # changes and increments applied
+    authz: AuthzOutcome | None = None  # --users-and-roles
 
     @property
     def complete(self) -> bool:
         """Every document and namespace restored, every change applied (else the CLI
         exits 3: see cli/exits.py)."""
-        return all(c.ok for c in self.collections) and not any(r.problems for r in self.replays)
+        return (
+            all(c.ok for c in self.collections)
+            and not any(r.problems for r in self.replays)
+            and (self.authz is None or self.authz.ok)
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -76,6 +83,7 @@ class RestoreResult:
             "dry_run": self.dry_run,
             "collections": [vars(c) | {"ok": c.ok} for c in self.collections],
             "applied": [replay.to_json() for replay in self.replays],
+            "users_and_roles": None if self.authz is None else vars(self.authz),
             "complete": self.complete,
             "duration_s": round(self.duration, 3),
         }
@@ -186,6 +194,7 @@ def _restore_one(opts: RestoreOptions, started: float) -> RestoreResult:
         manifest = reader.manifest
         names, selected = _renamer(opts, manifest)
         target = names.target
+        _check_users_and_roles(opts, manifest, target)
         state_file = state_path(manifest, hosts_of(opts.uri), target)
         state = _starting_state(opts, state_file, target)
         client = connect(opts.uri, timeout=opts.timeout)
@@ -218,6 +227,10 @@ def _restore_one(opts: RestoreOptions, started: float) -> RestoreResult:
                 names,
             )
             outcomes = restorer.run(reader, selected)
+            authz = None
+            if restorer.authz is not None and not opts.dry_run:
+                held = manifest.databases or [manifest.database]
+                authz = apply_authz(client, restorer.authz, held, opts.drop, secrets)
         except pymongo.errors.PyMongoError as error:  # refused by the server: one clear line
             raise MongoBackupError(
                 f"restore into {target!r}: {driver_error_text(error, uri_secrets(opts.uri))}"
@@ -239,7 +252,27 @@ def _restore_one(opts: RestoreOptions, started: float) -> RestoreResult:
         opts.dry_run,
         time.perf_counter() - started,
         restorer.replays,
+        authz,
     )
+
+
+def _check_users_and_roles(opts: RestoreOptions, manifest: Manifest, target: str) -> None:
+    """--users-and-roles needs the member, and users keep their databases: a restore
+    that renames would give them roles on databases that are not the restored ones."""
+    if not opts.users_and_roles:
+        if manifest.users is not None:
+            logger.info("the backup holds users and roles: --users-and-roles restores them")
+        return
+    if manifest.users is None:
+        raise ConfigError(
+            "--users-and-roles: the backup holds no users and roles (it was made without "
+            "--users-and-roles)"
+        )
+    if target != manifest.database or opts.ns_from:
+        raise ConfigError(
+            "--users-and-roles restores users and roles into the databases they were "
+            "defined in: leave out --db NAME (another name) and --ns-from/--ns-to"
+        )
 
 
 def _renamer(opts: RestoreOptions, manifest: Manifest) -> tuple[Renamer, list[CollectionEntry]]:
@@ -278,6 +311,7 @@ def _settings(opts: RestoreOptions, source_db: str) -> WriteSettings:
         batch_size=opts.batch_size,
         checked=opts.verify_first,
         until=opts.until,
+        users_and_roles=opts.users_and_roles,
     )
 
 
@@ -331,9 +365,7 @@ def _select(manifest: Manifest, opts: RestoreOptions) -> list[CollectionEntry]:
             f"backup (database {manifest.database!r})"
         )
     wanted = _wanted(opts, manifest.database)
-    return [
-        entry for entry in manifest.collections if entry.type != "changes" and wanted(entry.name)
-    ]
+    return [entry for entry in manifest.collections if entry.is_collection and wanted(entry.name)]
 
 
 def _check_database_selection(manifest: Manifest, opts: RestoreOptions) -> None:

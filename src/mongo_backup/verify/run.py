@@ -253,8 +253,8 @@ def compare_with_database(
         live = {intent.name: intent for intent in source.intents()}
         reports = []
         for entry in manifest.collections:
-            if entry.type == "changes":
-                continue  # events, not a collection: restore replays them
+            if not entry.is_collection:
+                continue  # events (restore replays them), users and roles
             report = AgainstReport(entry.name)
             intent = live.get(entry.name)
             if intent is None:

@@ -1,0 +1,74 @@
+"""``restore --users-and-roles``: the users and custom roles of a backup's
+``~users-and-roles.jsonl`` member (see :mod:`mongo_backup.backup.authz`), recreated
+after the documents, into the databases they were defined in.
+
+Roles first (a user's roles must exist), then users; both through
+:mod:`mongo_backup.mongo.users`, which keeps what exists unless ``--drop`` (never a
+silent password change) and turns every refusal into a problem line: the data restore
+stands, and the restore ends incomplete (exit 3) with the reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import bson
+import bson.errors
+
+from ..archive.lines import read_documents
+from ..archive.manifest import USERS_FILE
+from ..errors import ArchiveError
+from ..mongo.users import AuthzOutcome, restore_roles, restore_users
+
+
+@dataclass
+class Authz:
+    """What the member holds; ``problem`` when it could not be read (it comes last in
+    the archive: the documents are in by then, and stay)."""
+
+    users: list[dict[str, Any]] = field(default_factory=list)
+    roles: list[dict[str, Any]] = field(default_factory=list)
+    problem: str | None = None
+
+
+def read_authz_member(stream: Any) -> Authz:
+    """The users and roles of the member ``stream`` (verified like any member)."""
+    found = Authz()
+    try:
+        for number, raw in read_documents(stream, USERS_FILE):
+            record = bson.decode(raw)
+            if isinstance(record.get("user"), dict):
+                found.users.append(record["user"])
+            elif isinstance(record.get("role"), dict):
+                found.roles.append(record["role"])
+            else:
+                raise ArchiveError(f"{USERS_FILE}: line {number} is neither a user nor a role")
+    except (ArchiveError, bson.errors.BSONError) as error:
+        return Authz(problem=f"users and roles not restored: {error}")
+    return found
+
+
+def apply_authz(
+    client: Any, authz: Authz, databases: list[str], replace: bool, secrets: list[str]
+) -> AuthzOutcome:
+    """Recreate ``authz`` in ``databases`` (the backup's): a record of any other database
+    is refused, so that an archive made for one database cannot create, say, an admin."""
+    if authz.problem is not None:
+        return AuthzOutcome(problems=[authz.problem])
+    held = set(databases) - {"admin"}
+    foreign = [
+        f"{kind} {record.get('db')}.{record.get(kind)} is not of a database the backup holds: "
+        "not restored"
+        for kind, records in (("role", authz.roles), ("user", authz.users))
+        for record in records
+        if record.get("db") not in held
+    ]
+    roles = [role for role in authz.roles if role.get("db") in held]
+    outcome = restore_roles(client, roles, replace, secrets)
+    outcome.problems[:0] = foreign
+    users = [user for user in authz.users if user.get("db") in held]
+    done = restore_users(client, users, replace, secrets)
+    outcome.users_restored, outcome.users_kept = done.users_restored, done.users_kept
+    outcome.problems.extend(done.problems)
+    return outcome
