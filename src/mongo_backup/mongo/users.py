@@ -35,8 +35,18 @@ from ..errors import MongoBackupError
 from ..retry import driver_error_text
 
 # The fields of a system.users document (what _mergeAuthzCollections reads).
-_USER_FIELDS = ("userId", "user", "db", "credentials", "roles", "customData")
-_ROLE_FIELDS = ("privileges", "roles", "authenticationRestrictions")
+_USER_FIELDS = (
+    "userId",
+    "user",
+    "db",
+    "credentials",
+    "roles",
+    "customData",
+    "authenticationRestrictions",
+)
+# A role's authentication restrictions are left out: rolesInfo reports them merged with
+# the inherited ones, not in the form createRole takes (said in the README).
+_ROLE_FIELDS = ("privileges", "roles")
 
 
 @dataclass
@@ -62,8 +72,17 @@ def read_users_and_roles(
     for name in databases:
         db = client[name]
         try:
-            users.extend(db.command("usersInfo", 1, showCredentials=True).get("users", []))
-            found = db.command("rolesInfo", 1, showPrivileges=True, showBuiltinRoles=False)
+            users.extend(
+                db.command(
+                    "usersInfo", 1, showCredentials=True, showAuthenticationRestrictions=True
+                ).get("users", [])
+            )
+            found = db.command(
+                "rolesInfo",
+                1,
+                showPrivileges=True,
+                showBuiltinRoles=False,
+            )
         except pymongo.errors.PyMongoError as error:
             raise MongoBackupError(
                 f"--users-and-roles: cannot read the users and roles of {name!r}: "
