@@ -154,6 +154,17 @@ def test_existing_roles_are_kept_unless_drop(
     assert _roles(client, shop) == changed  # never changed without --drop
 
 
+def test_a_dry_run_says_what_it_would_restore_and_changes_nothing(
+    cli: CliRunner, client: MongoClient[Any], mongo_uri: str, shop: str, tmp_path: Path
+) -> None:
+    archive = backup_archive(cli, mongo_uri, shop, tmp_path / "out", "--users-and-roles")
+    _drop_authz(client, shop)
+    result = cli("restore", archive, "--uri", mongo_uri, "--users-and-roles", "--dry-run")
+    assert result.code == 0, result.err
+    assert "users and roles: would restore 2 roles and 1 users" in result.out
+    assert _roles(client, shop) == {}
+
+
 def test_without_the_flag_restore_leaves_users_and_roles_alone(
     cli: CliRunner, client: MongoClient[Any], mongo_uri: str, shop: str, tmp_path: Path
 ) -> None:

@@ -212,7 +212,13 @@ def report(result: RestoreResult) -> None:
         ],
         rows,
     )
-    if result.authz is not None:
+    if result.authz is not None and result.dry_run:
+        a = result.authz
+        print(
+            f"users and roles: would restore {a.roles_created} roles and {a.users_restored} "
+            "users (those that exist are kept, or replaced with --drop)"
+        )
+    elif result.authz is not None:
         a = result.authz
         print(
             f"users and roles: {a.roles_created} roles created, {a.roles_replaced} replaced, "

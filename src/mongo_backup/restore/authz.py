@@ -49,13 +49,9 @@ def read_authz_member(stream: Any) -> Authz:
     return found
 
 
-def apply_authz(
-    client: Any, authz: Authz, databases: list[str], replace: bool, secrets: list[str]
-) -> AuthzOutcome:
-    """Recreate ``authz`` in ``databases`` (the backup's): a record of any other database
-    is refused, so that an archive made for one database cannot create, say, an admin."""
-    if authz.problem is not None:
-        return AuthzOutcome(problems=[authz.problem])
+def _held(authz: Authz, databases: list[str]) -> tuple[Authz, list[str]]:
+    """The records of ``databases`` (the backup's, never admin), and a problem for each
+    other one: an archive made for one database must not create, say, an admin."""
     held = set(databases) - {"admin"}
     foreign = [
         f"{kind} {record.get('db')}.{record.get(kind)} is not of a database the backup holds: "
@@ -64,11 +60,31 @@ def apply_authz(
         for record in records
         if record.get("db") not in held
     ]
-    roles = [role for role in authz.roles if role.get("db") in held]
-    outcome = restore_roles(client, roles, replace, secrets)
-    outcome.problems[:0] = foreign
     users = [user for user in authz.users if user.get("db") in held]
-    done = restore_users(client, users, replace, secrets)
+    return Authz(users, [role for role in authz.roles if role.get("db") in held]), foreign
+
+
+def planned_authz(authz: Authz, databases: list[str]) -> AuthzOutcome:
+    """What a dry run reports: the roles and users it would create (those that exist are
+    then kept, or replaced with --drop), and the records it would refuse."""
+    if authz.problem is not None:
+        return AuthzOutcome(problems=[authz.problem])
+    wanted, foreign = _held(authz, databases)
+    return AuthzOutcome(
+        roles_created=len(wanted.roles), users_restored=len(wanted.users), problems=foreign
+    )
+
+
+def apply_authz(
+    client: Any, authz: Authz, databases: list[str], replace: bool, secrets: list[str]
+) -> AuthzOutcome:
+    """Recreate the records of ``databases`` (see :func:`_held`): roles, then users."""
+    if authz.problem is not None:
+        return AuthzOutcome(problems=[authz.problem])
+    wanted, foreign = _held(authz, databases)
+    outcome = restore_roles(client, wanted.roles, replace, secrets)
+    outcome.problems[:0] = foreign
+    done = restore_users(client, wanted.users, replace, secrets)
     outcome.users_restored, outcome.users_kept = done.users_restored, done.users_kept
     outcome.problems.extend(done.problems)
     return outcome

@@ -41,7 +41,7 @@ from ..names import ALL_DATABASES, collection_filter, unmatched_patterns
 from ..redact import hosts_of, uri_secrets
 from ..retry import driver_error_text
 from ..verify.run import verify
-from .authz import apply_authz
+from .authz import apply_authz, planned_authz
 from .namespaces import CollectionOutcome, Restorer, WriteSettings
 from .options import RestoreOptions
 from .renames import NamespaceRenamer, Renamer, parse_renames, target_database
@@ -227,9 +227,10 @@ def _restore_one(opts: RestoreOptions, started: float) -> RestoreResult:
                 names,
             )
             outcomes = restorer.run(reader, selected)
-            authz = None
-            if restorer.authz is not None and not opts.dry_run:
-                held = manifest.databases or [manifest.database]
+            authz, held = None, manifest.databases or [manifest.database]
+            if restorer.authz is not None and opts.dry_run:
+                authz = planned_authz(restorer.authz, held)
+            elif restorer.authz is not None:
                 authz = apply_authz(client, restorer.authz, held, opts.drop, secrets)
         except pymongo.errors.PyMongoError as error:  # refused by the server: one clear line
             raise MongoBackupError(
