@@ -264,18 +264,26 @@ def test_several_databases_keep_each_database_users_and_roles(
 def test_an_archive_cannot_plant_users_or_roles_outside_its_databases(
     cli: CliRunner, client: MongoClient[Any], mongo_uri: str, shop: str, tmp_path: Path
 ) -> None:
-    """A forged users member (checksums recomputed) naming admin: refused per record."""
+    """A forged users member (checksums recomputed): an admin role, a user of the
+    database granted root on admin, a role of the database reaching every database; each
+    refused, the archive's own roles restored."""
     archive = backup_archive(cli, mongo_uri, shop, tmp_path / "out", "--users-and-roles")
-    evil = {"role": {"role": "evil", "db": "admin", "privileges": [],
-                     "roles": [{"role": "root", "db": "admin"}]}}  # fmt: skip
-    line = json.dumps(evil).encode() + b"\n"
+    forged_records = [
+        {"role": {"role": "evil", "db": "admin", "privileges": [],
+                  "roles": [{"role": "root", "db": "admin"}]}},
+        {"user": {"user": "x", "db": shop, "roles": [{"role": "root", "db": "admin"}],
+                  "credentials": {}}},
+        {"role": {"role": "wide", "db": shop, "roles": [],
+                  "privileges": [{"resource": {"db": "", "collection": ""}, "actions": ["find"]}]}},
+    ]  # fmt: skip
+    lines = b"".join(json.dumps(record).encode() + b"\n" for record in forged_records)
     members = dict(members_of(archive))
-    members[USERS_FILE] = members[USERS_FILE] + line
+    members[USERS_FILE] = members[USERS_FILE] + lines
 
     def change(data: dict[str, Any]) -> None:
         entry = next(e for e in data["collections"] if e["type"] == "users")
         body = members[USERS_FILE]
-        entry.update(count=entry["count"] + 1, bytes=len(body))
+        entry.update(count=entry["count"] + len(forged_records), bytes=len(body))
         entry["sha256"] = hashlib.sha256(body).hexdigest()
 
     members["manifest.json"] = forged_manifest(members["manifest.json"], change)
@@ -283,6 +291,12 @@ def test_an_archive_cannot_plant_users_or_roles_outside_its_databases(
     _drop_authz(client, shop)
     result = cli("restore", forged, "--uri", mongo_uri, "--users-and-roles", "--drop")
     assert result.code == 3, result.out + result.err
-    assert "role admin.evil is not of a database the backup holds" in result.out
+    for refused in (
+        "role admin.evil reaches admin",
+        f"user {shop}.x reaches admin",
+        f"role {shop}.wide reaches every database",
+    ):
+        assert refused in result.out, result.out
     assert client.admin.command("rolesInfo", "evil")["roles"] == []
-    assert "base" in _roles(client, shop)  # the archive's own roles are restored
+    assert set(_roles(client, shop)) == {"base", "clerk"}
+    assert [u["user"] for u in client[shop].command("usersInfo", 1)["users"]] in ([], ["app"])

@@ -50,18 +50,40 @@ def read_authz_member(stream: Any) -> Authz:
 
 
 def _held(authz: Authz, databases: list[str]) -> tuple[Authz, list[str]]:
-    """The records of ``databases`` (the backup's, never admin), and a problem for each
-    other one: an archive made for one database must not create, say, an admin."""
+    """The records that stay within ``databases`` (the backup's, never admin), and a
+    problem for each other one: an archive made for one database must not create an
+    admin, nor a user of its own database granted a role on admin (``root``), nor a role
+    whose privileges reach other databases."""
     held = set(databases) - {"admin"}
-    foreign = [
-        f"{kind} {record.get('db')}.{record.get(kind)} is not of a database the backup holds: "
-        "not restored"
-        for kind, records in (("role", authz.roles), ("user", authz.users))
-        for record in records
-        if record.get("db") not in held
-    ]
-    users = [user for user in authz.users if user.get("db") in held]
-    return Authz(users, [role for role in authz.roles if role.get("db") in held]), foreign
+    kept = Authz()
+    problems = []
+    for kind, records, into in (
+        ("role", authz.roles, kept.roles),
+        ("user", authz.users, kept.users),
+    ):
+        for record in records:
+            outside = _outside(record, held)
+            if outside is None:
+                into.append(record)
+            else:
+                problems.append(
+                    f"{kind} {record.get('db')}.{record.get(kind)} reaches {outside}, "
+                    "outside the backup's databases: not restored"
+                )
+    return kept, problems
+
+
+def _outside(record: dict[str, Any], held: set[str]) -> str | None:
+    """The first database (or resource) ``record`` names outside ``held``, if any."""
+    named = [record.get("db")]
+    for role in record.get("roles") or []:
+        named.append(role.get("db") if isinstance(role, dict) else None)
+    for privilege in record.get("privileges") or []:
+        resource = privilege.get("resource") if isinstance(privilege, dict) else None
+        if not isinstance(resource, dict) or "db" not in resource:
+            return "the cluster"  # cluster or anyResource privileges
+        named.append(resource["db"] or "every database")
+    return next((str(db) for db in named if db not in held), None)
 
 
 def planned_authz(authz: Authz, databases: list[str]) -> AuthzOutcome:
