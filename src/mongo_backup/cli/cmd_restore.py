@@ -212,14 +212,13 @@ def report(result: RestoreResult) -> None:
         ],
         rows,
     )
-    if result.authz is not None and result.dry_run:
-        a = result.authz
+    a = result.authz
+    if a is not None and result.dry_run:
         print(
             f"users and roles: would restore {a.roles_created} roles and {a.users_restored} "
             "users (those that exist are kept, or replaced with --drop)"
         )
-    elif result.authz is not None:
-        a = result.authz
+    elif a is not None:
         print(
             f"users and roles: {a.roles_created} roles created, {a.roles_replaced} replaced, "
             f"{a.roles_kept} kept; {a.users_restored} users restored, {a.users_kept} kept"

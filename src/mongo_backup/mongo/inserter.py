@@ -76,8 +76,8 @@ _STOP = None
 # their copies in the driver's messages, what big documents may hold in memory.
 MAX_IN_FLIGHT_BYTES = 24 * 1024 * 1024
 BATCH_BYTES = 8 * 1024 * 1024  # a caller's batch ends here (or at its count)
-# A batch, whether it is being sent again after an interruption, and its ticket.
-_Item = tuple[list[bytes], bool, int]
+# A batch, whether it is being sent again after an interruption, its ticket and its bytes.
+_Item = tuple[list[bytes], bool, int, int]
 
 
 class RawInserter:
@@ -122,7 +122,7 @@ class RawInserter:
                 self._room.wait(0.2)
                 self._raise_fatal()
             self.in_flight += size
-        self.pending.put((batch, replay, ticket))
+        self.pending.put((batch, replay, ticket, size))
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         for _ in self.workers:
@@ -143,17 +143,17 @@ class RawInserter:
             item = self.pending.get()
             if item is None:
                 return
-            if self.fatal is not None:
-                continue  # drain, so that submit() never blocks forever
-            batch, replay, ticket = item
+            batch, replay, ticket, size = item
             try:
+                if self.fatal is not None:
+                    continue  # drain, so that submit() never blocks forever
                 self._insert([RawBSONDocument(raw) for raw in batch], replay)
             except BaseException as error:  # connection lost for good, auth, ...: stop
                 self.fatal = error
                 continue
             finally:
                 with self._room:
-                    self.in_flight -= sum(map(len, batch))
+                    self.in_flight -= size
                     self._room.notify_all()
             if self.answered is not None:
                 self.answered(ticket)

@@ -117,7 +117,9 @@ def check_member(
 ) -> MemberReport:
     """Read one member to its end, comparing it with its manifest entry."""
     assert entry.file is not None
-    report = MemberReport(entry.name, entry.file, entry.count, entry.bytes)
+    # A foreign source (mongodump) records no size, count or checksum: no expected count.
+    expected = None if entry.sha256 is None else entry.count
+    report = MemberReport(entry.name, entry.file, expected, entry.bytes)
     stats = StreamStats()
 
     def bad_line(error: LineFormatError) -> None:
@@ -135,8 +137,7 @@ def check_member(
         stats.update(chunk)
     report.bytes, report.sha256 = stats.bytes, stats.sha256
     if entry.sha256 is None:
-        report.expected_count = None  # a foreign source (mongodump) records no size,
-        return report  # count or checksum
+        return report
     if report.bytes != entry.bytes:
         report.problems.append(f"size is {report.bytes} bytes, the manifest says {entry.bytes}")
     if report.sha256 != entry.sha256:
