@@ -23,6 +23,8 @@ from ..names import ALL_DATABASES, is_safe_member_name
 FORMAT_NAME = "mongo-backup"
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
+# The streamed form (``backup --archive -``): the plan first, the manifest last.
+PLAN_NAME = "plan.json"
 MAX_MANIFEST_BYTES = 64 * 1024 * 1024
 MAX_COLLECTIONS = 100_000
 # "changes": the change events a backup captured (see CHANGES_NAME), not a collection;

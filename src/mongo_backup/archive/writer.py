@@ -34,8 +34,6 @@ import hashlib
 import io
 import os
 import shutil
-import tarfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any, cast
@@ -44,32 +42,20 @@ import zstandard
 
 from ..files import private_file, sync_folder
 from .manifest import MANIFEST_NAME
+from .tar_stream import (
+    COPY_CHUNK,
+    TarStream,
+    compressed_name,
+    zstd_compressor,
+)
 
 COMPRESSIONS = ("none", "gzip", "zstd")
 SUFFIXES = {"none": ".tar", "gzip": ".tar.gz", "zstd": ".tar.zst"}
-# Level 1, not zstd's default 3: on Extended JSON (the benchmark's 141 MB) it took
-# 0.22 s of CPU instead of 0.41 s and wrote a smaller archive (28.7 MB, not 30.1 MB).
-ZSTD_LEVEL = 1
-GZIP_LEVEL = 6
 # The converter process compresses on its own thread: zstd's worker threads cost more
 # CPU in all and compete with the server for the cores without making the backup faster.
 ZSTD_THREADS = 0
-_BLOCK = tarfile.BLOCKSIZE
-_RECORD = tarfile.RECORDSIZE
-_COPY_CHUNK = 1 << 20
-
-
-def _zstd_compressor(threads: int) -> zstandard.ZstdCompressor:
-    # Every frame carries its content checksum: a flipped bit anywhere, even in the
-    # small frames of tar headers and padding, fails decompression instead of passing.
-    return zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=threads, write_checksum=True)
-
-
-def _compress_block(data: bytes, compression: str) -> bytes:
-    """``data`` as one complete, independent zstd frame (or the bytes themselves)."""
-    if compression == "zstd":
-        return bytes(_zstd_compressor(threads=0).compress(data))
-    return data
+GZIP_LEVEL = 6
+_COPY_CHUNK = COPY_CHUNK
 
 
 @contextlib.contextmanager
@@ -91,11 +77,6 @@ def framed(raw: IO[bytes], compression: str) -> Iterator[tuple[IO[bytes], str]]:
             yield cast(IO[bytes], out), "none"
     else:
         yield raw, compression
-
-
-def compressed_name(file_name: str) -> str:
-    """The working file of a zstd-compressed member."""
-    return file_name + ".zst"
 
 
 def member_paths(folder: Path, file_name: str, compression: str, keep_plain: bool) -> list[Path]:
@@ -204,7 +185,7 @@ class MemberWriter:
             self._plain = opened.pop(0)
         if compression == "zstd":
             self._zst_file = opened.pop(0)
-            compressor = _zstd_compressor(threads=ZSTD_THREADS)
+            compressor = zstd_compressor(threads=ZSTD_THREADS)
             self._compressor = compressor.stream_writer(self._zst_file, closefd=False)
 
     def _rehash(self, resume: dict[str, Any]) -> None:
@@ -305,18 +286,6 @@ def join_parts(
     return size, digest.hexdigest()
 
 
-def _header(name: str, size: int, mtime: int) -> bytes:
-    info = tarfile.TarInfo(name)
-    info.size = size
-    info.mode = 0o600
-    info.mtime = mtime
-    return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
-
-
-def _padding(size: int) -> bytes:
-    return b"\0" * (-size % _BLOCK)
-
-
 def write_archive(
     folder: Path, members: list[tuple[str, int]], destination: Path, compression: str
 ) -> Path:
@@ -340,24 +309,11 @@ def write_archive(
 
 def write_tar(folder: Path, members: list[tuple[str, int]], out: IO[bytes], framing: str) -> None:
     """The tar of ``manifest.json`` and ``members`` into ``out`` (see :func:`framed`)."""
-    now = int(time.time())
-    manifest = (folder / MANIFEST_NAME).read_bytes()
-    pending = _header(MANIFEST_NAME, len(manifest), now)
-    pending += manifest + _padding(len(manifest))
-    offset = len(pending)
+    tar = TarStream(out, framing)
+    tar.add_bytes(MANIFEST_NAME, (folder / MANIFEST_NAME).read_bytes())
     for name, size in members:
-        header = _header(name, size, now)
-        out.write(_compress_block(pending + header, framing))
-        source = folder / (compressed_name(name) if framing == "zstd" else name)
-        with open(source, "rb") as part:
-            shutil.copyfileobj(part, out, _COPY_CHUNK)
-        pending = _padding(size)
-        offset += len(header) + size + len(pending)
-    # End of archive: two zero blocks, then zeros up to a whole record, as tar does.
-    pending += b"\0" * (2 * _BLOCK)
-    offset += 2 * _BLOCK
-    pending += b"\0" * (-offset % _RECORD)
-    out.write(_compress_block(pending, framing))
+        tar.add_file(folder, name, size)
+    tar.close()
 
 
 def remove_compressed(folder: Path, members: list[tuple[str, int]]) -> None:

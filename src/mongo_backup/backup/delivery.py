@@ -17,16 +17,16 @@ import queue
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import IO, Any
 
 import pyrage
 
 from ..archive.encryption import SUFFIX as AGE_SUFFIX
 from ..archive.encryption import encrypt_file
 from ..archive.manifest import Manifest
-from ..archive.writer import SUFFIXES, compressed_name, framed, write_tar
+from ..archive.tar_stream import compressed_name
+from ..archive.writer import SUFFIXES, framed, write_tar
 from ..destinations import Destination, open_destination
-from ..location.pipe import StdoutWriter
 from ..location.transfer import metadata_for, upload_file, upload_stream
 
 logger = logging.getLogger(__name__)
@@ -83,26 +83,6 @@ def deliver_stream(
     return upload_stream(destination, _produced(produce), name, metadata, size_hint)
 
 
-def deliver_stdout(
-    folder: Path,
-    members: list[tuple[str, int]],
-    *,
-    compression: str,
-    recipients: list[Any],
-) -> int:
-    """Write the archive, as it is assembled from ``folder``, to stdout (``--archive -``);
-    returns its size. A reader that goes away is one ArchiveError line."""
-    out = StdoutWriter()
-    try:
-        _producer(folder, members, compression, recipients)(cast(IO[bytes], out))
-        out.flush()
-    except Exception:
-        if out.failure is not None:  # the pipe's own error, not age's wrapping of it
-            raise out.failure from None
-        raise
-    return out.bytes
-
-
 def _producer(
     folder: Path, members: list[tuple[str, int]], compression: str, recipients: list[Any]
 ) -> Callable[[IO[bytes]], None]:
@@ -113,7 +93,7 @@ def _producer(
         with framed(out, compression) as (target, framing):
             write_tar(folder, members, target, framing)
 
-    return _encrypting(tar, recipients) if recipients else tar
+    return encrypting(tar, recipients) if recipients else tar
 
 
 def _size_on_disk(folder: Path, file: str, compression: str) -> int:
@@ -195,7 +175,7 @@ def _produced(produce: Callable[[IO[bytes]], None]) -> Iterator[bytes]:
         raise failure[0]
 
 
-def _encrypting(
+def encrypting(
     produce: Callable[[IO[bytes]], None], recipients: list[Any]
 ) -> Callable[[IO[bytes]], None]:
     """``produce``, its output encrypted with age on the way (through a pipe)."""

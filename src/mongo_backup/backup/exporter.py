@@ -122,8 +122,12 @@ class UnitRunner:
         policy: RetryPolicy,
         checkpoint_interval: float,
         progress: Progress,
+        on_done: Callable[[Unit, dict[str, Any]], None] | None = None,
     ) -> None:
         self.source = source
+        # Called on the exporting thread once a unit's files are complete (the pipe
+        # sends them); what it raises stops the backup.
+        self.on_done = on_done
         self.folder = folder
         self.plan = plan
         self.jobs = jobs
@@ -143,7 +147,12 @@ class UnitRunner:
         pending = collections.deque(sorted(units, key=lambda unit: unit.size, reverse=True))
         self._bars = _CollectionProgress(self.progress, units, self.source.estimated_count)
         threads = [
-            threading.Thread(target=self._work, args=(pending,), name=f"export-{n}", daemon=True)
+            threading.Thread(
+                target=self._work,
+                args=(pending, self._smallest_first(n)),
+                name=f"export-{n}",
+                daemon=True,
+            )
             for n in range(min(self.jobs, len(pending)))
         ]
         for thread in threads:
@@ -168,16 +177,26 @@ class UnitRunner:
         if self._fatal is not None:
             raise self._fatal
 
-    def _work(self, pending: collections.deque[Unit]) -> None:
+    def _smallest_first(self, worker: int) -> bool:
+        """Whether ``worker`` takes the smallest unit left instead of the largest. For a
+        pipe (``on_done`` set), every other worker does: the restore at the other end
+        gets a first collection to insert at once, while the largest ones still start
+        first on the other workers (a largest-first order finishes soonest overall)."""
+        return self.on_done is not None and worker % 2 == 1
+
+    def _work(self, pending: collections.deque[Unit], smallest_first: bool = False) -> None:
         converter: ConverterProcess | None = None
         try:
             while not self._stop.is_set():
                 with self._lock:
-                    while pending and pending[0].collection in self.failed:
-                        pending.popleft()  # another range of a collection that failed
-                    if not pending:
+                    take = pending.pop if smallest_first else pending.popleft
+                    unit = None
+                    while pending and unit is None:
+                        unit = take()
+                        if unit.collection in self.failed:
+                            unit = None  # another range of a collection that failed
+                    if unit is None:
                         return
-                    unit = pending.popleft()
                 if converter is None:
                     converter = ConverterProcess(self.nice)
                 try:
@@ -194,6 +213,8 @@ class UnitRunner:
                     record_done(self.folder, self.plan, unit.file, stats)
                 with contextlib.suppress(OSError):
                     unit_progress_path(self.folder, unit.file).unlink()
+                if self.on_done is not None:
+                    self.on_done(unit, stats)
         except BaseException as error:  # a bug: stop everything, report it once
             self._stop_all(error)
         finally:

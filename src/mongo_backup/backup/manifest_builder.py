@@ -67,7 +67,6 @@ def build_manifest(
 ) -> Manifest:
     """Join split collections' ranges, then describe every namespace, where the backup
     stands in the server's history, and (for an increment) what it continues."""
-    layout = plan.layout
     entries: list[CollectionEntry] = []
     for data in plan.intents:
         intent = Intent(**data)
@@ -88,13 +87,37 @@ def build_manifest(
             entries.append(entry)
     if outcome.changes is not None:
         entries.append(outcome.changes)
-    return Manifest(
+    return _described(
+        folder,
+        plan,
+        entries,
         kind="incremental" if plan.increment else "full",
-        backup_id=folder.name,
         point=outcome.point,
         parent=plan.increment["parent"] if plan.increment else None,
         increment=_increment(plan, outcome),
         consistency=outcome.consistency,
+        finished_at=dt.datetime.now(dt.UTC).isoformat(),
+        read=_read(plan, runner),
+    )
+
+
+def plan_manifest(folder: Path, plan: Plan, extra: list[CollectionEntry]) -> Manifest:
+    """What the backup will hold, before it reads a document: the first member of the
+    archive's streamed form (see archive/streamed.py), with every namespace's type, file,
+    options and indexes, and no counts or checksums yet (the manifest at the end has them).
+    ``extra``: members written before the export (the users and roles)."""
+    entries = []
+    for data in plan.intents:
+        intent = Intent(**data)
+        entries.append(_entry(intent, file=plan.files[intent.name] if intent.has_data else None))
+    return _described(folder, plan, entries + extra, kind="full", finished_at="")
+
+
+def _described(folder: Path, plan: Plan, entries: list[CollectionEntry], **fields: Any) -> Manifest:
+    """The manifest of ``entries``, with what the plan says of the backup as a whole."""
+    layout = plan.layout
+    return Manifest(
+        backup_id=folder.name,
         database=plan.database,
         databases=plan.databases,
         tool_version=__version__,
@@ -102,12 +125,11 @@ def build_manifest(
         pretty=layout.pretty,
         compression=layout.compress,
         started_at=plan.started_at,
-        finished_at=dt.datetime.now(dt.UTC).isoformat(),
         server=plan.server,
         hosts=plan.hosts,
         collections=entries,
         query=plan.query,
-        read=_read(plan, runner),
+        **fields,
     )
 
 

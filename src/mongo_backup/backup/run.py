@@ -59,10 +59,11 @@ from ..retry import RetryPolicy
 from .authz import write_authz_member
 from .checkpoint import Plan, remove_checkpoints
 from .consistency import Outcome, capture_increment, finish, start_reads
-from .delivery import deliver_file, deliver_stdout, deliver_stream
+from .delivery import deliver_file, deliver_stream
 from .exporter import NoProgress, Progress, UnitRunner
-from .manifest_builder import build_manifest
+from .manifest_builder import build_manifest, plan_manifest
 from .options import BackupOptions, BackupResult
+from .pipe_sender import PipeSender
 from .planning import find_resumable, new_plan
 
 logger = logging.getLogger(__name__)
@@ -129,6 +130,7 @@ def _locked_backup(
     check = SnapshotCheck()
     kept = kept if _changes_only(opts, resumable) else None
     client = kept.connected(opts) if kept is not None else _connect(opts, check)
+    sender: PipeSender | None = None
     try:
         policy = RetryPolicy(opts.retries, opts.retry_delay)
         known = kept.server if kept is not None else None
@@ -147,6 +149,7 @@ def _locked_backup(
             plan, folder = resumable
         authz = _users_and_roles(opts, client, plan, folder)
         resumed = resumable is not None
+        sender = _pipe_sender(opts, folder, plan, authz)
         runner = UnitRunner(
             source,
             folder,
@@ -156,27 +159,15 @@ def _locked_backup(
             policy=RetryPolicy(opts.retries, opts.retry_delay),
             checkpoint_interval=opts.checkpoint_interval,
             progress=progress,
+            on_done=sender.unit_done if sender is not None else None,
         )
-        wanted = collection_filter(
-            opts.collections, opts.exclude, opts.db, opts.ns_include, opts.ns_exclude
-        )
-        if plan.increment and plan.increment["mode"] == "changes":
-            try:
-                follower = kept.follower if kept is not None else None
-                outcome = capture_increment(source, folder, plan, wanted, follower)
-            except HistoryLost:
-                shutil.rmtree(folder, ignore_errors=True)  # nothing a --resume could finish
-                raise
-        else:
-            start_reads(plan, resumed, folder)
-            runner.run([unit for unit in plan.units if unit.file not in plan.done])
-            if plan.increment:  # a --since-field increment: no change capture
-                honoured = check.honoured and not source.snapshot_lost and not resumed
-                outcome = Outcome(
-                    "snapshot" if honoured and plan.consistency else "none", None, None
-                )
-            else:
-                outcome = finish(client, source, folder, plan, check, wanted)
+        outcome = _export(opts, client, source, folder, plan, runner, check, resumed, kept)
+    except BaseException as error:
+        if sender is not None:
+            sender.abort()  # the reader sees a cut stream: it keeps nothing
+            if isinstance(error, ArchiveError) and error is sender.failure:
+                raise _pipe_broken(error, folder) from None
+        raise
     finally:
         if kept is None:
             client.close()
@@ -187,14 +178,76 @@ def _locked_backup(
             manifest.credentials = authz[1]
         with private_file(folder / MANIFEST_NAME) as handle:
             handle.write(manifest_bytes(manifest))
-        archive, url = _archive(folder, manifest, opts)
-    except KeyboardInterrupt:
-        raise Interrupted(
-            f"interrupted; the partial backup is kept in {folder}: "
-            "run the same backup with --resume to continue it"
-        ) from None
+        archive, url = _archive(folder, manifest, opts, sender)
+    except BaseException as error:
+        if sender is not None:
+            sender.abort()
+        if isinstance(error, KeyboardInterrupt):
+            raise Interrupted(
+                f"interrupted; the partial backup is kept in {folder}: "
+                "run the same backup with --resume to continue it"
+            ) from None
+        raise
     took = time.perf_counter() - started
     return BackupResult(archive, folder, manifest, took, url)
+
+
+def _export(
+    opts: BackupOptions,
+    client: MongoClient[Any],
+    source: MongoSource,
+    folder: Path,
+    plan: Plan,
+    runner: UnitRunner,
+    check: SnapshotCheck,
+    resumed: bool,
+    kept: KeptConnection | None,
+) -> Outcome:
+    """Read the documents (or, for a change-stream increment, the changes); where the
+    backup stands in the server's history."""
+    wanted = collection_filter(
+        opts.collections, opts.exclude, opts.db, opts.ns_include, opts.ns_exclude
+    )
+    if plan.increment and plan.increment["mode"] == "changes":
+        try:
+            follower = kept.follower if kept is not None else None
+            return capture_increment(source, folder, plan, wanted, follower)
+        except HistoryLost:
+            shutil.rmtree(folder, ignore_errors=True)  # nothing a --resume could finish
+            raise
+    start_reads(plan, resumed, folder)
+    runner.run([unit for unit in plan.units if unit.file not in plan.done])
+    if plan.increment:  # a --since-field increment: no change capture
+        honoured = check.honoured and not source.snapshot_lost and not resumed
+        return Outcome("snapshot" if honoured and plan.consistency else "none", None, None)
+    return finish(client, source, folder, plan, check, wanted)
+
+
+def _pipe_broken(error: ArchiveError, folder: Path) -> ArchiveError:
+    return ArchiveError(
+        f"{error}; the exported files are kept in {folder}: run the same backup "
+        "with --resume to write the archive again"
+    )
+
+
+def _pipe_sender(
+    opts: BackupOptions, folder: Path, plan: Plan, authz: tuple[CollectionEntry, bool] | None
+) -> PipeSender | None:
+    """``--archive -``: the archive goes down the pipe as the members are finished,
+    beginning with the plan (and what a resumed backup had already finished)."""
+    if not opts.to_stdout:
+        return None
+    recipients = encryption.recipients(opts.encrypt_to) if opts.encrypt_to else []
+    extra = [authz[0]] if authz is not None else []
+    plan_bytes = manifest_bytes(plan_manifest(folder, plan, extra))
+    sender = PipeSender(folder, plan.layout.compress, recipients, plan_bytes)
+    for entry in extra:
+        assert entry.file is not None
+        sender.send_member(entry.file, entry.bytes)
+    for unit in plan.units:
+        if unit.file in plan.done:
+            sender.unit_done(unit, plan.done[unit.file])
+    return sender
 
 
 def _users_and_roles(
@@ -249,7 +302,7 @@ def _ids_at(opts: BackupOptions) -> frozenset[str]:
 
 
 def _archive(
-    folder: Path, manifest: Manifest, opts: BackupOptions
+    folder: Path, manifest: Manifest, opts: BackupOptions, sender: PipeSender | None = None
 ) -> tuple[Path | None, str | None]:
     """Write (or stream) the archive, then encrypt and upload it as asked: the local
     archive left, and the URL it was uploaded to."""
@@ -260,16 +313,13 @@ def _archive(
     url: str | None = None
     local: Path | None = destination
     try:
-        if opts.to_stdout:
+        if sender is not None:
             try:
-                size = deliver_stdout(
-                    folder, members, compression=opts.compress, recipients=recipients
-                )
+                for name, size in members:  # those not sent yet: joined ranges, changes
+                    sender.send_member(name, size)
+                size = sender.finish(manifest_bytes(manifest))
             except ArchiveError as error:
-                raise ArchiveError(
-                    f"{error}; the exported files are kept in {folder}: run the same backup "
-                    "with --resume to write the archive again"
-                ) from None
+                raise _pipe_broken(error, folder) from None
             logger.info("archive written to stdout (%d bytes)", size)
             local = None
         elif opts.stream and opts.dest:

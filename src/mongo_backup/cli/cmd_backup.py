@@ -49,7 +49,8 @@ def add_parser(commands: Any, parent: argparse.ArgumentParser, epilog: str) -> N
         type=_stdout_only,
         metavar="-",
         help="write the archive to stdout (as mongodump --archive; only '-'): nothing else "
-        "goes to stdout, logs to stderr; pipe it into 'mongo-backup restore - --uri ...'",
+        "goes to stdout, logs to stderr; each collection goes out once exported, the manifest "
+        "last, so 'mongo-backup restore - --uri ...' restores while this reads",
     )
     add_monitoring_options(parser)
     parser.set_defaults(handler=run)

@@ -39,7 +39,9 @@ def add_parser(commands: Any, parent: argparse.ArgumentParser, epilog: str) -> N
         "source",
         metavar="SOURCE",
         help="archive (path or storage URL, maybe .age), backup folder, location (folder or "
-        "URL of archives) or .json/.jsonl file",
+        "URL of archives), .json/.jsonl file, or '-' for an archive on stdin (from 'backup "
+        "--archive -': restored as it arrives into namespaces the target lacks, dropped again "
+        "if the stream is cut; otherwise kept in a temporary file and checked first)",
     )
     add_connection_options(
         parser,

@@ -37,21 +37,31 @@ def is_stdio(source: str) -> bool:
     return source == STDIO
 
 
-@contextlib.contextmanager
-def spooled_stdin() -> Iterator[Path]:
-    """A private temporary copy of the archive on stdin."""
-    source = sys.stdin.buffer
-    if source.isatty():
+def is_encrypted(head: bytes) -> bool:
+    """Whether a stream beginning with ``head`` is age-encrypted."""
+    return head.startswith(_AGE_HEADER)
+
+
+def check_stdin() -> None:
+    if sys.stdin.buffer.isatty():
         raise ConfigError("reading an archive from stdin ('-'), but stdin is a terminal")
+
+
+@contextlib.contextmanager
+def spooled_stdin(already: bytes = b"") -> Iterator[Path]:
+    """A private temporary copy of the archive on stdin; ``already``: its first bytes,
+    read from stdin before (a restore that looked at the stream first)."""
+    source = sys.stdin.buffer
+    check_stdin()
     with tempfile.TemporaryDirectory(prefix="mongo-backup-stdin-") as work:
         path = Path(work) / "stdin.tar"
         with open(path, "wb") as copy:
-            head = source.read(len(_AGE_HEADER))
+            head = already + source.read(max(0, len(_AGE_HEADER) - len(already)))
             copy.write(head)
             shutil.copyfileobj(source, copy, _CHUNK)
         if not head:
             raise ConfigError("stdin ('-') is empty: no archive came through the pipe")
-        if head == _AGE_HEADER:
+        if is_encrypted(head):
             encrypted = path.with_name("stdin.tar.age")
             path.rename(encrypted)
             path = encrypted

@@ -147,14 +147,21 @@ def recorded_digest(destination: Destination, key: str) -> str | None:
 
 @contextlib.contextmanager
 def local_copy(
-    source: str, identity: Path | None = None, endpoint_url: str | None = None
+    source: str,
+    identity: Path | None = None,
+    endpoint_url: str | None = None,
+    stdin_head: bytes = b"",
 ) -> Iterator[Path]:
     """``source`` (a path or URL, maybe ``.age``) as a local, decrypted archive or
     folder, with the parents of an increment beside it. Downloads and decryptions go
     to a temporary folder, removed afterwards. ``-`` is an archive read from stdin
-    (:func:`~mongo_backup.location.pipe.spooled_stdin`)."""
+    (:func:`~mongo_backup.location.pipe.spooled_stdin`; ``stdin_head``: what was read of
+    it already)."""
     if is_stdio(source):
-        with spooled_stdin() as spooled, local_copy(str(spooled), identity, endpoint_url) as path:
+        with (
+            spooled_stdin(stdin_head) as spooled,
+            local_copy(str(spooled), identity, endpoint_url) as path,
+        ):
             yield path
         return
     if not is_url(source) and not source.endswith(AGE_SUFFIX):

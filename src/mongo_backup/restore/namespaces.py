@@ -112,7 +112,10 @@ class Restorer:
         existing = set(self.db.list_collection_names())
         outcomes: dict[str, CollectionOutcome] = {}
         for entry in selected:
-            count = entry.count if reader.manifest.counted else None
+            # None: not known yet (a mongodump folder; a stream's plan, whose entries get
+            # their counts and checksums with the manifest at its end).
+            known = reader.manifest.counted and (entry.file is None or entry.sha256 is not None)
+            count = entry.count if known else None
             outcome = CollectionOutcome(entry.name, entry.type, count)
             outcomes[entry.name] = outcome
             if entry.status != "ok":
@@ -267,7 +270,10 @@ class Restorer:
         outcome.inserted, outcome.duplicates = counts.inserted, counts.duplicates
         outcome.rejected, outcome.failed = counts.rejected, counts.failed
         outcome.problems.extend(counts.problems)
-        logger.info("%s: %d of %d documents inserted", entry.name, counts.inserted, entry.count)
+        if outcome.expected is None:
+            logger.info("%s: %d documents inserted", entry.name, counts.inserted)
+        else:
+            logger.info("%s: %d of %d documents inserted", entry.name, counts.inserted, entry.count)
         if counts.duplicates:
             logger.warning(
                 "%s: %d documents not inserted: their _id already exists (use --drop)",

@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,6 @@ import pymongo.errors
 
 from ..archive.chain import Link, read_manifest, resolve_chain
 from ..archive.lines import read_documents
-from ..archive.manifest import CollectionEntry, Manifest
 from ..archive.reader import BackupReader, open_backup
 from ..archive.single_file import SingleFileReader, is_single_file
 from ..errors import (
@@ -33,60 +31,29 @@ from ..errors import (
     Interrupted,
     MongoBackupError,
 )
+from ..location.pipe import is_stdio
 from ..location.transfer import local_copy
 from ..location.windows import archive_at, is_location
 from ..mongo.connection import connect, durable_writes
-from ..mongo.users import AuthzOutcome
-from ..names import ALL_DATABASES, collection_filter, unmatched_patterns
 from ..redact import hosts_of, uri_secrets
 from ..retry import driver_error_text
 from ..verify.run import verify
 from .authz import apply_authz, planned_authz
-from .namespaces import CollectionOutcome, Restorer, WriteSettings
+from .namespaces import Restorer
 from .options import RestoreOptions
-from .renames import NamespaceRenamer, Renamer, parse_renames, target_database
+from .renames import target_database
 from .replay import Replay, apply_increment, plan_chain
+from .result import RestoreResult
+from .selection import check_users_and_roles, renames_of, wanted_namespaces, write_settings
 from .state import (
     RestoreState,
     load_state,
     remove_state,
     state_path,
 )
+from .streamed import restore_piped
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class RestoreResult:
-    source: str
-    database: str
-    collections: list[CollectionOutcome]
-    dry_run: bool
-    duration: float
-    replays: list[Replay] = field(default_factory=list)  # changes and increments applied
-    authz: AuthzOutcome | None = None  # --users-and-roles
-
-    @property
-    def complete(self) -> bool:
-        """Every document and namespace restored, every change applied (else the CLI
-        exits 3: see cli/exits.py)."""
-        return (
-            all(c.ok for c in self.collections)
-            and not any(r.problems for r in self.replays)
-            and (self.authz is None or self.authz.ok)
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "source": self.source,
-            "database": self.database,
-            "dry_run": self.dry_run,
-            "collections": [vars(c) | {"ok": c.ok} for c in self.collections],
-            "applied": [replay.to_json() for replay in self.replays],
-            "users_and_roles": None if self.authz is None else vars(self.authz),
-            "complete": self.complete,
-            "duration_s": round(self.duration, 3),
-        }
 
 
 def restore(source: str, uri: str, db: str | None = None, **options: Any) -> RestoreResult:
@@ -110,7 +77,12 @@ def run_restore(opts: RestoreOptions) -> RestoreResult:
     opts.check()
     if is_location(opts.source):
         opts = replace(opts, source=_archive_in(opts))
-    with local_copy(opts.source, opts.identity, opts.endpoint_url) as local:
+    head = b""
+    if is_stdio(opts.source):  # restored as it arrives, when that can keep nothing
+        piped, head = restore_piped(opts)
+        if piped is not None:
+            return piped
+    with local_copy(opts.source, opts.identity, opts.endpoint_url, head) as local:
         result = _run_restore(replace(opts, source=str(local)))
     result.source = opts.source
     return result
@@ -157,21 +129,9 @@ def _archive_in(opts: RestoreOptions) -> str:
     return archive_at(opts.source, opts.db, until, opts.endpoint_url)
 
 
-def _wanted(opts: RestoreOptions, source_db: str) -> Callable[[str], bool]:
-    """The collections restored: by name, and by the backup's namespaces (of a backup of
-    several databases, those of ``--db`` alone when it is given)."""
-    kept = collection_filter(
-        opts.collections, opts.exclude, source_db, opts.ns_include, opts.ns_exclude
-    )
-    if source_db != ALL_DATABASES or not opts.db:
-        return kept
-    prefix = f"{opts.db}."
-    return lambda namespace: namespace.startswith(prefix) and kept(namespace)
-
-
 def _apply_increments(opts: RestoreOptions, full: Link, links: list[Link]) -> list[Replay]:
-    wanted = _wanted(opts, full.manifest.database)
-    names, _ = _renamer(opts, full.manifest)
+    wanted = wanted_namespaces(opts, full.manifest.database)
+    names, _ = renames_of(opts, full.manifest)
     target = names.target
     client = connect(opts.uri, timeout=opts.timeout)
     try:
@@ -192,9 +152,9 @@ def _apply_increments(opts: RestoreOptions, full: Link, links: list[Link]) -> li
 def _restore_one(opts: RestoreOptions, started: float) -> RestoreResult:
     with _open(opts) as reader:
         manifest = reader.manifest
-        names, selected = _renamer(opts, manifest)
+        names, selected = renames_of(opts, manifest)
         target = names.target
-        _check_users_and_roles(opts, manifest, target)
+        check_users_and_roles(opts, manifest, target)
         state_file = state_path(manifest, hosts_of(opts.uri), target)
         state = _starting_state(opts, state_file, target)
         client = connect(opts.uri, timeout=opts.timeout)
@@ -219,7 +179,7 @@ def _restore_one(opts: RestoreOptions, started: float) -> RestoreResult:
             secrets = uri_secrets(opts.uri)
             restorer = Restorer(
                 target_database(client, names, selected),
-                _settings(opts, manifest.database),
+                write_settings(opts, manifest.database),
                 secrets,
                 state,
                 state_file,
@@ -257,65 +217,6 @@ def _restore_one(opts: RestoreOptions, started: float) -> RestoreResult:
     )
 
 
-def _check_users_and_roles(opts: RestoreOptions, manifest: Manifest, target: str) -> None:
-    """--users-and-roles needs the member, and users keep their databases: a restore
-    that renames would give them roles on databases that are not the restored ones."""
-    if not opts.users_and_roles:
-        if manifest.users is not None:
-            logger.info("the backup holds users and roles: --users-and-roles restores them")
-        return
-    if manifest.users is None:
-        raise ConfigError(
-            "--users-and-roles: the backup holds no users and roles (it was made without "
-            "--users-and-roles)"
-        )
-    if target != manifest.database or opts.ns_from:
-        raise ConfigError(
-            "--users-and-roles restores users and roles into the databases they were "
-            "defined in: leave out --db NAME (another name) and --ns-from/--ns-to"
-        )
-
-
-def _renamer(opts: RestoreOptions, manifest: Manifest) -> tuple[Renamer, list[CollectionEntry]]:
-    """The renames (--ns-from/--ns-to) of the backup's selected entries, its target
-    database settled; the selected entries."""
-    selected = _select(manifest, opts)
-    pairs = parse_renames(opts.ns_from, opts.ns_to)
-    several = manifest.database == ALL_DATABASES
-    names = NamespaceRenamer(pairs) if several else Renamer(manifest.database, pairs)
-    names.target_db([entry.name for entry in selected], opts.db)
-    _refuse_merged_names(names, selected)
-    return names, selected
-
-
-def _refuse_merged_names(names: Renamer, selected: list[CollectionEntry]) -> None:
-    """Two collections renamed to one name would be mixed into one: refused."""
-    seen: dict[str, str] = {}
-    for entry in selected:
-        target = names.collection(entry.name)
-        if target in seen:
-            raise ConfigError(
-                f"--ns-to renames both {seen[target]!r} and {entry.name!r} to {target!r}"
-            )
-        seen[target] = entry.name
-
-
-def _settings(opts: RestoreOptions, source_db: str) -> WriteSettings:
-    return WriteSettings(
-        wanted=_wanted(opts, source_db),
-        drop=opts.drop,
-        indexes=opts.indexes,
-        options=opts.options,
-        dry_run=opts.dry_run,
-        bypass_validation=opts.bypass_validation,
-        jobs=opts.jobs,
-        batch_size=opts.batch_size,
-        checked=opts.verify_first,
-        until=opts.until,
-        users_and_roles=opts.users_and_roles,
-    )
-
-
 def _starting_state(opts: RestoreOptions, path: Path, target: str) -> RestoreState | None:
     """The state to continue (``--resume``), or a fresh one; None for a dry run."""
     if opts.dry_run:
@@ -349,39 +250,6 @@ def _verify_first(opts: RestoreOptions) -> None:
         raise ArchiveError(
             f"{opts.source}: {report.problems[0]} "
             "(nothing was restored; --no-verify skips this check)"
-        )
-
-
-def _select(manifest: Manifest, opts: RestoreOptions) -> list[CollectionEntry]:
-    if manifest.database == ALL_DATABASES:
-        _check_database_selection(manifest, opts)
-    names = {entry.name for entry in manifest.collections}
-    unknown = sorted(set(opts.collections) - names)
-    if unknown:
-        raise ConfigError(f"the backup has no collection named {', '.join(map(repr, unknown))}")
-    unmatched = unmatched_patterns(opts.ns_include, manifest.database, names)
-    if unmatched:
-        raise ConfigError(
-            f"--ns-include {', '.join(map(repr, unmatched))} matches no namespace of the "
-            f"backup (database {manifest.database!r})"
-        )
-    wanted = _wanted(opts, manifest.database)
-    return [entry for entry in manifest.collections if entry.is_collection and wanted(entry.name)]
-
-
-def _check_database_selection(manifest: Manifest, opts: RestoreOptions) -> None:
-    """A backup of several databases: --db picks one of them; collections are chosen by
-    namespace."""
-    if opts.collections or opts.exclude:
-        raise ConfigError(
-            "this backup holds several databases: choose collections with --ns-include / "
-            "--ns-exclude DB.COLLECTION (--collection names one database's)"
-        )
-    held = manifest.databases or []
-    if opts.db and opts.db not in held:
-        raise ConfigError(
-            f"the backup holds no database {opts.db!r} (it holds {', '.join(held) or 'none'}); "
-            "restore one under another name with --ns-from / --ns-to"
         )
 
 

@@ -1,0 +1,221 @@
+"""``restore -``: a piped backup restored while it arrives, when that can keep nothing.
+
+``backup --archive -`` sends its archive in the streamed form
+(:mod:`mongo_backup.archive.streamed`): the plan, each member as the backup finishes it,
+the manifest last. Read as it arrives, this restore creates the collections from the
+plan and inserts a member's documents while the backup is still reading the next one:
+the two sides overlap, and no temporary file holds the stream.
+
+A stream is only known to be whole at its end, and a restore must keep nothing of one
+that is cut or damaged. Here keeping nothing means removing what this restore created,
+so this path is taken only when that is all it writes: when none of the namespaces it
+restores exists in the target (a copy into a new database or deployment). Any failure
+before the restore is complete (a cut stream, a member that does not match its checksum,
+the server refusing, Ctrl-C) drops every collection and view it created, so the target
+ends as it began, and the error says so. Unlike an archive file, whose first write waits
+for the check of the whole archive, the collections being filled are visible under their
+names while it runs.
+
+Everything else falls back to the archive's path, verified before the first write: a
+stream in the archive-file form (a saved archive piped in), an encrypted one, a target
+that already holds one of the namespaces (``--drop`` must not drop them for a stream
+that may yet be cut), a dry run, ``--resume``, ``--until``, an increment. For that,
+:func:`restore_piped` returns the bytes it read from stdin, which the temporary copy
+(:func:`~mongo_backup.location.pipe.spooled_stdin`) begins with.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import IO, Any, cast
+
+import pymongo.errors
+
+from ..archive.manifest import CollectionEntry
+from ..archive.streamed import StreamedReader
+from ..errors import ArchiveError, Interrupted, MongoBackupError
+from ..location.pipe import check_stdin, is_encrypted
+from ..mongo.connection import connect, durable_writes
+from ..redact import uri_secrets
+from ..retry import driver_error_text
+from .authz import apply_authz
+from .namespaces import CollectionOutcome, Restorer
+from .options import RestoreOptions
+from .renames import Renamer, target_database
+from .result import RestoreResult
+from .selection import check_users_and_roles, renames_of, write_settings
+from .state import RestoreState
+
+logger = logging.getLogger(__name__)
+
+_HEAD = 64
+
+
+class _Recorded:
+    """stdin, every byte read from it kept until :meth:`forget` (a fallback to the
+    temporary copy must write them first)."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self._raw = raw
+        self.head = bytearray()
+        self._keep = True
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._raw.read(size)
+        if self._keep:
+            self.head += data
+        return data
+
+    def forget(self) -> None:
+        self._keep = False
+        self.head = bytearray()
+
+    def close(self) -> None:
+        pass  # stdin stays open: the fallback reads on
+
+
+def restore_piped(opts: RestoreOptions) -> tuple[RestoreResult | None, bytes]:
+    """Restore stdin as it arrives if this path applies: (the result, b""); else
+    (None, the bytes read from stdin so far), nothing written."""
+    if opts.dry_run or opts.resume or opts.until is not None:
+        return None, b""
+    check_stdin()
+    stdin = _Recorded(sys.stdin.buffer)
+    if is_encrypted(stdin.read(_HEAD)):
+        return None, bytes(stdin.head)
+    try:
+        reader = StreamedReader(cast(IO[bytes], stdin), "stdin", head=bytes(stdin.head))
+    except ArchiveError:  # the archive-file form, or damaged: the archive's path says
+        return None, bytes(stdin.head)
+    with reader:
+        if reader.plan.kind != "full":
+            return None, bytes(stdin.head)
+        return _restore_if_new(opts, reader, stdin)
+
+
+def _restore_if_new(
+    opts: RestoreOptions, reader: StreamedReader, stdin: _Recorded
+) -> tuple[RestoreResult | None, bytes]:
+    started = time.perf_counter()
+    plan = reader.plan
+    names, selected = renames_of(opts, plan)
+    check_users_and_roles(opts, plan, names.target)
+    secrets = uri_secrets(opts.uri)
+    client = connect(opts.uri, timeout=opts.timeout)
+    try:
+        database = target_database(client, names, selected)
+        created = [names.entry(entry).name for entry in selected]
+        present = sorted(set(created) & set(database.list_collection_names()))
+        if present:
+            logger.info(
+                "the target already holds %r: the stream is kept in a temporary file and "
+                "checked whole before the first write",
+                present[0],
+            )
+            return None, bytes(stdin.head)
+        stdin.forget()
+        logger.info(
+            "restoring the stream as it arrives into new namespaces (a cut or damaged "
+            "stream drops them again)"
+        )
+        inserts = connect(
+            opts.uri,
+            timeout=opts.timeout,
+            stall_timeout=opts.stall_timeout,
+            retryWrites=False,
+            **durable_writes(opts.uri),
+        )
+        try:
+            result = _restore(opts, reader, (database, inserts), names, selected)
+        finally:
+            inserts.close()
+    except pymongo.errors.PyMongoError as error:
+        raise MongoBackupError(
+            f"restore into {names.target!r}: {driver_error_text(error, secrets)}"
+        ) from None
+    finally:
+        client.close()
+    result.duration = time.perf_counter() - started
+    return result, b""
+
+
+def _restore(
+    opts: RestoreOptions,
+    reader: StreamedReader,
+    clients: tuple[Any, Any],
+    names: Renamer,
+    selected: list[CollectionEntry],
+) -> RestoreResult:
+    """Restore, or undo everything on the way out of a failure. ``clients``: the target
+    database, and a client for the inserts (see restore/run.py)."""
+    database, inserts = clients
+    created = [names.entry(entry).name for entry in selected]
+    held = reader.plan.databases or [reader.plan.database]
+    with tempfile.TemporaryDirectory(prefix="mongo-backup-pipe-") as work:
+        # The inserter records its progress as for any restore; a stream cannot be
+        # resumed, so the record is private and goes with the run.
+        state = RestoreState(source="-", database=names.target)
+        restorer = Restorer(
+            database,
+            # The lines are parsed as they come: no verify pass went first.
+            replace(write_settings(opts, reader.plan.database), checked=False),
+            uri_secrets(opts.uri),
+            state,
+            Path(work) / "state.json",
+            target_database(inserts, names, selected),
+            names,
+        )
+        try:
+            outcomes = restorer.run(reader, selected)
+            authz = None
+            if restorer.authz is not None:
+                authz = apply_authz(
+                    database.client, restorer.authz, held, opts.drop, uri_secrets(opts.uri)
+                )
+        except BaseException as error:
+            _undo(database, created)
+            raise _undone(error, len(created)) from None
+    _settle(outcomes, reader, names)
+    return RestoreResult("-", names.target, outcomes, False, 0.0, restorer.replays, authz)
+
+
+def _undo(database: Any, created: list[str]) -> None:
+    for name in created:
+        try:
+            database.drop_collection(name)
+        except pymongo.errors.PyMongoError as error:
+            logger.warning("could not drop %r again: %s", name, error)
+
+
+def _undone(error: BaseException, count: int) -> BaseException:
+    kept = f"nothing was kept (the {count} namespaces it was restoring are dropped again)"
+    if isinstance(error, KeyboardInterrupt):
+        return Interrupted(f"interrupted; {kept}")
+    if isinstance(error, pymongo.errors.PyMongoError):
+        return MongoBackupError(f"restoring the stream: {driver_error_text(error, [])}; {kept}")
+    if isinstance(error, ArchiveError):  # LineFormatError's arguments are its own
+        return ArchiveError(f"{error}; {kept}")
+    if isinstance(error, MongoBackupError):
+        return type(error)(f"{error}; {kept}")
+    return error
+
+
+def _settle(outcomes: list[CollectionOutcome], reader: StreamedReader, names: Renamer) -> None:
+    """The counts and failures the manifest, read last, gives each restored namespace."""
+    final = {
+        names.entry(entry).name: entry
+        for entry in reader.manifest.collections
+        if entry.is_collection
+    }
+    for outcome in outcomes:
+        entry = final.get(outcome.name)
+        if entry is None:
+            continue
+        outcome.expected = entry.count
+        if entry.status != "ok":
+            outcome.problems.append(f"not in the backup: the backup failed for it ({entry.error})")
