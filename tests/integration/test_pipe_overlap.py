@@ -7,6 +7,7 @@ archive."""
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import tarfile
 import time
@@ -15,6 +16,7 @@ from typing import Any
 
 import pytest
 from pymongo import MongoClient
+from pyrage import x25519
 from test_pipes import TOOL, error_line, seed, tool
 
 from chaintools import snapshot
@@ -153,3 +155,47 @@ def test_a_stream_saved_to_a_file_is_an_archive(
     saved.write_bytes(saved.read_bytes()[: saved.stat().st_size // 2])
     verified = tool("verify", str(saved))
     assert verified.returncode != 0 and "Traceback" not in verified.stderr.decode()
+
+
+def test_a_backup_whose_reader_went_away_resumes_into_a_new_pipe(
+    client: MongoClient[Any], mongo_uri: str, db_name: str, target_db: str, tmp_path: Path
+) -> None:
+    seed(client, db_name)
+    client[db_name].noise.insert_many([{"_id": i, "b": os.urandom(4000)} for i in range(500)])
+    argv = [*TOOL, "backup", "--uri", f"'{mongo_uri}'", "--db", db_name,
+            "--out-dir", str(tmp_path / "w"), "--archive", "-", "-q"]  # fmt: skip
+    first = subprocess.run(["bash", "-c", f"{' '.join(argv)} | head -c 1000 > /dev/null"],
+                           capture_output=True, timeout=300, check=False)  # fmt: skip
+    assert b"closed the pipe" in first.stderr
+    # The same backup with --resume sends the whole archive again, the finished
+    # collections first: the new reader restores all of it.
+    restore = f"{' '.join(TOOL)} restore - --uri '{mongo_uri}' --db {target_db} -q"
+    piped = f"set -o pipefail; {' '.join(argv)} --resume | {restore}"
+    second = subprocess.run(["bash", "-c", piped], capture_output=True, timeout=300, check=False)
+    assert second.returncode == 0, second.stderr.decode()
+    assert snapshot(client, target_db) == snapshot(client, db_name)
+    assert list((tmp_path / "w").iterdir()) == []
+
+
+def test_an_encrypted_stream_is_restored_as_it_arrives(
+    client: MongoClient[Any], mongo_uri: str, db_name: str, target_db: str, tmp_path: Path
+) -> None:
+    seed(client, db_name)  # and more than one 64 KiB chunk of age, so that a cut comes late
+    client[db_name].noise.insert_many([{"_id": i, "b": os.urandom(4000)} for i in range(200)])
+    identity = x25519.Identity.generate()
+    (tmp_path / "key.txt").write_text(str(identity))
+    (tmp_path / "other.txt").write_text(str(x25519.Identity.generate()))
+    argv = ["--uri", mongo_uri, "--db", db_name, "--out-dir", str(tmp_path / "w")]
+    sealed = tool("backup", *argv, "--archive", "-", "--encrypt-to", str(identity.to_public()))
+    assert sealed.returncode == 0, sealed.stderr.decode()
+    restore = ["restore", "-", "--uri", mongo_uri, "--db", target_db]
+    wrong = tool(*restore, "--identity", str(tmp_path / "other.txt"), input=sealed.stdout)
+    assert wrong.returncode == 1 and "none of the --identity keys" in error_line(wrong)
+    cut = sealed.stdout[: len(sealed.stdout) * 2 // 3]
+    broken = tool(*restore, "--identity", str(tmp_path / "key.txt"), input=cut)
+    assert broken.returncode == 1 and "nothing was kept" in error_line(broken)
+    assert client[target_db].list_collection_names() == []
+    restored = tool(*restore, "--identity", str(tmp_path / "key.txt"), input=sealed.stdout)
+    assert restored.returncode == 0, restored.stderr.decode()
+    assert "restoring the stream as it arrives" in restored.stderr.decode()  # no spooling
+    assert snapshot(client, target_db) == snapshot(client, db_name)

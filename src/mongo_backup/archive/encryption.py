@@ -9,6 +9,9 @@ manifest included, so nothing about the data is readable without a key.
 ``restore``, ``verify`` and ``inspect`` take ``--identity FILE``: an age identity file
 (``AGE-SECRET-KEY-1...`` lines, comments allowed) or an unencrypted SSH private key.
 
+:class:`DecryptedStream` decrypts a stream as it is read (``restore -`` of an encrypted
+pipe).
+
 Contracts: encryption and decryption stream (files of any size, constant memory); a
 wrong identity or a damaged file is an :class:`ArchiveError` of one line (exit 1); a
 recipient or identity that cannot be read is a :class:`ConfigError` (exit 2). Secret
@@ -17,9 +20,11 @@ keys never appear in messages.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pyrage
 from pyrage import ssh, x25519
@@ -111,7 +116,50 @@ def decrypt_file(source: Path, target: Path, keys: list[Any], shown: str) -> Non
         try:
             pyrage.decrypt_io(reader, writer, keys)
         except Exception as error:
-            reason = str(error) or type(error).__name__
-            if "No matching keys" in reason:
-                reason = "none of the --identity keys can open it (wrong key?)"
-            raise ArchiveError(f"cannot decrypt {shown}: {reason}") from None
+            raise _cannot_decrypt(error, shown) from None
+
+
+def _cannot_decrypt(error: BaseException, shown: str) -> ArchiveError:
+    reason = str(error) or type(error).__name__
+    if "No matching keys" in reason:
+        reason = "none of the --identity keys can open it (wrong key?)"
+    return ArchiveError(f"cannot decrypt {shown}: {reason}")
+
+
+class DecryptedStream:
+    """``raw`` (an age stream) decrypted as it is read: pyrage on a thread of its own,
+    writing into a pipe, so memory stays flat. A failure to decrypt (a wrong key, a
+    damaged or cut stream) ends the plain bytes early, and the read that meets that end
+    raises it as one :class:`ArchiveError`. :meth:`close` stops the thread (what it had
+    not written yet is lost) and waits for it."""
+
+    def __init__(self, raw: IO[bytes], keys: list[Any], shown: str) -> None:
+        read_end, write_end = os.pipe()
+        self._plain = os.fdopen(read_end, "rb")
+        self._shown = shown
+        self._failure: list[BaseException] = []
+
+        def feed() -> None:
+            pipe = os.fdopen(write_end, "wb")
+            try:
+                pyrage.decrypt_io(raw, pipe, keys)
+            except BaseException as error:  # its reader meets the early end
+                self._failure.append(error)
+            finally:
+                with contextlib.suppress(OSError):  # a reader that closed first
+                    pipe.close()
+
+        self._thread = threading.Thread(target=feed, name="age-decrypt", daemon=True)
+        self._thread.start()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._plain.read(size)
+        if not data and size != 0:
+            self._thread.join()
+            if self._failure:
+                raise _cannot_decrypt(self._failure[0], self._shown)
+        return data
+
+    def close(self) -> None:
+        self._plain.close()  # a thread still writing gets EPIPE and stops
+        self._thread.join()

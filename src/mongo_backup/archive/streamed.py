@@ -70,17 +70,12 @@ class StreamedReader(BackupReader):
     """The streamed form from ``raw``; ``manifest``: the one already known (a file read
     twice), else the plan until the members are read."""
 
-    def __init__(
-        self,
-        raw: IO[bytes],
-        location: str,
-        manifest: Manifest | None = None,
-        head: bytes = b"",
-    ) -> None:
-        """``head``: the first bytes of ``raw``, read already."""
+    def __init__(self, raw: IO[bytes], location: str, manifest: Manifest | None = None) -> None:
         self.location = location
         self._raw = raw
-        head += raw.read(max(0, _HEAD - len(head)))
+        head = b""
+        while len(head) < _HEAD and (more := raw.read(_HEAD - len(head))):
+            head += more  # a pipe may give less than asked: the magic bytes need a block
         self._input = TarInput(raw, head, location)
         try:
             first = self._input.next_member()

@@ -158,11 +158,12 @@ def local_copy(
     (:func:`~mongo_backup.location.pipe.spooled_stdin`; ``stdin_head``: what was read of
     it already)."""
     if is_stdio(source):
-        with (
-            spooled_stdin(stdin_head) as spooled,
-            local_copy(str(spooled), identity, endpoint_url) as path,
-        ):
-            yield path
+        with spooled_stdin(stdin_head) as spooled:
+            try:
+                with local_copy(str(spooled), identity, endpoint_url) as path:
+                    yield path
+            except ArchiveError as error:  # the temporary copy's name says nothing
+                raise ArchiveError(str(error).replace(str(spooled), "stdin")) from None
         return
     if not is_url(source) and not source.endswith(AGE_SUFFIX):
         yield Path(source)  # a local archive, and its parents are beside it

@@ -36,6 +36,7 @@ from typing import IO, Any, cast
 
 import pymongo.errors
 
+from ..archive.encryption import DecryptedStream, identities
 from ..archive.manifest import CollectionEntry
 from ..archive.streamed import StreamedReader
 from ..errors import ArchiveError, Interrupted, MongoBackupError
@@ -58,18 +59,26 @@ _HEAD = 64
 
 class _Recorded:
     """stdin, every byte read from it kept until :meth:`forget` (a fallback to the
-    temporary copy must write them first)."""
+    temporary copy must write them first); :meth:`rewind` reads them again."""
 
     def __init__(self, raw: IO[bytes]) -> None:
         self._raw = raw
         self.head = bytearray()
         self._keep = True
+        self._again = b""
 
     def read(self, size: int = -1) -> bytes:
+        if self._again:
+            count = len(self._again) if size < 0 else min(size, len(self._again))
+            data, self._again = self._again[:count], self._again[count:]
+            return data
         data = self._raw.read(size)
         if self._keep:
             self.head += data
         return data
+
+    def rewind(self) -> None:
+        self._again = bytes(self.head)
 
     def forget(self) -> None:
         self._keep = False
@@ -86,21 +95,27 @@ def restore_piped(opts: RestoreOptions) -> tuple[RestoreResult | None, bytes]:
         return None, b""
     check_stdin()
     stdin = _Recorded(sys.stdin.buffer)
-    if is_encrypted(stdin.read(_HEAD)):
-        return None, bytes(stdin.head)
+    encrypted = is_encrypted(stdin.read(_HEAD))
+    stdin.rewind()
+    if encrypted and opts.identity is None:
+        return None, bytes(stdin.head)  # the archive's path says what is missing
+    source: Any = stdin
+    if encrypted:
+        assert opts.identity is not None
+        source = DecryptedStream(cast(IO[bytes], stdin), identities(opts.identity), "stdin")
     try:
-        reader = StreamedReader(cast(IO[bytes], stdin), "stdin", head=bytes(stdin.head))
-    except ArchiveError:  # the archive-file form, or damaged: the archive's path says
+        reader = StreamedReader(cast(IO[bytes], source), "stdin")
+    except ArchiveError:  # the archive-file form, a wrong key, damage: the archive's path
+        source.close()  # says which, from the temporary copy
         return None, bytes(stdin.head)
-    with reader:
-        if reader.plan.kind != "full":
-            return None, bytes(stdin.head)
-        return _restore_if_new(opts, reader, stdin)
+    with reader:  # closing it stops the decryption before stdin is read on
+        result = _restore_if_new(opts, reader, stdin) if reader.plan.kind == "full" else None
+    return (result, b"") if result is not None else (None, bytes(stdin.head))
 
 
 def _restore_if_new(
     opts: RestoreOptions, reader: StreamedReader, stdin: _Recorded
-) -> tuple[RestoreResult | None, bytes]:
+) -> RestoreResult | None:
     started = time.perf_counter()
     plan = reader.plan
     names, selected = renames_of(opts, plan)
@@ -117,7 +132,7 @@ def _restore_if_new(
                 "checked whole before the first write",
                 present[0],
             )
-            return None, bytes(stdin.head)
+            return None
         stdin.forget()
         logger.info(
             "restoring the stream as it arrives into new namespaces (a cut or damaged "
@@ -141,7 +156,7 @@ def _restore_if_new(
     finally:
         client.close()
     result.duration = time.perf_counter() - started
-    return result, b""
+    return result
 
 
 def _restore(
