@@ -16,10 +16,12 @@ ends as it began, and the error says so. Unlike an archive file, whose first wri
 for the check of the whole archive, the collections being filled are visible under their
 names while it runs.
 
-Everything else falls back to the archive's path, verified before the first write: a
-stream in the archive-file form (a saved archive piped in), an encrypted one, a target
-that already holds one of the namespaces (``--drop`` must not drop them for a stream
-that may yet be cut), a dry run, ``--resume``, ``--until``, an increment. For that,
+An age-encrypted stream is decrypted as it is read (``--identity``). Everything else
+falls back to the archive's path, verified before the first write: a stream in the
+archive-file form (a saved archive piped in), an encrypted one without ``--identity`` or
+with a wrong key (the error comes from there), a target that already holds one of the
+namespaces (``--drop`` must not drop them for a stream that may yet be cut), a dry run,
+``--resume``, ``--until``, an increment. For that,
 :func:`restore_piped` returns the bytes it read from stdin, which the temporary copy
 (:func:`~mongo_backup.location.pipe.spooled_stdin`) begins with.
 """
