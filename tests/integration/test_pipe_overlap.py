@@ -104,6 +104,22 @@ def test_a_stream_cut_after_its_documents_are_in_keeps_nothing(
     assert client[target_db].list_collection_names() == []
 
 
+def test_a_cut_stream_drops_only_what_the_restore_created(
+    client: MongoClient[Any], mongo_uri: str, target_db: str, plain_stream: bytes
+) -> None:
+    with start_restore(mongo_uri, target_db) as restore:
+        assert restore.stdin is not None and restore.stderr is not None
+        restore.stdin.write(plain_stream[: offset_of(plain_stream, "manifest.json")])
+        restore.stdin.flush()
+        wait_for_orders(client, target_db, 3000)
+        # Someone else takes the view's name (views come after the stream's end).
+        client[target_db].big_orders.insert_one({"_id": "theirs"})
+        restore.stdin.close()
+        assert restore.wait(120) != 0
+    assert client[target_db].list_collection_names() == ["big_orders"]
+    assert list(client[target_db].big_orders.find()) == [{"_id": "theirs"}]
+
+
 def test_a_damaged_member_is_found_at_the_end_and_keeps_nothing(
     mongo_uri: str, client: MongoClient[Any], target_db: str, plain_stream: bytes
 ) -> None:

@@ -86,6 +86,7 @@ class StreamedReader(BackupReader):
             self._input.close()
             raise
         self.manifest = manifest if manifest is not None else self.plan
+        self.complete = False  # every member read and checked against the manifest
 
     def members(self) -> Iterator[tuple[CollectionEntry, IO[bytes]]]:
         entries = {entry.file: entry for entry in self.manifest.data_entries}
@@ -114,6 +115,7 @@ class StreamedReader(BackupReader):
         self._input.expect_end()
         _check(final, self.plan, seen, self.location)
         self.manifest = final
+        self.complete = True
 
     def close(self) -> None:
         self._input.close()

@@ -19,8 +19,10 @@ stops without an end, so the reader sees a cut stream and keeps nothing.
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
+import time
 from pathlib import Path
 from typing import IO, Any, cast
 
@@ -33,6 +35,37 @@ from .delivery import encrypting
 
 _END = object()
 _ABORT = object()
+_ABORT_WAIT = 5.0  # seconds: a reader that takes nothing cannot hold a failed backup
+
+
+class _RawStdout:
+    """File descriptor 1 written directly: no lock of ``sys.stdout`` is ever held by the
+    sending thread (one blocked on a stalled reader would hold it at exit)."""
+
+    def write(self, data: bytes) -> int:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(1, view) :]
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
+class _Stoppable:
+    """The sender's output, which refuses every write once the backup has aborted."""
+
+    def __init__(self, out: IO[bytes], stop: threading.Event) -> None:
+        self._out = out
+        self._stop = stop
+
+    def write(self, data: bytes) -> int:
+        if self._stop.is_set():
+            raise OSError("the backup stopped")
+        return self._out.write(data)
+
+    def flush(self) -> None:
+        self._out.flush()
 
 
 class PipeSender:
@@ -49,9 +82,11 @@ class PipeSender:
         self._folder = folder
         self._compression = compression
         self._queue: queue.Queue[object] = queue.Queue()
-        self._writer = StdoutWriter(out)
+        self._writer = StdoutWriter(out if out is not None else _RawStdout())  # type: ignore[arg-type]
+        self._stop = threading.Event()
         self.failure: BaseException | None = None
         self.sent: set[str] = set()
+        self._lock = threading.Lock()  # ``sent`` is shared by the export threads
         produce = encrypting(self._produce, recipients) if recipients else self._produce
         self._thread = threading.Thread(
             target=self._run, args=(produce,), name="archive-pipe", daemon=True
@@ -64,9 +99,11 @@ class PipeSender:
 
     def send_member(self, name: str, size: int) -> None:
         """The member ``name`` (``size`` plain bytes), whose working file is complete."""
-        if name not in self.sent:
+        with self._lock:
+            if name in self.sent:
+                return
             self.sent.add(name)
-            self._queue.put(("file", name, size))
+        self._queue.put(("file", name, size))
 
     def unit_done(self, unit: Unit, stats: dict[str, Any]) -> None:
         """A unit is finished: a collection of one unit goes out now (the ranges of a
@@ -87,8 +124,13 @@ class PipeSender:
         return self._writer.bytes
 
     def abort(self) -> None:
+        """Stop at once, without an end (what is queued is not sent); waits a little
+        for the thread, never for a reader that takes nothing."""
+        self._stop.set()
         self._queue.put(_ABORT)
-        self._wait()
+        deadline = time.monotonic() + _ABORT_WAIT
+        while self._thread.is_alive() and time.monotonic() < deadline:
+            self._thread.join(0.1)
 
     def _wait(self) -> None:
         while self._thread.is_alive():
@@ -96,7 +138,7 @@ class PipeSender:
 
     def _run(self, produce: Any) -> None:
         try:
-            produce(cast(IO[bytes], self._writer))
+            produce(cast(IO[bytes], _Stoppable(cast(IO[bytes], self._writer), self._stop)))
             self._writer.flush()
         except BaseException as error:  # the pipe's own error, not age's wrapping of it
             self.failure = self._writer.failure or error
@@ -106,7 +148,7 @@ class PipeSender:
             tar = TarStream(target, framing)
             while True:
                 item = self._queue.get()
-                if item is _ABORT:
+                if item is _ABORT or self._stop.is_set():
                     return  # no end: the reader sees a cut archive
                 if item is _END:
                     tar.close()

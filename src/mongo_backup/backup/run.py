@@ -150,6 +150,8 @@ def _locked_backup(
         authz = _users_and_roles(opts, client, plan, folder)
         resumed = resumable is not None
         sender = _pipe_sender(opts, folder, plan, authz)
+        if sender is not None:
+            _send_finished(sender, plan, authz)
         runner = UnitRunner(
             source,
             folder,
@@ -240,14 +242,20 @@ def _pipe_sender(
     recipients = encryption.recipients(opts.encrypt_to) if opts.encrypt_to else []
     extra = [authz[0]] if authz is not None else []
     plan_bytes = manifest_bytes(plan_manifest(folder, plan, extra))
-    sender = PipeSender(folder, plan.layout.compress, recipients, plan_bytes)
-    for entry in extra:
-        assert entry.file is not None
-        sender.send_member(entry.file, entry.bytes)
+    return PipeSender(folder, plan.layout.compress, recipients, plan_bytes)
+
+
+def _send_finished(
+    sender: PipeSender, plan: Plan, authz: tuple[CollectionEntry, bool] | None
+) -> None:
+    """What is complete before the export: the users and roles, and the collections a
+    resumed backup had finished."""
+    if authz is not None:
+        assert authz[0].file is not None
+        sender.send_member(authz[0].file, authz[0].bytes)
     for unit in plan.units:
         if unit.file in plan.done:
             sender.unit_done(unit, plan.done[unit.file])
-    return sender
 
 
 def _users_and_roles(

@@ -98,6 +98,7 @@ class RawInserter:
         self.describe = describe
         self.answered = answered
         self.fatal: BaseException | None = None
+        self._discard = False  # the caller failed: queued batches are dropped, not sent
         self.pending: queue.Queue[_Item | None] = queue.Queue(maxsize=2 * jobs)
         self.in_flight = 0  # bytes submitted and not yet answered (see MAX_IN_FLIGHT_BYTES)
         self._room = threading.Condition()
@@ -125,10 +126,19 @@ class RawInserter:
         self.pending.put((batch, replay, ticket, size))
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        for _ in self.workers:
-            self.pending.put(_STOP)
-        for worker in self.workers:
-            worker.join()
+        # After a failure (or Ctrl-C while waiting here), no queued batch may land later:
+        # a caller undoing its writes (restore/streamed.py) must find nothing after it.
+        self._discard = exc is not None
+        try:
+            for _ in self.workers:
+                self.pending.put(_STOP)
+            for worker in self.workers:
+                worker.join()
+        except KeyboardInterrupt:
+            self._discard = True
+            for worker in self.workers:
+                worker.join()  # a batch being sent ends; the queued ones are dropped
+            raise
         if exc is None:
             self._raise_fatal()
 
@@ -145,7 +155,7 @@ class RawInserter:
                 return
             batch, replay, ticket, size = item
             try:
-                if self.fatal is not None:
+                if self.fatal is not None or self._discard:
                     continue  # drain, so that submit() never blocks forever
                 self._insert([RawBSONDocument(raw) for raw in batch], replay)
             except BaseException as error:  # connection lost for good, auth, ...: stop

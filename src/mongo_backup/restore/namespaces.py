@@ -24,6 +24,7 @@ from pymongo.database import Database
 from ..archive.lines import read_documents
 from ..archive.manifest import CollectionEntry
 from ..archive.reader import BackupReader
+from ..errors import MongoBackupError
 from ..mongo.inserter import BATCH_BYTES, InsertCounts, RawInserter
 from ..mongo.source import from_extjson
 from ..retry import driver_error_text
@@ -38,6 +39,7 @@ logger = logging.getLogger(__name__)
 # goes past the saved bound, which then moves SAVE_STEP_BATCHES batches further.
 SAVE_INTERVAL = 1.0
 SAVE_STEP_BATCHES = 32
+NAMESPACE_EXISTS = 48
 
 
 @dataclass
@@ -74,6 +76,9 @@ class WriteSettings:
     checked: bool = True  # lines were verified first: parse them again only if not
     until: Timestamp | None = None  # captured changes later than this are left out
     users_and_roles: bool = False  # read the users and roles member (restore/authz.py)
+    # Only into namespaces this restore creates: one that exists is an error, not a merge
+    # (a stream restored as it arrives undoes its writes by dropping what it created).
+    new_only: bool = False
 
 
 class Restorer:
@@ -98,6 +103,7 @@ class Restorer:
         self.state_file = state_file
         self.replays: list[Replay] = []
         self.authz: Authz | None = None  # --users-and-roles: the backup's users and roles
+        self.created: list[str] = []  # the collections this restore created
         # Which collections' change events are replayed: those restored, and those the
         # events create (unless --collection or --exclude leave them out).
         self.wanted = opts.wanted
@@ -186,6 +192,8 @@ class Restorer:
         self.state.note(self.state_file, entry.name)
 
     def _prepare(self, entry: CollectionEntry, outcome: CollectionOutcome, exists: bool) -> None:
+        if exists and self.opts.new_only:
+            raise MongoBackupError(f"{entry.name!r} appeared in the target as the restore began")
         if exists and self.opts.drop:
             outcome.action = "drop and restore"
             if not self.opts.dry_run:
@@ -204,11 +212,19 @@ class Restorer:
             }
         try:
             self.db.command("create", entry.name, **from_extjson(options))
+            self.created.append(entry.name)
         except pymongo.errors.OperationFailure as error:
+            if self.opts.new_only and error.code == NAMESPACE_EXISTS:
+                raise MongoBackupError(
+                    f"{entry.name!r} appeared in the target as the restore began"
+                ) from None
             outcome.problems.append(f"collection options refused: {self._error(error)}")
             try:  # go on without the refused options, as a plain collection
                 self.db.command("create", entry.name)
+                self.created.append(entry.name)
             except pymongo.errors.PyMongoError as second:
+                if self.opts.new_only:
+                    raise
                 outcome.problems.append(f"cannot create collection: {self._error(second)}")
 
     def _insert(

@@ -8,13 +8,15 @@ the two sides overlap, and no temporary file holds the stream.
 
 A stream is only known to be whole at its end, and a restore must keep nothing of one
 that is cut or damaged. Here keeping nothing means removing what this restore created,
-so this path is taken only when that is all it writes: when none of the namespaces it
-restores exists in the target (a copy into a new database or deployment). Any failure
-before the restore is complete (a cut stream, a member that does not match its checksum,
-the server refusing, Ctrl-C) drops every collection and view it created, so the target
-ends as it began, and the error says so. Unlike an archive file, whose first write waits
-for the check of the whole archive, the collections being filled are visible under their
-names while it runs.
+so this path is taken only when that is all it writes until the end: when none of the
+namespaces it restores exists in the target (a copy into a new database or deployment),
+and a namespace that appears there meanwhile is an error, never a merge. Any failure
+before the stream has proved whole (a cut stream, a member that does not match its
+checksum, the server refusing, Ctrl-C) drops every collection it created, so the target
+ends as it began, and the error says so. After that point (indexes, views, the captured
+changes, users and roles) a failure is what it is after an archive file's check: what
+was done stays. Unlike an archive file, whose first write waits for the check of the
+whole archive, the collections being filled are visible under their names while it runs.
 
 An age-encrypted stream is decrypted as it is read (``--identity``). Everything else
 falls back to the archive's path, verified before the first write: a stream in the
@@ -126,8 +128,8 @@ def _restore_if_new(
     client = connect(opts.uri, timeout=opts.timeout)
     try:
         database = target_database(client, names, selected)
-        created = [names.entry(entry).name for entry in selected]
-        present = sorted(set(created) & set(database.list_collection_names()))
+        planned = [names.entry(entry).name for entry in selected]
+        present = sorted(set(planned) & set(database.list_collection_names()))
         if present:
             logger.info(
                 "the target already holds %r: the stream is kept in a temporary file and "
@@ -168,10 +170,10 @@ def _restore(
     names: Renamer,
     selected: list[CollectionEntry],
 ) -> RestoreResult:
-    """Restore, or undo everything on the way out of a failure. ``clients``: the target
-    database, and a client for the inserts (see restore/run.py)."""
+    """Restore; a failure before the stream has proved whole drops what this restore
+    created. ``clients``: the target database, and a client for the inserts (see
+    restore/run.py)."""
     database, inserts = clients
-    created = [names.entry(entry).name for entry in selected]
     held = reader.plan.databases or [reader.plan.database]
     with tempfile.TemporaryDirectory(prefix="mongo-backup-pipe-") as work:
         # The inserter records its progress as for any restore; a stream cannot be
@@ -179,8 +181,14 @@ def _restore(
         state = RestoreState(source="-", database=names.target)
         restorer = Restorer(
             database,
-            # The lines are parsed as they come: no verify pass went first.
-            replace(write_settings(opts, reader.plan.database), checked=False),
+            # The lines are parsed as they come (no verify pass went first), and only
+            # namespaces it creates are written: what it must undo is what it created.
+            replace(
+                write_settings(opts, reader.plan.database),
+                checked=False,
+                drop=False,
+                new_only=True,
+            ),
             uri_secrets(opts.uri),
             state,
             Path(work) / "state.json",
@@ -195,8 +203,17 @@ def _restore(
                     database.client, restorer.authz, held, opts.drop, uri_secrets(opts.uri)
                 )
         except BaseException as error:
-            _undo(database, created)
-            raise _undone(error, len(created)) from None
+            if not reader.complete:
+                _undo(database, restorer.created)
+                raise _undone(error, len(restorer.created)) from None
+            # The stream was whole: as after an archive file's check, what was done
+            # stays (indexes, views, captured changes, users come after that point).
+            if isinstance(error, KeyboardInterrupt):
+                raise Interrupted(
+                    "interrupted after the stream was checked whole: what was restored so "
+                    "far stays (a stream cannot be resumed)"
+                ) from None
+            raise
     _settle(outcomes, reader, names)
     return RestoreResult("-", names.target, outcomes, False, 0.0, restorer.replays, authz)
 
@@ -210,7 +227,7 @@ def _undo(database: Any, created: list[str]) -> None:
 
 
 def _undone(error: BaseException, count: int) -> BaseException:
-    kept = f"nothing was kept (the {count} namespaces it was restoring are dropped again)"
+    kept = f"nothing was kept (the {count} collections it had created are dropped again)"
     if isinstance(error, KeyboardInterrupt):
         return Interrupted(f"interrupted; {kept}")
     if isinstance(error, pymongo.errors.PyMongoError):
