@@ -6,11 +6,13 @@ archive."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import subprocess
 import tarfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,16 +53,26 @@ def wait_for_orders(client: MongoClient[Any], db: str, count: int) -> None:
         time.sleep(0.05)
 
 
+@contextlib.contextmanager
+def held_before_its_manifest(
+    client: MongoClient[Any], mongo_uri: str, target_db: str, stream: bytes
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A restore fed everything but the manifest, once the orders are in (while the
+    stream is still open); the caller ends the stream."""
+    with start_restore(mongo_uri, target_db) as restore:
+        assert restore.stdin is not None and restore.stderr is not None
+        restore.stdin.write(stream[: offset_of(stream, "manifest.json")])
+        restore.stdin.flush()
+        wait_for_orders(client, target_db, 3000)  # inserted while the stream is open
+        yield restore
+
+
 def test_documents_are_in_before_the_stream_ends(
     client: MongoClient[Any], mongo_uri: str, db_name: str, target_db: str, plain_stream: bytes
 ) -> None:
-    manifest_at = offset_of(plain_stream, "manifest.json")
-    with start_restore(mongo_uri, target_db) as restore:
+    with held_before_its_manifest(client, mongo_uri, target_db, plain_stream) as restore:
         assert restore.stdin is not None and restore.stderr is not None
-        restore.stdin.write(plain_stream[:manifest_at])  # everything but the manifest
-        restore.stdin.flush()
-        wait_for_orders(client, target_db, 3000)  # inserted while the stream is open
-        restore.stdin.write(plain_stream[manifest_at:])
+        restore.stdin.write(plain_stream[offset_of(plain_stream, "manifest.json") :])
         restore.stdin.close()
         assert restore.wait(120) == 0, restore.stderr.read().decode()
     assert snapshot(client, target_db) == snapshot(client, db_name)
@@ -90,11 +102,8 @@ def test_the_plan_goes_first_then_the_smallest_collection(
 def test_a_stream_cut_after_its_documents_are_in_keeps_nothing(
     client: MongoClient[Any], mongo_uri: str, target_db: str, plain_stream: bytes
 ) -> None:
-    with start_restore(mongo_uri, target_db) as restore:
+    with held_before_its_manifest(client, mongo_uri, target_db, plain_stream) as restore:
         assert restore.stdin is not None and restore.stderr is not None
-        restore.stdin.write(plain_stream[: offset_of(plain_stream, "manifest.json")])
-        restore.stdin.flush()
-        wait_for_orders(client, target_db, 3000)
         restore.stdin.close()  # the backup side died before its manifest
         assert restore.wait(120) != 0
         stderr = restore.stderr.read().decode()
@@ -107,11 +116,8 @@ def test_a_stream_cut_after_its_documents_are_in_keeps_nothing(
 def test_a_cut_stream_drops_only_what_the_restore_created(
     client: MongoClient[Any], mongo_uri: str, target_db: str, plain_stream: bytes
 ) -> None:
-    with start_restore(mongo_uri, target_db) as restore:
-        assert restore.stdin is not None and restore.stderr is not None
-        restore.stdin.write(plain_stream[: offset_of(plain_stream, "manifest.json")])
-        restore.stdin.flush()
-        wait_for_orders(client, target_db, 3000)
+    with held_before_its_manifest(client, mongo_uri, target_db, plain_stream) as restore:
+        assert restore.stdin is not None
         # Someone else takes the view's name (views come after the stream's end).
         client[target_db].big_orders.insert_one({"_id": "theirs"})
         restore.stdin.close()
