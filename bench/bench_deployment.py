@@ -114,27 +114,34 @@ def section_deployment(c: Any, tools: SimpleNamespace, second_uri: str) -> None:
         for part in PARTS:
             client.drop_database(part)
 
-    # The pipe against a file backup and a file restore of the same data, same servers.
-    file_backup, archive = c.run("deployment", "file_backup", one, ours=True, keep=True)
-    if archive is None:
-        return
-    restore = [*c.mb, "restore", archive, "--uri", second_uri, "--drop", "-q"]
-
+    # The pipe against a file backup and a file restore of the same data, same servers,
+    # in interleaved rounds (this machine drifts: a series of each would compare times of
+    # day). Every restore, file or pipe, goes into an empty target (a copy to a new
+    # deployment): dropping the last run's collections is not part of what is measured.
     def empty_target() -> None:
-        # Every restore, file or pipe, into an empty target (a copy to a new deployment):
-        # dropping the last run's collections is not part of what is measured.
         with MongoClient(second_uri) as client:
             client.drop_database(c.db)
 
-    file_restore, _ = c.run("deployment", "file_restore", restore, ours=True, before=empty_target)
+    first, archive = c.run("deployment", "file_backup", one, ours=True, keep=True, repeat=1)
+    if archive is None:
+        return
+    restore = [*c.mb, "restore", archive, "--uri", second_uri, "--drop", "-q"]
+    backups, restores, runs = [first], [], []
     try:
-        runs = []
-        for _ in range(c.args.repeat):
+        for round_ in range(c.args.repeat):
+            if round_:
+                backups.append(c.run("deployment", "file_backup", one, ours=True, repeat=1)[0])
+            restores.append(c.run("deployment", "file_restore", restore, ours=True, repeat=1,
+                                  before=empty_target)[0])  # fmt: skip
             empty_target()
             runs.append(pipe_once(c, c.db, second_uri))
     except RuntimeError as error:
         say(f"SKIP deployment pipe: {error}")
         return
+    file_backup, file_restore = (
+        tools.merged("file_backup", backups),
+        tools.merged("file_restore", restores),
+    )
     pipe = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
     say(f"pipe          wall {pipe['wall']:.2f} s  backup cpu {pipe['backup_cpu']:.2f} s "
         f"rss {pipe['backup_rss']:.1f} MiB  restore cpu {pipe['restore_cpu']:.2f} s "
