@@ -621,3 +621,21 @@ def test_disambiguated_paths_of_dotted_names_are_applied_exactly(
     assert raw is not None
     assert bson.decode(raw.raw) == expected
     assert bytes(raw.raw) == bson.encode(expected)
+
+
+# -- 8. --drop replaces what the chain writes, increment-only collections too ------------
+
+
+def test_drop_replaces_a_collection_only_an_increment_creates(
+    cli: CliRunner, client: Any, mongo_uri: str, db_name: str, target_db: str, tmp_path: Path
+) -> None:
+    source = writable(client, db_name)
+    source.items.insert_many([{"_id": i} for i in range(5)])
+    backup_archive(cli, mongo_uri, db_name, tmp_path)
+    source.later.insert_many([{"_id": i, "new": True} for i in range(3)])  # after the full
+    increment = incremental(cli, mongo_uri, db_name, tmp_path)
+    # The target holds an older ``later`` with other documents: --drop must not merge.
+    client[target_db].later.insert_many([{"_id": i, "stale": True} for i in (1, 7)])
+    result = restore_cli(cli, increment, mongo_uri, "--db", target_db, "--drop")
+    assert result.code == 0, result.err
+    assert_same_snapshot(snapshot(client, target_db), snapshot(client, db_name))

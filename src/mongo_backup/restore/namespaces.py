@@ -30,7 +30,7 @@ from ..mongo.source import from_extjson
 from ..retry import driver_error_text
 from .authz import Authz, read_authz_member
 from .renames import NO_RENAMES, Renamer
-from .replay import Replay, events_of, replay, spooled
+from .replay import Replay, events_of, namespaces_in, replay, spooled
 from .state import CollectionState, RestoreState, Watermark, progress_hook
 
 logger = logging.getLogger(__name__)
@@ -166,6 +166,9 @@ class Restorer:
                 self._create_view(entry, outcomes[entry.name], entry.name in existing)
             changes_entry = reader.manifest.changes
             if changes is not None and changes_entry is not None:
+                if self.opts.drop:
+                    namespaced = reader.manifest.databases is not None
+                    self._drop_what_changes_add(changes, changes_entry, namespaced, existing)
                 self.replays.append(
                     replay(
                         self.db,
@@ -177,6 +180,20 @@ class Restorer:
                     )
                 )
         return list(outcomes.values())
+
+    def _drop_what_changes_add(
+        self, changes: IO[bytes], entry: CollectionEntry, namespaced: bool, existing: set[str]
+    ) -> None:
+        """--drop: a collection the captured changes create (it appeared during the
+        backup) is dropped before they are replayed, not merged into."""
+        touched = namespaces_in(events_of(changes, entry, self.opts.checked), namespaced)
+        changes.seek(0)
+        restored = set(self.state.collections) if self.state is not None else set()
+        for name in sorted(touched):
+            target = self.names.collection(name)
+            if self.wanted(name) and target in existing and target not in restored:
+                logger.info("%s: dropped (--drop), the captured changes write it anew", target)
+                self.db.drop_collection(target)
 
     def _restore_member(
         self, entry: CollectionEntry, stream: Any, outcome: CollectionOutcome

@@ -111,6 +111,32 @@ def events_of(stream: IO[bytes], entry: CollectionEntry, checked: bool) -> Itera
         yield raw
 
 
+def namespaces_in(events: Iterator[bytes], namespaced: bool) -> set[str]:
+    """The collections change events write to or rename to, as a ChangeApplier names
+    them (``DB.COLLECTION`` for a backup of several databases)."""
+    found: set[str] = set()
+    for raw in events:
+        event = RawBSONDocument(raw)
+        for key in ("ns", "to"):
+            namespace = event.get(key) or {}
+            collection = str(namespace.get("coll") or "")
+            if collection:
+                found.add(f"{namespace['db']}.{collection}" if namespaced else collection)
+    return found
+
+
+def touched_by(link: Link, checked: bool) -> set[str]:
+    """The collections an increment writes to: its entries (``--since-field``) and
+    those its change events name."""
+    found = {entry.name for entry in link.manifest.collections if entry.is_collection}
+    with open_backup(link.path) as reader:
+        namespaced = reader.manifest.databases is not None
+        for entry, stream in reader.members():
+            if entry.type == "changes":
+                found |= namespaces_in(events_of(stream, entry, checked), namespaced)
+    return found
+
+
 def replay(
     db: Database[Any],
     backup: str,

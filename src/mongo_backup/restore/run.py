@@ -41,8 +41,8 @@ from ..verify.run import verify
 from .authz import apply_authz, planned_authz
 from .namespaces import Restorer
 from .options import RestoreOptions
-from .renames import target_database
-from .replay import Replay, apply_increment, plan_chain
+from .renames import Renamer, target_database
+from .replay import Replay, apply_increment, plan_chain, touched_by
 from .result import RestoreResult
 from .selection import check_users_and_roles, renames_of, wanted_namespaces, write_settings
 from .state import (
@@ -136,6 +136,8 @@ def _apply_increments(opts: RestoreOptions, full: Link, links: list[Link]) -> li
     client = connect(opts.uri, timeout=opts.timeout)
     try:
         database = target_database(client, names, full.manifest.collections)
+        if opts.drop and not opts.dry_run:
+            _drop_what_increments_add(opts, database, full, links, names)
         return [
             apply_increment(database, link, wanted, opts.until, opts.verify_first, names)
             for link in links
@@ -147,6 +149,25 @@ def _apply_increments(opts: RestoreOptions, full: Link, links: list[Link]) -> li
         ) from None
     finally:
         client.close()
+
+
+def _drop_what_increments_add(
+    opts: RestoreOptions, database: Any, full: Link, links: list[Link], names: Renamer
+) -> None:
+    """--drop replaces what the chain restores: the collections only its increments
+    write to (created after the full backup) are dropped too, before the first one is
+    applied, or their events would land on what the target held."""
+    wanted = wanted_namespaces(opts, full.manifest.database)
+    restored = {entry.name for entry in full.manifest.collections if entry.is_collection}
+    added: set[str] = set()
+    for link in links:
+        added |= {name for name in touched_by(link, opts.verify_first) if wanted(name)}
+    present = set(database.list_collection_names())
+    for name in sorted(added - restored):
+        target = names.collection(name)
+        if target in present:
+            logger.info("%s: dropped (--drop), the increments write it anew", target)
+            database.drop_collection(target)
 
 
 def _restore_one(opts: RestoreOptions, started: float) -> RestoreResult:
