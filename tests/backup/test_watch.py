@@ -298,9 +298,12 @@ def test_watch_survives_a_server_restart(
     uri, out = own_server.uri, tmp_path / "out"
     with MongoClient(uri) as client:
         db = seeded(client, "restart")
+        # Journaled before the kill: an update the server loses in the crash would still
+        # be in the change events the watch had read (a rollback), not in the source.
+        durable = db.with_options(write_concern=WriteConcern("majority", j=True))
         with Watch(options(uri, "restart", out)) as watch:
             watch.wait_for(1)
-            db.orders.update_many({}, {"$set": {"before": True}})
+            durable.orders.update_many({}, {"$set": {"before": True}})
             own_server.kill()
             time.sleep(1.0)
             own_server.start()
