@@ -221,3 +221,18 @@ def test_an_encrypted_stream_is_restored_as_it_arrives(
     assert restored.returncode == 0, restored.stderr.decode()
     assert "restoring the stream as it arrives" in restored.stderr.decode()  # no spooling
     assert snapshot(client, target_db) == snapshot(client, db_name)
+
+
+def test_a_reader_gone_mid_collection_stops_the_export_there(
+    client: MongoClient[Any], mongo_uri: str, db_name: str, tmp_path: Path
+) -> None:
+    client[db_name].big.insert_many([{"_id": i, "pad": "x" * 200} for i in range(80_000)])
+    argv = [*TOOL, "backup", "--uri", f"'{mongo_uri}'", "--db", db_name,
+            "--out-dir", str(tmp_path / "w"), "--archive", "-", "-q"]  # fmt: skip
+    result = subprocess.run(["bash", "-c", f"{' '.join(argv)} | head -c 100 > /dev/null"],
+                            capture_output=True, timeout=300, check=False)  # fmt: skip
+    assert b"closed the pipe" in result.stderr and b"--resume" in result.stderr
+    (kept,) = (tmp_path / "w").iterdir()
+    journal = kept / "checkpoint.done.jsonl"
+    # Noticed while nothing was being sent: the one collection was left unfinished.
+    assert not journal.exists() or "big.jsonl" not in journal.read_text()

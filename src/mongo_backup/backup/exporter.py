@@ -221,6 +221,11 @@ class UnitRunner:
             if converter is not None:
                 converter.shutdown()
 
+    def abandon(self, error: BaseException) -> None:
+        """Stop every export at its next batch and make ``run`` raise ``error`` (the
+        pipe's reader went away: nothing more can be sent)."""
+        self._stop_all(error)
+
     def _stop_all(self, error: BaseException) -> None:
         with self._lock:
             if self._fatal is None and not isinstance(error, Interrupted):

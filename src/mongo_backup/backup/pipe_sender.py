@@ -23,19 +23,21 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any, cast
 
 from ..archive.manifest import MANIFEST_NAME, PLAN_NAME
 from ..archive.tar_stream import TarStream
 from ..archive.writer import framed
-from ..location.pipe import StdoutWriter
+from ..location.pipe import StdoutWriter, reader_gone
 from .checkpoint import Unit
 from .delivery import encrypting
 
 _END = object()
 _ABORT = object()
 _ABORT_WAIT = 5.0  # seconds: a reader that takes nothing cannot hold a failed backup
+_IDLE_CHECK = 0.5  # seconds: how soon a reader gone while nothing is sent is noticed
 
 
 class _RawStdout:
@@ -83,8 +85,12 @@ class PipeSender:
         self._compression = compression
         self._queue: queue.Queue[object] = queue.Queue()
         self._writer = StdoutWriter(out if out is not None else _RawStdout())  # type: ignore[arg-type]
+        self._on_stdout = out is None
         self._stop = threading.Event()
         self.failure: BaseException | None = None
+        # Told of a failure at once (the export stops at its next batch, not at the end
+        # of the collection it is reading).
+        self.on_failure: Callable[[BaseException], None] | None = None
         self.sent: set[str] = set()
         self._lock = threading.Lock()  # ``sent`` is shared by the export threads
         produce = encrypting(self._produce, recipients) if recipients else self._produce
@@ -142,12 +148,26 @@ class PipeSender:
             self._writer.flush()
         except BaseException as error:  # the pipe's own error, not age's wrapping of it
             self.failure = self._writer.failure or error
+            if self.on_failure is not None and not self._stop.is_set():
+                self.on_failure(self.failure)
+
+    def _check_reader(self) -> None:
+        """While a long collection is exported nothing is written: a reader that went
+        away (``| head``) is noticed here, and the export stops at its next batch."""
+        gone = reader_gone() if self._on_stdout else None
+        if gone is not None:
+            self._writer.failure = gone
+            raise gone
 
     def _produce(self, out: IO[bytes]) -> None:
         with framed(out, self._compression) as (target, framing):
             tar = TarStream(target, framing)
             while True:
-                item = self._queue.get()
+                try:
+                    item = self._queue.get(timeout=_IDLE_CHECK)
+                except queue.Empty:
+                    self._check_reader()
+                    continue
                 if item is _ABORT or self._stop.is_set():
                     return  # no end: the reader sees a cut archive
                 if item is _END:

@@ -163,6 +163,8 @@ def _locked_backup(
             progress=progress,
             on_done=sender.unit_done if sender is not None else None,
         )
+        if sender is not None:
+            sender.on_failure = runner.abandon
         outcome = _export(opts, client, source, folder, plan, runner, check, resumed, kept)
     except BaseException as error:
         if sender is not None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import select
 import shutil
 import sys
 import tempfile
@@ -92,6 +93,18 @@ class StdoutWriter:
         except OSError as error:
             self.failure = _pipe_error(error)
             raise self.failure from None
+
+
+def reader_gone() -> ArchiveError | None:
+    """The error to stop with if stdout is a pipe whose reader has closed it (the write
+    end of such a pipe polls POLLERR on Linux), noticed without writing; else None."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLERR)
+        gone = bool(poller.poll(0))
+    except (OSError, ValueError, AttributeError):  # no poll(), no file descriptor
+        return None
+    return _pipe_error(OSError(errno.EPIPE, "Broken pipe")) if gone else None
 
 
 def _pipe_error(error: OSError) -> ArchiveError:
