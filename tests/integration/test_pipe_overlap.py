@@ -143,6 +143,28 @@ def test_a_damaged_member_is_found_at_the_end_and_keeps_nothing(
     assert client[target_db].list_collection_names() == []
 
 
+def test_verify_reads_a_stream_as_it_arrives(
+    client: MongoClient[Any], mongo_uri: str, db_name: str, plain_stream: bytes,
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+) -> None:  # fmt: skip
+    # No temporary copy: TMPDIR points at a folder that cannot be written.
+    unwritable = tmp_path / "no-tmp"
+    unwritable.mkdir(mode=0o500)
+    env = {**os.environ, "TMPDIR": str(unwritable)}
+    result = tool("verify", "-", "--against-uri", mongo_uri, "--against-db", db_name,
+                  input=plain_stream, env=env)  # fmt: skip
+    assert result.returncode == 0, result.stderr.decode()
+    assert "3000/3000" in result.stdout.decode()
+    client[db_name].orders.delete_one({"_id": 5})
+    differs = tool("verify", "-", "--against-uri", mongo_uri, "--against-db", db_name,
+                   input=plain_stream, env=env)  # fmt: skip
+    assert differs.returncode == 1 and "missing _id" in differs.stdout.decode()
+    start = offset_of(plain_stream, "orders.jsonl") + 512 * 3
+    damaged = plain_stream[:start] + plain_stream[start:].replace(b'"1', b'"2', 1)
+    broken = tool("verify", "-", input=damaged, env=env)
+    assert broken.returncode == 1 and "does not match its checksum" in error_line(broken)
+
+
 def test_a_target_that_holds_a_namespace_checks_the_stream_first(
     client: MongoClient[Any], mongo_uri: str, db_name: str, target_db: str, plain_stream: bytes
 ) -> None:

@@ -1,17 +1,22 @@
 """Archives through pipes: ``backup --archive -`` writes one to stdout, ``restore -`` and
 ``verify -`` read one from stdin.
 
-A backup is only known to be whole once its last member's checksum is read, and a
-restore must not write anything from a stream that is cut or damaged (the rule for every
-archive). So a stream read from stdin is kept in a private temporary file until its end,
-then verified and restored from there like any archive file: memory stays flat, and the
-disk it takes is the archive's size, released when the command ends.
+A stream in the streamed form ``backup --archive -`` writes (plan first, manifest last:
+see archive/streamed.py) is read as it arrives (:func:`open_streamed_stdin`); its reader
+checks every member against the manifest at the end, and the commands built on it say
+what they do until then (restore/streamed.py). Any other stream on stdin is kept in a
+private temporary file until its end, then verified and read from there like any archive
+file: memory stays flat, and the disk it takes is the archive's size, released when the
+command ends.
 
-Contract: :func:`spooled_stdin` yields the path of a complete copy of stdin (named as an
-age-encrypted archive when it starts with age's header, so that ``--identity`` applies)
+Contract: :func:`open_streamed_stdin` returns a reader (or None) and the
+:class:`RecordedStdin` that keeps every byte read until ``forget``; :func:`spooled_stdin`
+yields the path of a complete copy of stdin, beginning with those bytes (named as an
+age-encrypted archive when it starts with age's header, so that ``--identity`` applies),
 and removes it afterwards; an empty stdin is a ConfigError. :class:`StdoutWriter` writes
 bytes to the process's stdout and turns a reader that went away into one ArchiveError
-line instead of a BrokenPipeError traceback.
+line instead of a BrokenPipeError traceback; :func:`reader_gone` notices that without
+writing.
 """
 
 from __future__ import annotations
@@ -25,11 +30,14 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any, cast
 
+from ..archive.encryption import DecryptedStream, identities
+from ..archive.streamed import StreamedReader
 from ..errors import ArchiveError, ConfigError
 
 STDIO = "-"
+_HEAD = 64  # enough to recognise age's header
 _AGE_HEADER = b"age-encryption.org/v1"
 _CHUNK = 1 << 20
 
@@ -67,6 +75,59 @@ def spooled_stdin(already: bytes = b"") -> Iterator[Path]:
             path.rename(encrypted)
             path = encrypted
         yield path
+
+
+class RecordedStdin:
+    """stdin, every byte read from it kept until :meth:`forget` (a fallback to the
+    temporary copy must write them first); :meth:`rewind` reads them again."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self._raw = raw
+        self.head = bytearray()
+        self._keep = True
+        self._again = b""
+
+    def read(self, size: int = -1) -> bytes:
+        if self._again:
+            count = len(self._again) if size < 0 else min(size, len(self._again))
+            data, self._again = self._again[:count], self._again[count:]
+            return data
+        data = self._raw.read(size)
+        if self._keep:
+            self.head += data
+        return data
+
+    def rewind(self) -> None:
+        self._again = bytes(self.head)
+
+    def forget(self) -> None:
+        self._keep = False
+        self.head = bytearray()
+
+    def close(self) -> None:
+        pass  # stdin stays open: the fallback reads on
+
+
+def open_streamed_stdin(identity: Path | None) -> tuple[StreamedReader | None, RecordedStdin]:
+    """The archive on stdin, read as it arrives if it is in the streamed form that
+    ``backup --archive -`` writes (decrypted on the way with ``identity`` when it is
+    age-encrypted); None for anything else (the file form, no or a wrong key, damage:
+    the spooled copy's reading says which). Either way, the recorder of what was read."""
+    check_stdin()
+    stdin = RecordedStdin(sys.stdin.buffer)
+    encrypted = is_encrypted(stdin.read(_HEAD))
+    stdin.rewind()
+    if encrypted and identity is None:
+        return None, stdin
+    source: Any = stdin
+    if encrypted:
+        assert identity is not None
+        source = DecryptedStream(cast(IO[bytes], stdin), identities(identity), "stdin")
+    try:
+        return StreamedReader(cast(IO[bytes], source), "stdin"), stdin
+    except ArchiveError:
+        source.close()
+        return None, stdin
 
 
 class StdoutWriter:

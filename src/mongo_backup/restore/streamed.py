@@ -31,20 +31,18 @@ namespaces (``--drop`` must not drop them for a stream that may yet be cut), a d
 from __future__ import annotations
 
 import logging
-import sys
 import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import Any
 
 import pymongo.errors
 
-from ..archive.encryption import DecryptedStream, identities
 from ..archive.manifest import CollectionEntry
 from ..archive.streamed import StreamedReader
 from ..errors import ArchiveError, Interrupted, MongoBackupError
-from ..location.pipe import check_stdin, is_encrypted
+from ..location.pipe import RecordedStdin, open_streamed_stdin
 from ..mongo.connection import connect, durable_writes
 from ..redact import uri_secrets
 from ..retry import driver_error_text
@@ -58,59 +56,14 @@ from .state import RestoreState
 
 logger = logging.getLogger(__name__)
 
-_HEAD = 64
-
-
-class _Recorded:
-    """stdin, every byte read from it kept until :meth:`forget` (a fallback to the
-    temporary copy must write them first); :meth:`rewind` reads them again."""
-
-    def __init__(self, raw: IO[bytes]) -> None:
-        self._raw = raw
-        self.head = bytearray()
-        self._keep = True
-        self._again = b""
-
-    def read(self, size: int = -1) -> bytes:
-        if self._again:
-            count = len(self._again) if size < 0 else min(size, len(self._again))
-            data, self._again = self._again[:count], self._again[count:]
-            return data
-        data = self._raw.read(size)
-        if self._keep:
-            self.head += data
-        return data
-
-    def rewind(self) -> None:
-        self._again = bytes(self.head)
-
-    def forget(self) -> None:
-        self._keep = False
-        self.head = bytearray()
-
-    def close(self) -> None:
-        pass  # stdin stays open: the fallback reads on
-
 
 def restore_piped(opts: RestoreOptions) -> tuple[RestoreResult | None, bytes]:
     """Restore stdin as it arrives if this path applies: (the result, b""); else
     (None, the bytes read from stdin so far), nothing written."""
     if opts.dry_run or opts.resume or opts.until is not None:
         return None, b""
-    check_stdin()
-    stdin = _Recorded(sys.stdin.buffer)
-    encrypted = is_encrypted(stdin.read(_HEAD))
-    stdin.rewind()
-    if encrypted and opts.identity is None:
-        return None, bytes(stdin.head)  # the archive's path says what is missing
-    source: Any = stdin
-    if encrypted:
-        assert opts.identity is not None
-        source = DecryptedStream(cast(IO[bytes], stdin), identities(opts.identity), "stdin")
-    try:
-        reader = StreamedReader(cast(IO[bytes], source), "stdin")
-    except ArchiveError:  # the archive-file form, a wrong key, damage: the archive's path
-        source.close()  # says which, from the temporary copy
+    reader, stdin = open_streamed_stdin(opts.identity)
+    if reader is None:
         return None, bytes(stdin.head)
     with reader:  # closing it stops the decryption before stdin is read on
         result = _restore_if_new(opts, reader, stdin) if reader.plan.kind == "full" else None
@@ -118,7 +71,7 @@ def restore_piped(opts: RestoreOptions) -> tuple[RestoreResult | None, bytes]:
 
 
 def _restore_if_new(
-    opts: RestoreOptions, reader: StreamedReader, stdin: _Recorded
+    opts: RestoreOptions, reader: StreamedReader, stdin: RecordedStdin
 ) -> RestoreResult | None:
     started = time.perf_counter()
     plan = reader.plan

@@ -4,7 +4,9 @@
 and that every line parses to BSON, each compared with the manifest. It never raises for
 a damaged member; problems are collected in the result, with member and line, so that
 one run reports everything. Only an unreadable manifest or archive raises
-:class:`ArchiveError`.
+:class:`ArchiveError`, and a stream read as it arrives (``verify -`` of what ``backup
+--archive -`` writes: no temporary copy), whose reader checks each member's checksum
+against the manifest at its end and raises for the first that does not match.
 
 With ``against_uri`` it also compares each collection with a live database: documents
 missing, extra and different (by ``_id``, on exact bytes), options and indexes that
@@ -28,7 +30,9 @@ from ..archive.chain import resolve_chain
 from ..archive.lines import StreamStats, read_documents
 from ..archive.manifest import CollectionEntry, Manifest
 from ..archive.reader import BackupReader, open_backup
+from ..archive.streamed import StreamedReader
 from ..errors import ArchiveError, ConfigError, LineFormatError
+from ..location.pipe import is_stdio, open_streamed_stdin
 from ..location.transfer import local_copy
 from ..mongo.connection import connect
 from ..mongo.deployment import DeploymentDatabase
@@ -171,10 +175,42 @@ class VerifyOptions:
 def run_verify(options: VerifyOptions) -> VerifyResult:
     """Check a backup (a path, a storage URL, or an encrypted archive with ``identity``):
     manifest, every member, the chain of an increment, and optionally a live database."""
-    with local_copy(options.source, options.identity, options.endpoint_url) as local:
+    head = b""
+    if is_stdio(options.source):  # the streamed form is checked as it arrives
+        reader, stdin = open_streamed_stdin(options.identity)
+        if reader is not None:
+            with reader:
+                if reader.plan.kind == "full":  # an increment needs its chain: a file
+                    return _verify_streamed(reader, options)
+        head = bytes(stdin.head)
+    with local_copy(options.source, options.identity, options.endpoint_url, head) as local:
         result = _verify(str(local), options.against_uri, options.against_db, options.timeout)
     result.location = options.source
     return result
+
+
+def _verify_streamed(reader: StreamedReader, options: VerifyOptions) -> VerifyResult:
+    """A stream read once, no temporary copy: every member hashed and checked against
+    the manifest at its end by the reader (a mismatch is its ArchiveError), parsed and
+    counted here; the counts are compared once the manifest has come."""
+    started = time.perf_counter()
+    _check_against(reader.plan, options.against_uri, options.against_db)
+    kept: dict[str, dict[bytes, bytes]] = {}
+    members = list(_check_all(reader, kept if options.against_uri else None))
+    manifest = reader.manifest
+    by_file = {entry.file: entry for entry in manifest.data_entries}
+    for report in members:
+        entry = by_file[report.file]
+        report.expected_count, report.expected_bytes = entry.count, entry.bytes
+        if report.count != entry.count:
+            report.problems.append(
+                f"holds {report.count} documents, the manifest says {entry.count}"
+            )
+    against = None
+    if options.against_uri:
+        db = options.against_db or manifest.database
+        against = compare_with_database(manifest, kept, options.against_uri, db, options.timeout)
+    return VerifyResult("-", manifest, members, against, time.perf_counter() - started)
 
 
 def verify(location: str, **options: Any) -> VerifyResult:
@@ -188,16 +224,7 @@ def _verify(
     started = time.perf_counter()
     with open_backup(location) as reader:
         kept: dict[str, dict[bytes, bytes]] = {}
-        if against_uri and reader.manifest.kind == "incremental":
-            raise ConfigError(
-                "--against compares a full backup with a database; restore the chain of "
-                "an increment and compare that instead"
-            )
-        if against_uri and against_db and reader.manifest.databases is not None:
-            raise ConfigError(
-                "--against-db names one database: this backup holds several, compared "
-                "with the same databases at --against"
-            )
+        _check_against(reader.manifest, against_uri, against_db)
         members = list(_check_all(reader, kept if against_uri else None))
         manifest = reader.manifest
     against = None
@@ -210,6 +237,19 @@ def _verify(
         _check_chain(result)
     result.duration = time.perf_counter() - started
     return result
+
+
+def _check_against(manifest: Manifest, against_uri: str | None, against_db: str | None) -> None:
+    if against_uri and manifest.kind == "incremental":
+        raise ConfigError(
+            "--against compares a full backup with a database; restore the chain of "
+            "an increment and compare that instead"
+        )
+    if against_uri and against_db and manifest.databases is not None:
+        raise ConfigError(
+            "--against-db names one database: this backup holds several, compared "
+            "with the same databases at --against"
+        )
 
 
 def _check_chain(result: VerifyResult) -> None:
