@@ -22,7 +22,13 @@ def add_parser(commands: Any, parent: argparse.ArgumentParser, epilog: str) -> N
         description="Check the manifest, every member's SHA-256, size and document count, and "
         "that every line parses. Exit 0 when all is well, 1 on any mismatch.",
     )
-    parser.add_argument("source", metavar="SOURCE", help="archive or backup folder")
+    parser.add_argument(
+        "source",
+        metavar="SOURCE",
+        help="archive (path or storage URL, maybe .age), backup folder, mongodump folder, or "
+        "'-' for an archive on stdin (one from 'backup --archive -' is checked as it "
+        "arrives, with no temporary copy)",
+    )
     parser.add_argument(
         "--against-uri",
         metavar="URI",
