@@ -21,6 +21,7 @@ import bson
 import pytest
 from bson import Binary, Code, Decimal128, Int64, Regex, Timestamp
 from pymongo import MongoClient, WriteConcern
+from test_consistency import during_reads
 
 from bsontools import RAW_OPTIONS, read_manifest
 from chaintools import (
@@ -639,3 +640,68 @@ def test_drop_replaces_a_collection_only_an_increment_creates(
     result = restore_cli(cli, increment, mongo_uri, "--db", target_db, "--drop")
     assert result.code == 0, result.err
     assert_same_snapshot(snapshot(client, target_db), snapshot(client, db_name))
+
+
+def test_drop_keeps_what_the_full_backups_changes_created_for_its_increments(
+    cli: CliRunner, client: Any, mongo_uri: str, db_name: str, target_db: str, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    source = writable(client, db_name)
+    source.items.insert_many([{"_id": i} for i in range(5)])
+    # ``fresh`` appears while the full backup reads: only its captured changes hold it.
+    during = during_reads(
+        monkeypatch, lambda: source.fresh.insert_many([{"_id": i, "v": 1} for i in range(10)])
+    )
+    backup_archive(cli, mongo_uri, db_name, tmp_path)
+    during.done()
+    monkeypatch.undo()
+    source.fresh.update_one({"_id": 1}, {"$set": {"v": 2}})
+    increment = incremental(cli, mongo_uri, db_name, tmp_path)
+    client[target_db].fresh.insert_one({"_id": "stale"})
+    result = restore_cli(cli, increment, mongo_uri, "--db", target_db, "--drop")
+    assert result.code == 0, result.err
+    assert_same_snapshot(snapshot(client, target_db), snapshot(client, db_name))
+
+
+def test_drop_keeps_a_view_the_restore_recreated(
+    cli: CliRunner, client: Any, mongo_uri: str, db_name: str, target_db: str, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    source = writable(client, db_name)
+    source.items.insert_many([{"_id": i, "k": i} for i in range(5)])
+    source.command("create", "big", viewOn="items", pipeline=[{"$match": {"k": {"$gt": 1}}}])
+    during = during_reads(monkeypatch, lambda: source.command(
+        "collMod", "big", viewOn="items", pipeline=[{"$match": {"k": {"$gt": 2}}}]))  # fmt: skip
+    full = backup_archive(cli, mongo_uri, db_name, tmp_path)
+    during.done()
+    client[target_db].command("create", "big", viewOn="items", pipeline=[])
+    result = restore_cli(cli, full, mongo_uri, "--db", target_db, "--drop")
+    assert result.code == 0, result.err
+    assert "big" in client[target_db].list_collection_names()
+
+
+def test_drop_leaves_what_the_restored_point_never_writes(
+    cli: CliRunner, client: Any, mongo_uri: str, db_name: str, target_db: str, tmp_path: Path
+) -> None:
+    source = writable(client, db_name)
+    source.items.insert_many([{"_id": i} for i in range(5)])
+    source.tmp.insert_many([{"_id": i} for i in range(5)])
+    backup_archive(cli, mongo_uri, db_name, tmp_path)
+    time.sleep(NEXT_SECOND)
+    until = as_iso(int(time.time()))
+    time.sleep(NEXT_SECOND)
+    source.later.insert_many([{"_id": i} for i in range(3)])  # after --until
+    other = f"{db_name}_other"
+    client.admin.command("renameCollection", f"{db_name}.tmp", to=f"{other}.x")  # away
+    increment = incremental(cli, mongo_uri, db_name, tmp_path)
+    target = client[target_db]
+    target.later.insert_many([{"_id": i, "mine": True} for i in range(3)])
+    target.x.insert_many([{"_id": i, "mine": True} for i in range(3)])
+    try:
+        for extra in (["--until", until], []):
+            result = restore_cli(cli, increment, mongo_uri, "--db", target_db, "--drop", *extra)
+            assert result.code == 0, result.err
+            assert target.x.count_documents({"mine": True}) == 3  # a rename's destination
+        assert target.later.count_documents({"mine": True}) == 0  # written: replaced
+    finally:
+        client.drop_database(other)

@@ -82,3 +82,34 @@ def test_a_permanent_error_is_not_retried() -> None:
     with pytest.raises(MongoBackupError, match="not authorized"):
         run(collection, [batch(0, 10)])
     assert collection.lost == 0  # tried once
+
+
+def test_a_ctrl_c_while_batches_drain_drops_the_queued_ones_and_returns() -> None:
+    """The interrupt lands while the last batches wait in the queue: the one being sent
+    ends, the others are never sent (a streamed restore undoes its writes right after),
+    and nothing waits forever for a worker that missed its stop."""
+    import _thread
+    import threading
+    import time
+
+    import bson
+
+    from mongo_backup.mongo.inserter import InsertCounts, RawInserter
+
+    sent: list[int] = []
+
+    class Slow:
+        name = "c"
+
+        def insert_many(self, documents: list[object], **_: object) -> None:
+            time.sleep(1.0)
+            sent.append(len(documents))
+
+    inserter = RawInserter(Slow(), 1, False, InsertCounts(), str)  # type: ignore[arg-type]
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt), inserter:
+        for ticket in range(3):
+            inserter.submit([bson.encode({"_id": ticket})], ticket=ticket)
+        threading.Timer(0.3, _thread.interrupt_main).start()
+    assert time.monotonic() - started < 5
+    assert len(sent) < 3

@@ -160,11 +160,25 @@ def _check(
         raise ArchiveError(f"{location}: {left[0]!r} is in the plan but not the manifest")
 
 
+# The manifests of streamed-form files read whole once, by (path, size, mtime): a restore
+# opens its archive several times (chain, verify, restore), and every reader checks each
+# member against the manifest anyway. A few are kept (a long-running process reads many).
+_KNOWN: dict[tuple[str, int, int], Manifest] = {}
+_KNOWN_MAX = 16
+
+
 def open_streamed_file(path: Path) -> StreamedReader:
     """A streamed-form archive file: checked once whole, then opened for its members."""
-    with open(path, "rb") as first:
-        scan = StreamedReader(first, str(path))
-        for _entry, _stream in scan.members():
-            pass  # hashed and checked as they go by
-        manifest = scan.manifest
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    manifest = _KNOWN.get(key)
+    if manifest is None:
+        with open(path, "rb") as first:
+            scan = StreamedReader(first, str(path))
+            for _entry, _stream in scan.members():
+                pass  # hashed and checked as they go by
+            manifest = scan.manifest
+        if len(_KNOWN) >= _KNOWN_MAX:
+            _KNOWN.pop(next(iter(_KNOWN)))
+        _KNOWN[key] = manifest
     return StreamedReader(open(path, "rb"), str(path), manifest)

@@ -165,6 +165,7 @@ def _locked_backup(
         )
         if sender is not None:
             sender.on_failure = runner.abandon
+            sender.raise_if_failed()  # a reader gone before the export began
         outcome = _export(opts, client, source, folder, plan, runner, check, resumed, kept)
     except BaseException as error:
         if sender is not None:

@@ -161,8 +161,8 @@ def reader_gone() -> ArchiveError | None:
     end of such a pipe polls POLLERR on Linux), noticed without writing; else None."""
     try:
         poller = select.poll()
-        poller.register(sys.stdout.fileno(), select.POLLERR)
-        gone = bool(poller.poll(0))
+        poller.register(1, select.POLLERR)  # the descriptor the archive is written to
+        gone = any(events & select.POLLERR for _, events in poller.poll(0))
     except (OSError, ValueError, AttributeError):  # no poll(), no file descriptor
         return None
     return _pipe_error(OSError(errno.EPIPE, "Broken pipe")) if gone else None

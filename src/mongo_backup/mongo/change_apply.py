@@ -72,6 +72,28 @@ class SameNames:
         return value
 
 
+class Replacement:
+    """``restore --drop`` through the replays of one restore: the target collections
+    already replaced (restored from the archive, or dropped once before a replay's first
+    write to them). Any other collection a replay writes is dropped first if the target
+    holds it, never merged into; one a replay never reaches (past ``--until``, a
+    rename's destination) is left alone."""
+
+    def __init__(self, restored: Iterable[str]) -> None:
+        self.done = set(restored)
+        self._present: set[str] | None = None
+
+    def before_write(self, db: Database[Any], target: str) -> None:
+        if target in self.done:
+            return
+        self.done.add(target)
+        if self._present is None:
+            self._present = set(db.list_collection_names())
+        if target in self._present:
+            logger.info("%s: dropped (--drop) before the changes write it anew", target)
+            db.drop_collection(target)
+
+
 class ChangeApplier:
     """Applies raw change events to ``db``; ``counts`` tallies what was done. ``wanted``
     is asked with the source's collection names; ``names`` gives the target's."""
@@ -83,8 +105,10 @@ class ChangeApplier:
         wanted: Callable[[str], bool],
         until: Timestamp | None = None,
         names: Names | None = None,
+        replacement: Replacement | None = None,
     ) -> None:
         self.db = db
+        self.replacement = replacement  # --drop (see Replacement)
         # A deployment's events name their collections DB.COLLECTION (see deployment.py).
         self.namespaced = isinstance(db, DeploymentDatabase)
         self.wanted = wanted
@@ -116,6 +140,11 @@ class ChangeApplier:
         if not self._wanted(collection) and not (renamed_to and self._wanted(renamed_to)):
             self.counts["skipped"] += 1
             return True
+        if self.replacement is not None and collection and self._wanted(collection):
+            target = self.names.collection(collection)
+            if target not in self.replacement.done:
+                self.flush()  # the pending writes first, to the collections they were for
+                self.replacement.before_write(self.db, target)
         if kind in _DOCUMENT_EVENTS:
             self._document_event(kind, self.names.collection(collection), event)
         else:

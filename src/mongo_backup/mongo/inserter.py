@@ -136,6 +136,10 @@ class RawInserter:
                 worker.join()
         except KeyboardInterrupt:
             self._discard = True
+            # The interrupt may have come while a stop waited for room: every worker gets
+            # one (the queue drains fast now; extra stops are never read).
+            for _ in self.workers:
+                self.pending.put(_STOP)
             for worker in self.workers:
                 worker.join()  # a batch being sent ends; the queued ones are dropped
             raise

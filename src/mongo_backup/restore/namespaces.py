@@ -25,12 +25,13 @@ from ..archive.lines import read_documents
 from ..archive.manifest import CollectionEntry
 from ..archive.reader import BackupReader
 from ..errors import MongoBackupError
+from ..mongo.change_apply import Replacement
 from ..mongo.inserter import BATCH_BYTES, InsertCounts, RawInserter
 from ..mongo.source import from_extjson
 from ..retry import driver_error_text
 from .authz import Authz, read_authz_member
 from .renames import NO_RENAMES, Renamer
-from .replay import Replay, events_of, namespaces_in, replay, spooled
+from .replay import Replay, events_of, replay, spooled
 from .state import CollectionState, RestoreState, Watermark, progress_hook
 
 logger = logging.getLogger(__name__)
@@ -104,6 +105,9 @@ class Restorer:
         self.replays: list[Replay] = []
         self.authz: Authz | None = None  # --users-and-roles: the backup's users and roles
         self.created: list[str] = []  # the collections this restore created
+        # --drop: what the captured changes (and a chain's increments) may write without
+        # dropping it first: the selected namespaces, restored from the archive.
+        self.replacement: Replacement | None = None
         # Which collections' change events are replayed: those restored, and those the
         # events create (unless --collection or --exclude leave them out).
         self.wanted = opts.wanted
@@ -115,6 +119,8 @@ class Restorer:
         # The backup's name of each selected entry -> the entry under its target name.
         renamed = {entry.name: self.names.entry(entry) for entry in selected}
         selected = list(renamed.values())
+        if self.opts.drop:
+            self.replacement = Replacement(entry.name for entry in selected)
         existing = set(self.db.list_collection_names())
         outcomes: dict[str, CollectionOutcome] = {}
         for entry in selected:
@@ -166,9 +172,6 @@ class Restorer:
                 self._create_view(entry, outcomes[entry.name], entry.name in existing)
             changes_entry = reader.manifest.changes
             if changes is not None and changes_entry is not None:
-                if self.opts.drop:
-                    namespaced = reader.manifest.databases is not None
-                    self._drop_what_changes_add(changes, changes_entry, namespaced, existing)
                 self.replays.append(
                     replay(
                         self.db,
@@ -177,23 +180,10 @@ class Restorer:
                         self.wanted,
                         self.opts.until,
                         self.names,
+                        self.replacement,
                     )
                 )
         return list(outcomes.values())
-
-    def _drop_what_changes_add(
-        self, changes: IO[bytes], entry: CollectionEntry, namespaced: bool, existing: set[str]
-    ) -> None:
-        """--drop: a collection the captured changes create (it appeared during the
-        backup) is dropped before they are replayed, not merged into."""
-        touched = namespaces_in(events_of(changes, entry, self.opts.checked), namespaced)
-        changes.seek(0)
-        restored = set(self.state.collections) if self.state is not None else set()
-        for name in sorted(touched):
-            target = self.names.collection(name)
-            if self.wanted(name) and target in existing and target not in restored:
-                logger.info("%s: dropped (--drop), the captured changes write it anew", target)
-                self.db.drop_collection(target)
 
     def _restore_member(
         self, entry: CollectionEntry, stream: Any, outcome: CollectionOutcome

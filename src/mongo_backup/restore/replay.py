@@ -33,7 +33,7 @@ from ..archive.lines import read_documents
 from ..archive.manifest import CollectionEntry
 from ..archive.reader import open_backup
 from ..errors import ConfigError
-from ..mongo.change_apply import ChangeApplier
+from ..mongo.change_apply import ChangeApplier, Replacement
 from ..mongo.cluster_time import from_json, show
 from ..mongo.source import from_extjson
 from .renames import NO_RENAMES, Renamer
@@ -111,32 +111,6 @@ def events_of(stream: IO[bytes], entry: CollectionEntry, checked: bool) -> Itera
         yield raw
 
 
-def namespaces_in(events: Iterator[bytes], namespaced: bool) -> set[str]:
-    """The collections change events write to or rename to, as a ChangeApplier names
-    them (``DB.COLLECTION`` for a backup of several databases)."""
-    found: set[str] = set()
-    for raw in events:
-        event = RawBSONDocument(raw)
-        for key in ("ns", "to"):
-            namespace = event.get(key) or {}
-            collection = str(namespace.get("coll") or "")
-            if collection:
-                found.add(f"{namespace['db']}.{collection}" if namespaced else collection)
-    return found
-
-
-def touched_by(link: Link, checked: bool) -> set[str]:
-    """The collections an increment writes to: its entries (``--since-field``) and
-    those its change events name."""
-    found = {entry.name for entry in link.manifest.collections if entry.is_collection}
-    with open_backup(link.path) as reader:
-        namespaced = reader.manifest.databases is not None
-        for entry, stream in reader.members():
-            if entry.type == "changes":
-                found |= namespaces_in(events_of(stream, entry, checked), namespaced)
-    return found
-
-
 def replay(
     db: Database[Any],
     backup: str,
@@ -144,8 +118,9 @@ def replay(
     wanted: Callable[[str], bool],
     until: Timestamp | None,
     names: Renamer = NO_RENAMES,
+    replacement: Replacement | None = None,
 ) -> Replay:
-    applier = ChangeApplier(db, wanted=wanted, until=until, names=names)
+    applier = ChangeApplier(db, wanted=wanted, until=until, names=names, replacement=replacement)
     applier.apply_all(events)
     result = Replay(backup, "changes", dict(applier.counts), applier.stopped, applier.problems)
     for problem in applier.problems:
@@ -175,19 +150,22 @@ def apply_increment(
     until: Timestamp | None,
     checked: bool,
     names: Renamer = NO_RENAMES,
+    replacement: Replacement | None = None,
 ) -> Replay:
     """Apply one increment of a chain to ``db``; ``wanted`` takes the backup's names,
-    ``names`` gives the target's (--ns-from/--ns-to)."""
+    ``names`` gives the target's (--ns-from/--ns-to); ``replacement``: --drop."""
     mode = (link.manifest.increment or {}).get("mode")
     result = Replay(link.id, "changes" if mode == "changes" else "documents")
     with open_backup(link.path) as reader:
         for entry in reader.manifest.collections:
             if mode == "field" and entry.is_collection and wanted(entry.name):
+                if replacement is not None:
+                    replacement.before_write(db, names.collection(entry.name))
                 _ensure_collection(db, names.entry(entry))
         for entry, stream in reader.members():
             if entry.type == "changes":
                 events = events_of(stream, entry, checked)
-                return replay(db, link.id, events, wanted, until, names)
+                return replay(db, link.id, events, wanted, until, names, replacement)
             if not wanted(entry.name):
                 continue
             target = names.collection(entry.name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..mongo.change_apply import Replacement
 from ..mongo.users import AuthzOutcome
 from .namespaces import CollectionOutcome
 from .replay import Replay
@@ -19,6 +20,8 @@ class RestoreResult:
     duration: float
     replays: list[Replay] = field(default_factory=list)  # changes and increments applied
     authz: AuthzOutcome | None = None  # --users-and-roles
+    # --drop: what a chain's increments may write without dropping it first (not shown).
+    replacement: Replacement | None = field(default=None, repr=False)
 
     @property
     def complete(self) -> bool:

@@ -34,6 +34,7 @@ from ..errors import (
 from ..location.pipe import is_stdio
 from ..location.transfer import local_copy
 from ..location.windows import archive_at, is_location
+from ..mongo.change_apply import Replacement
 from ..mongo.connection import connect, durable_writes
 from ..redact import hosts_of, uri_secrets
 from ..retry import driver_error_text
@@ -41,8 +42,8 @@ from ..verify.run import verify
 from .authz import apply_authz, planned_authz
 from .namespaces import Restorer
 from .options import RestoreOptions
-from .renames import Renamer, target_database
-from .replay import Replay, apply_increment, plan_chain, touched_by
+from .renames import target_database
+from .replay import Replay, apply_increment, plan_chain
 from .result import RestoreResult
 from .selection import check_users_and_roles, renames_of, wanted_namespaces, write_settings
 from .state import (
@@ -99,7 +100,7 @@ def _run_restore(opts: RestoreOptions) -> RestoreResult:
         if opts.dry_run:
             result.replays.extend(Replay(link.id, "would apply") for link in chain[1:])
         else:
-            result.replays.extend(_apply_increments(opts, chain[0], chain[1:]))
+            result.replays.extend(_apply_increments(opts, chain[0], chain[1:], result.replacement))
         result.source = opts.source
         result.duration = time.perf_counter() - started
         return result
@@ -129,17 +130,19 @@ def _archive_in(opts: RestoreOptions) -> str:
     return archive_at(opts.source, opts.db, until, opts.endpoint_url)
 
 
-def _apply_increments(opts: RestoreOptions, full: Link, links: list[Link]) -> list[Replay]:
+def _apply_increments(
+    opts: RestoreOptions, full: Link, links: list[Link], replacement: Replacement | None
+) -> list[Replay]:
     wanted = wanted_namespaces(opts, full.manifest.database)
     names, _ = renames_of(opts, full.manifest)
     target = names.target
     client = connect(opts.uri, timeout=opts.timeout)
     try:
         database = target_database(client, names, full.manifest.collections)
-        if opts.drop and not opts.dry_run:
-            _drop_what_increments_add(opts, database, full, links, names)
         return [
-            apply_increment(database, link, wanted, opts.until, opts.verify_first, names)
+            apply_increment(
+                database, link, wanted, opts.until, opts.verify_first, names, replacement
+            )
             for link in links
         ]
     except pymongo.errors.PyMongoError as error:
@@ -149,25 +152,6 @@ def _apply_increments(opts: RestoreOptions, full: Link, links: list[Link]) -> li
         ) from None
     finally:
         client.close()
-
-
-def _drop_what_increments_add(
-    opts: RestoreOptions, database: Any, full: Link, links: list[Link], names: Renamer
-) -> None:
-    """--drop replaces what the chain restores: the collections only its increments
-    write to (created after the full backup) are dropped too, before the first one is
-    applied, or their events would land on what the target held."""
-    wanted = wanted_namespaces(opts, full.manifest.database)
-    restored = {entry.name for entry in full.manifest.collections if entry.is_collection}
-    added: set[str] = set()
-    for link in links:
-        added |= {name for name in touched_by(link, opts.verify_first) if wanted(name)}
-    present = set(database.list_collection_names())
-    for name in sorted(added - restored):
-        target = names.collection(name)
-        if target in present:
-            logger.info("%s: dropped (--drop), the increments write it anew", target)
-            database.drop_collection(target)
 
 
 def _restore_one(opts: RestoreOptions, started: float) -> RestoreResult:
@@ -235,6 +219,7 @@ def _restore_one(opts: RestoreOptions, started: float) -> RestoreResult:
         time.perf_counter() - started,
         restorer.replays,
         authz,
+        restorer.replacement,
     )
 
 

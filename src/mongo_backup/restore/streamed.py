@@ -135,13 +135,9 @@ def _restore(
         restorer = Restorer(
             database,
             # The lines are parsed as they come (no verify pass went first), and only
-            # namespaces it creates are written: what it must undo is what it created.
-            replace(
-                write_settings(opts, reader.plan.database),
-                checked=False,
-                drop=False,
-                new_only=True,
-            ),
+            # namespaces it creates are written: what it must undo is what it created
+            # (--drop then only applies to what the captured changes write, after).
+            replace(write_settings(opts, reader.plan.database), checked=False, new_only=True),
             uri_secrets(opts.uri),
             state,
             Path(work) / "state.json",
