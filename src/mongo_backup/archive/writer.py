@@ -55,7 +55,6 @@ SUFFIXES = {"none": ".tar", "gzip": ".tar.gz", "zstd": ".tar.zst"}
 # CPU in all and compete with the server for the cores without making the backup faster.
 ZSTD_THREADS = 0
 GZIP_LEVEL = 6
-_COPY_CHUNK = COPY_CHUNK
 
 
 @contextlib.contextmanager
@@ -116,18 +115,18 @@ def _plain_prefix(path: Path, size: int, compressed: bool) -> Iterator[bytes]:
         if not compressed:
             remaining = size
             while remaining:
-                chunk = raw.read(min(_COPY_CHUNK, remaining))
+                chunk = raw.read(min(COPY_CHUNK, remaining))
                 if not chunk:
                     return
                 remaining -= len(chunk)
                 yield chunk
             return
         limited = cast(
-            IO[bytes], io.BytesIO(raw.read(size)) if size <= _COPY_CHUNK else _Limited(raw, size)
+            IO[bytes], io.BytesIO(raw.read(size)) if size <= COPY_CHUNK else _Limited(raw, size)
         )
         decompressor = zstandard.ZstdDecompressor()
         with decompressor.stream_reader(limited, read_across_frames=True, closefd=False) as reader:
-            while chunk := reader.read(_COPY_CHUNK):
+            while chunk := reader.read(COPY_CHUNK):
                 yield chunk
 
 
@@ -269,7 +268,7 @@ def join_parts(
             sources = member_paths(folder, part, compression, keep_plain)
             for source, output in zip(sources, outputs, strict=True):
                 with open(source, "rb") as handle:
-                    shutil.copyfileobj(handle, output, _COPY_CHUNK)
+                    shutil.copyfileobj(handle, output, COPY_CHUNK)
             for chunk in _plain_prefix(
                 sources[0], sources[0].stat().st_size, sources[0].suffix == ".zst"
             ):

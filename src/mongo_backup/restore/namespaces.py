@@ -200,7 +200,7 @@ class Restorer:
 
     def _prepare(self, entry: CollectionEntry, outcome: CollectionOutcome, exists: bool) -> None:
         if exists and self.opts.new_only:
-            raise MongoBackupError(f"{entry.name!r} appeared in the target as the restore began")
+            raise _appeared(entry.name)
         if exists and self.opts.drop:
             outcome.action = "drop and restore"
             if not self.opts.dry_run:
@@ -222,9 +222,7 @@ class Restorer:
             self.created.append(entry.name)
         except pymongo.errors.OperationFailure as error:
             if self.opts.new_only and error.code == NAMESPACE_EXISTS:
-                raise MongoBackupError(
-                    f"{entry.name!r} appeared in the target as the restore began"
-                ) from None
+                raise _appeared(entry.name) from None
             outcome.problems.append(f"collection options refused: {self._error(error)}")
             try:  # go on without the refused options, as a plain collection
                 self.db.command("create", entry.name)
@@ -346,6 +344,11 @@ class Restorer:
             outcome.action = "create view"
         except pymongo.errors.OperationFailure as error:
             outcome.problems.append(f"view refused: {self._error(error)}")
+
+
+def _appeared(name: str) -> MongoBackupError:
+    """A namespace a new-only restore (restore/streamed.py) found there after all."""
+    return MongoBackupError(f"{name!r} appeared in the target as the restore began")
 
 
 def _views_in_order(views: list[CollectionEntry]) -> list[CollectionEntry]:

@@ -35,7 +35,7 @@ from ..location.pipe import is_stdio
 from ..location.transfer import local_copy
 from ..location.windows import archive_at, is_location
 from ..mongo.change_apply import Replacement
-from ..mongo.connection import connect, durable_writes
+from ..mongo.connection import connect
 from ..redact import hosts_of, uri_secrets
 from ..retry import driver_error_text
 from ..verify.run import verify
@@ -45,7 +45,13 @@ from .options import RestoreOptions
 from .renames import target_database
 from .replay import Replay, apply_increment, plan_chain
 from .result import RestoreResult
-from .selection import check_users_and_roles, renames_of, wanted_namespaces, write_settings
+from .selection import (
+    check_users_and_roles,
+    inserts_client,
+    renames_of,
+    wanted_namespaces,
+    write_settings,
+)
 from .state import (
     RestoreState,
     load_state,
@@ -164,19 +170,7 @@ def _restore_one(opts: RestoreOptions, started: float) -> RestoreResult:
         state = _starting_state(opts, state_file, target)
         client = connect(opts.uri, timeout=opts.timeout)
         try:
-            # retryWrites=False: the inserter sends a batch again itself, and counts what
-            # the first try had written as restored (see mongo/inserter.py). Acknowledged
-            # means durable (journaled, on a majority), as mongorestore's default: the
-            # progress kept for --resume counts acknowledged documents, and a server that
-            # crashed before its journal held them would lose them for good (found by the
-            # chaos campaign: a SIGKILLed server lost a batch the restore had counted).
-            inserts = connect(
-                opts.uri,
-                timeout=opts.timeout,
-                stall_timeout=opts.stall_timeout,
-                retryWrites=False,
-                **durable_writes(opts.uri),
-            )
+            inserts = inserts_client(opts)
         except BaseException:
             client.close()
             raise

@@ -2,7 +2,8 @@
 
 Shared by the restore of an archive (:mod:`.run`) and of a stream read as it arrives
 (:mod:`.streamed`): the selection (``--db``, ``--collection``, ``--ns-include`` and their
-exclusions), the renames (``--ns-from``/``--ns-to``) and the write settings, each checked
+exclusions), the renames (``--ns-from``/``--ns-to``), the write settings and the client
+the documents go through, each checked
 against the manifest with one clear :class:`ConfigError` before anything is written.
 """
 
@@ -10,9 +11,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
+
+from pymongo import MongoClient
 
 from ..archive.manifest import CollectionEntry, Manifest
 from ..errors import ConfigError
+from ..mongo.connection import connect, durable_writes
 from ..names import ALL_DATABASES, collection_filter, unmatched_patterns
 from .namespaces import WriteSettings
 from .options import RestoreOptions
@@ -123,3 +128,20 @@ def _check_database_selection(manifest: Manifest, opts: RestoreOptions) -> None:
             f"the backup holds no database {opts.db!r} (it holds {', '.join(held) or 'none'}); "
             "restore one under another name with --ns-from / --ns-to"
         )
+
+
+def inserts_client(opts: RestoreOptions) -> MongoClient[Any]:
+    """The client the documents go through. retryWrites=False: the inserter sends a
+    batch again itself, and counts what the first try had written as restored (see
+    mongo/inserter.py). Acknowledged means durable (journaled, on a majority), as
+    mongorestore's default: the progress kept for --resume counts acknowledged documents,
+    and a server that crashed before its journal held them would lose them for good
+    (found by the chaos campaign: a SIGKILLed server lost a batch the restore had
+    counted)."""
+    return connect(
+        opts.uri,
+        timeout=opts.timeout,
+        stall_timeout=opts.stall_timeout,
+        retryWrites=False,
+        **durable_writes(opts.uri),
+    )

@@ -43,7 +43,7 @@ from ..archive.manifest import CollectionEntry
 from ..archive.streamed import StreamedReader
 from ..errors import ArchiveError, Interrupted, MongoBackupError
 from ..location.pipe import RecordedStdin, open_streamed_stdin
-from ..mongo.connection import connect, durable_writes
+from ..mongo.connection import connect
 from ..redact import uri_secrets
 from ..retry import driver_error_text
 from .authz import apply_authz
@@ -51,7 +51,7 @@ from .namespaces import CollectionOutcome, Restorer
 from .options import RestoreOptions
 from .renames import Renamer, target_database
 from .result import RestoreResult
-from .selection import check_users_and_roles, renames_of, write_settings
+from .selection import check_users_and_roles, inserts_client, renames_of, write_settings
 from .state import RestoreState
 
 logger = logging.getLogger(__name__)
@@ -95,13 +95,7 @@ def _restore_if_new(
             "restoring the stream as it arrives into new namespaces (a cut or damaged "
             "stream drops them again)"
         )
-        inserts = connect(
-            opts.uri,
-            timeout=opts.timeout,
-            stall_timeout=opts.stall_timeout,
-            retryWrites=False,
-            **durable_writes(opts.uri),
-        )
+        inserts = inserts_client(opts)
         try:
             result = _restore(opts, reader, (database, inserts), names, selected)
         finally:
