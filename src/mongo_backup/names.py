@@ -22,6 +22,11 @@ import re
 from collections.abc import Callable, Iterable
 
 FILE_SUFFIX = ".jsonl"
+# An archive's first member (see archive.manifest); here so that the converter child,
+# which writes members, need not load the manifest's dataclasses to know it.
+MANIFEST_NAME = "manifest.json"
+# The streamed form (``backup --archive -``): the plan first, the manifest last.
+PLAN_NAME = "plan.json"
 # Where backups go in an output folder: OUT_DIR/backup_data/backup_{stamp}.tar[...]
 ARCHIVE_FOLDER = "backup_data"
 FOLDER_PREFIX = "backup_"

@@ -1,6 +1,7 @@
 """The interface every reader of a backup offers (:mod:`.reader` for our archives and
 folders, :mod:`.mongodump` for mongodump's folders, :mod:`.single_file` for one JSON
-Lines file): the manifest, then the members in manifest order."""
+Lines file): the manifest, then the members in manifest order. Readers that check each
+member as it goes by (:mod:`.streamed`, :mod:`.checksummed`) offer a little more."""
 
 from __future__ import annotations
 
@@ -27,3 +28,14 @@ class BackupReader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class CheckedAsRead(BackupReader):
+    """A backup whose members are checked as they are read, for a caller that writes
+    while it reads (:mod:`mongo_backup.restore.one_pass`): ``plan`` is a manifest known
+    before the first member; ``members`` raises :class:`ArchiveError` for anything that
+    does not match; ``complete`` turns true once every member has been read and checked,
+    and ``manifest`` is then the authority."""
+
+    plan: Manifest
+    complete: bool = False

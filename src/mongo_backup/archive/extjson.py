@@ -39,10 +39,7 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any, Literal
 
-import bson
-import bson.errors
 import bsonjs
-from bson.codec_options import CodecOptions, DatetimeConversion
 
 from ..errors import LineFormatError
 
@@ -261,14 +258,6 @@ def _require_single_object(text: bytes, member: str, number: int) -> None:
         ) from None
 
 
-# Escape lines carry what Extended JSON cannot (invalid UTF-8 among it): check the
-# structure, accept any string bytes, any date.
-_ESCAPE_CHECK: CodecOptions[dict[str, object]] = CodecOptions(
-    datetime_conversion=DatetimeConversion.DATETIME_AUTO,
-    unicode_decode_error_handler="surrogateescape",
-)
-
-
 def _unescape_if_escaped(raw: bytes, member: str, number: int) -> bytes:
     """The document itself, or for an escape line the exact BSON it carries."""
     if raw[4 : 4 + len(_ESCAPE_ELEMENT)] == _ESCAPE_ELEMENT:
@@ -288,8 +277,19 @@ def _unescape(wrapper: bytes, member: str, number: int) -> bytes:
         or payload[-1] != 0
     ):
         raise LineFormatError(member, number, f"malformed {ESCAPE_KEY} escape line")
+    # pymongo's bson only here, on the read side: the converter child (which writes
+    # escape lines but never reads them) starts without it.
+    import bson
+    from bson.codec_options import CodecOptions, DatetimeConversion
+
+    # Escape lines carry what Extended JSON cannot (invalid UTF-8 among it): check the
+    # structure, accept any string bytes, any date.
+    check: CodecOptions[dict[str, object]] = CodecOptions(
+        datetime_conversion=DatetimeConversion.DATETIME_AUTO,
+        unicode_decode_error_handler="surrogateescape",
+    )
     try:  # the exact bytes go to the server as they are: they must be a valid document
-        bson.decode(payload, codec_options=_ESCAPE_CHECK)
+        bson.decode(payload, codec_options=check)
     except (bson.errors.InvalidBSON, ValueError, OverflowError) as error:
         raise LineFormatError(
             member, number, f"{ESCAPE_KEY} escape line holds invalid BSON ({error})"

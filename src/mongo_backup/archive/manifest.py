@@ -18,13 +18,15 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from ..errors import ArchiveError
+
+# The member names are defined in names (the converter child needs them without this
+# module); re-exported here, where readers look for them.
 from ..names import ALL_DATABASES, is_safe_member_name
+from ..names import MANIFEST_NAME as MANIFEST_NAME
+from ..names import PLAN_NAME as PLAN_NAME
 
 FORMAT_NAME = "mongo-backup"
 FORMAT_VERSION = 1
-MANIFEST_NAME = "manifest.json"
-# The streamed form (``backup --archive -``): the plan first, the manifest last.
-PLAN_NAME = "plan.json"
 MAX_MANIFEST_BYTES = 64 * 1024 * 1024
 MAX_COLLECTIONS = 100_000
 # "changes": the change events a backup captured (see CHANGES_NAME), not a collection;

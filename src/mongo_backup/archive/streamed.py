@@ -13,7 +13,7 @@ the manifest arrives, each member must match its entry (SHA-256 and size), no en
 be missing, the plan must agree with the manifest and nothing may follow; otherwise
 :class:`ArchiveError`, raised from ``members``. So a caller that writes while reading
 learns only at the end that the stream was whole, and must undo what it wrote when
-``members`` raises (see :mod:`mongo_backup.restore.streamed`).
+``members`` raises (see :mod:`mongo_backup.restore.one_pass`).
 
 :func:`open_streamed_file` reads such an archive saved to a file: once to check it and
 learn its manifest, then again for its members, in the file's order, under the
@@ -23,13 +23,13 @@ manifest's entries (the usual reader contract).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
 from ..errors import ArchiveError
-from .backup_reader import BackupReader
+from .backup_reader import CheckedAsRead
+from .checksummed import HashedStream
 from .manifest import (
     CHANGES_FILE,
     CHANGES_NAME,
@@ -41,32 +41,10 @@ from .manifest import (
 )
 from .tar_input import TarInput
 
-_CHUNK = 1 << 20
 _HEAD = 512
 
 
-class _Hashed:
-    """A member's stream, hashed as it is read."""
-
-    def __init__(self, inner: IO[bytes]) -> None:
-        self._inner = inner
-        self._sha256 = hashlib.sha256()
-        self.size = 0
-
-    def read(self, size: int = -1) -> bytes:
-        data = self._inner.read(size)
-        self._sha256.update(data)
-        self.size += len(data)
-        return data
-
-    def finish(self) -> str:
-        """Read what the caller left of the member; its SHA-256."""
-        while self.read(_CHUNK):
-            pass
-        return self._sha256.hexdigest()
-
-
-class StreamedReader(BackupReader):
+class StreamedReader(CheckedAsRead):
     """The streamed form from ``raw``; ``manifest``: the one already known (a file read
     twice), else the plan until the members are read."""
 
@@ -109,7 +87,7 @@ class StreamedReader(BackupReader):
                     f"{self.location}: unexpected member {member.name!r} "
                     "(extra, repeated or foreign)"
                 )
-            handle = _Hashed(self._input.open_member(member))
+            handle = HashedStream(self._input.open_member(member))
             yield entry, handle  # type: ignore[misc]
             seen[member.name] = (handle.finish(), handle.size)
         self._input.expect_end()

@@ -41,7 +41,7 @@ from typing import IO, Any, cast
 import zstandard
 
 from ..files import private_file, sync_folder
-from .manifest import MANIFEST_NAME
+from ..names import MANIFEST_NAME
 from .tar_stream import (
     COPY_CHUNK,
     TarStream,
@@ -230,6 +230,13 @@ class MemberWriter:
             if not handle.closed:
                 handle.flush()
                 os.fsync(handle.fileno())  # a unit marked done must be on disk
+                handle.close()
+
+    def abandon(self) -> None:
+        """Close the files as they are, and keep them (after a failure: ``--resume``
+        cuts them back to their checkpoint)."""
+        for handle in self._handles():
+            with contextlib.suppress(OSError, ValueError):
                 handle.close()
 
     def discard(self) -> None:

@@ -44,28 +44,23 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
 from typing import IO, Any
 
-from ..allocator import return_big_blocks_to_the_system
 from ..errors import MongoBackupError, OutputError
+from .convert_child import PIPE_BYTES
 
-_HEADER = 5
-PIPE_BYTES = 1 << 20
-
-# The child needs only the converter's few modules. Importing the package normally would
-# run its __init__, which pulls in pymongo and the whole library: 0.3 s of CPU for
-# nothing. So the child registers the package without running __init__.
+# The child needs only the converter's few modules (:mod:`.convert_child`). Importing the
+# package normally would run its __init__, which pulls in pymongo and the whole library:
+# 0.3 s of CPU for nothing. So the child registers the package without running __init__.
 _BOOTSTRAP = """
 import signal, sys, types
 package = types.ModuleType("mongo_backup")
 package.__path__ = [sys.argv[1]]
 sys.modules["mongo_backup"] = package
-from mongo_backup.backup.convert_worker import main
+from mongo_backup.backup.convert_child import main
 main()
 """
 
@@ -177,101 +172,3 @@ def _widen_pipe(fd: int) -> None:
     and system calls on both sides. Where it cannot be done, the default works too."""
     with contextlib.suppress(OSError, AttributeError, ValueError):
         fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_BYTES)
-
-
-def _read_exact(stream: IO[bytes], size: int) -> bytes:
-    data = stream.read(size)
-    if len(data) != size:
-        raise EOFError
-    return data
-
-
-def serve(stdin: IO[bytes], stdout: IO[bytes]) -> None:
-    """The child's loop (see the module doc for the protocol)."""
-    from ..archive.extjson import BatchEncoder
-    from ..archive.writer import MemberWriter
-    from .checkpoint import UnitProgress, save_unit_progress
-
-    writer: MemberWriter | None = None
-    encoder = BatchEncoder()
-    count = 0
-    progress_path: Path | None = None
-
-    def answer(data: dict[str, Any]) -> None:
-        stdout.write(json.dumps(data).encode() + b"\n")
-        stdout.flush()
-
-    while True:
-        header = stdin.read(_HEADER)
-        if len(header) < _HEADER:
-            return
-        kind, size = header[:1], int.from_bytes(header[1:], "little")
-        payload = _read_exact(stdin, size) if size else b""
-        try:
-            if kind == b"O":
-                spec = json.loads(payload)
-                resume = spec.get("resume")
-                encoder = BatchEncoder(spec["json_format"], spec["pretty"])
-                encoder.escaped = resume["escaped"] if resume else 0
-                count = resume["count"] if resume else 0
-                progress_path = Path(spec["checkpoint"]) if spec.get("checkpoint") else None
-                writer = MemberWriter(
-                    Path(spec["folder"]),
-                    spec["file"],
-                    spec["compression"],
-                    spec["keep_plain"],
-                    resume=resume,
-                )
-                if resume:
-                    answer({})
-            elif kind == b"B":
-                assert writer is not None
-                text, documents = encoder.encode(payload)
-                writer.write(text)
-                count += documents
-            elif kind == b"K":
-                assert writer is not None and progress_path is not None
-                state = writer.checkpoint()
-                last_id = json.loads(payload)["last_id"]
-                save_unit_progress(
-                    progress_path,
-                    UnitProgress(last_id=last_id, count=count, escaped=encoder.escaped, **state),
-                )
-            elif kind == b"C":
-                assert writer is not None
-                writer.close()
-                answer(
-                    {
-                        "count": count,
-                        "bytes": writer.bytes,
-                        "sha256": writer.sha256,
-                        "escaped": encoder.escaped,
-                    }
-                )
-                writer = None
-            elif kind == b"D":
-                if writer is not None:
-                    writer.discard()
-                writer = None
-                answer({})
-        except Exception as error:  # reported to the parent, which raises it
-            # The files stay: after a full disk the parent keeps them for --resume, and
-            # for any other failure it discards them itself.
-            reply: dict[str, Any] = {"error": f"{type(error).__name__}: {error}"}
-            if isinstance(error, OSError):
-                reply["error"] = f"{error.strerror or error}"
-                reply["os_error"] = True
-            answer(reply)
-            return
-
-
-def main() -> None:
-    # Ctrl-C reaches the whole process group; the parent decides what happens, and
-    # closing our stdin is how it tells us to stop.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    return_big_blocks_to_the_system()
-    niceness = int(sys.argv[2]) if len(sys.argv) > 2 else 0
-    if niceness > 0:
-        with contextlib.suppress(OSError):
-            os.nice(niceness)
-    serve(sys.stdin.buffer, sys.stdout.buffer)

@@ -1,12 +1,13 @@
-"""Exporting units of work: N workers, each with its own cursor and converter process.
+"""Exporting units of work: N workers, each with its own cursor and converter.
 
 A unit (see :mod:`.checkpoint`) is a collection or one ``_id`` range of a split one.
 :class:`UnitRunner` runs a list of units on ``jobs`` worker threads, largest first, and
-records each finished unit in the plan. Each worker owns a
-:class:`~mongo_backup.backup.convert_worker.ConverterProcess`: reading (driver, GIL released on
-the socket) and converting (a child process) overlap, and ``jobs`` of those pairs run
-side by side. Memory stays flat: each pair holds at most the prefetch bound plus one
-batch in the pipe, whatever the size or number of collections.
+records each finished unit in the plan. Each worker owns a converter
+(:func:`~mongo_backup.backup.convert_thread.new_converter`: a thread where the C
+converter works without the GIL, else a child process): reading (driver, GIL released on
+the socket) and converting overlap, and ``jobs`` of those pairs run side by side. Memory
+stays flat: each pair holds at most the prefetch bound plus one batch handed over,
+whatever the size or number of collections.
 
 While a unit is exported, its converter writes a checkpoint every
 ``checkpoint_interval`` seconds (ordered units only: a natural-order scan cannot be
@@ -46,7 +47,7 @@ from .checkpoint import (
     record_done,
     unit_progress_path,
 )
-from .convert_worker import ConverterProcess
+from .convert_thread import Converter, new_converter
 from .increments import query_for
 
 logger = logging.getLogger(__name__)
@@ -185,7 +186,7 @@ class UnitRunner:
         return self.on_done is not None and worker % 2 == 1
 
     def _work(self, pending: collections.deque[Unit], smallest_first: bool = False) -> None:
-        converter: ConverterProcess | None = None
+        converter: Converter | None = None
         try:
             while not self._stop.is_set():
                 with self._lock:
@@ -198,7 +199,7 @@ class UnitRunner:
                     if unit is None:
                         return
                 if converter is None:
-                    converter = ConverterProcess(self.nice)
+                    converter = new_converter(self.plan.layout, self.nice)
                 try:
                     stats = self._export(unit, converter)
                 except (Interrupted, OutputError) as error:
@@ -247,7 +248,7 @@ class UnitRunner:
         with contextlib.suppress(OSError):
             unit_progress_path(self.folder, unit.file).unlink()
 
-    def _export(self, unit: Unit, converter: ConverterProcess) -> dict[str, Any]:
+    def _export(self, unit: Unit, converter: Converter) -> dict[str, Any]:
         restarts = 0
         while True:
             try:
@@ -270,7 +271,7 @@ class UnitRunner:
                 self.discard(unit)
                 time.sleep(delay)
 
-    def _export_once(self, unit: Unit, converter: ConverterProcess) -> dict[str, Any]:
+    def _export_once(self, unit: Unit, converter: Converter) -> dict[str, Any]:
         checkpoint = unit_progress_path(self.folder, unit.file)
         resume = load_unit_progress(checkpoint) if unit.ordered else None
         if resume is not None and not resumable(decode_key(resume.last_id)):

@@ -27,10 +27,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any, cast
 
-from ..archive.manifest import MANIFEST_NAME, PLAN_NAME
 from ..archive.tar_stream import TarStream
 from ..archive.writer import framed
 from ..location.pipe import StdoutWriter, reader_gone
+from ..names import MANIFEST_NAME, PLAN_NAME
 from .checkpoint import Unit
 from .delivery import encrypting
 

@@ -32,8 +32,10 @@ def add_parser(commands: Any, parent: argparse.ArgumentParser, epilog: str) -> N
         description="Restore an archive (.tar, .tar.gz, .tar.zst), a backup folder, a "
         "location (an --out-dir or a storage URL: its newest backup, or with --until the "
         "one whose chain covers that time), or a JSON Lines file (mongoexport; needs --db and "
-        "one --collection). The backup is verified first and nothing is written if it is "
-        "damaged.",
+        "one --collection). A damaged backup is never half restored: into a target that "
+        "holds one of its namespaces it is verified first and nothing is written; into "
+        "namespaces the target lacks it is checked while it is written, and what the "
+        "restore created is dropped again if it proves damaged.",
     )
     parser.add_argument(
         "source",
@@ -98,7 +100,10 @@ def _add_writes(group: Any) -> None:
         "--batch-size", type=int, default=1000, help="documents per insert (default 1000)"
     )
     group.add_argument(
-        "--no-verify", action="store_true", help="skip the checksum pass before restoring"
+        "--no-verify",
+        action="store_true",
+        help="skip the check of the whole backup (checksums, every line) before the first "
+        "write or while writing",
     )
     group.add_argument(
         "--resume",

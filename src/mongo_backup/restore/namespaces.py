@@ -24,7 +24,7 @@ from pymongo.database import Database
 from ..archive.lines import read_documents
 from ..archive.manifest import CollectionEntry
 from ..archive.reader import BackupReader
-from ..errors import MongoBackupError
+from ..errors import ArchiveError, MongoBackupError
 from ..mongo.change_apply import Replacement
 from ..mongo.inserter import BATCH_BYTES, InsertCounts, RawInserter
 from ..mongo.source import from_extjson
@@ -284,6 +284,13 @@ class Restorer:
                         batch, size = [], 0
                 if batch:
                     send(batch)
+                if self.opts.new_only and outcome.expected not in (None, position):
+                    # Read once, unverified (restore/one_pass): the count is checked here,
+                    # where a verify pass would have checked it, and its batches dropped.
+                    raise ArchiveError(
+                        f"{entry.file}: holds {position} documents, the manifest says "
+                        f"{outcome.expected}"
+                    )
         finally:
             saved.acknowledged = watermark.acknowledged
             self.state.note(self.state_file, entry.name)

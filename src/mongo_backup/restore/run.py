@@ -2,9 +2,12 @@
 
 Order of work, as mongorestore's: check the whole backup first (unless told not to),
 then per collection create it with its options, insert its documents, build its
-indexes; views last, in dependency order. Documents go from the archive stream through
-libbson straight to raw BSON and into ``insert_many`` as ``RawBSONDocument``: no Python
-dicts, no unpacking to disk, never a whole collection in memory.
+indexes; views last, in dependency order. Into namespaces the target does not hold,
+the check runs while the documents are written instead, and a damaged backup drops
+what it created (:mod:`.one_pass`): one read of the archive instead of two. Documents
+go from the archive stream through libbson straight to raw BSON and into
+``insert_many`` as ``RawBSONDocument``: no Python dicts, no unpacking to disk, never a
+whole collection in memory.
 
 A collection that cannot be restored completely (duplicate ``_id``, documents the
 validator refuses, an index or option the server refuses) is reported with counts and
@@ -22,6 +25,7 @@ from typing import Any
 import pymongo.errors
 
 from ..archive.chain import Link, read_manifest, resolve_chain
+from ..archive.checksummed import ChecksummedReader, can_check
 from ..archive.lines import read_documents
 from ..archive.reader import BackupReader, open_backup
 from ..archive.single_file import SingleFileReader, is_single_file
@@ -41,6 +45,7 @@ from ..retry import driver_error_text
 from ..verify.run import verify
 from .authz import apply_authz, planned_authz
 from .namespaces import Restorer
+from .one_pass import restore_if_new
 from .options import RestoreOptions
 from .renames import target_database
 from .replay import Replay, apply_increment, plan_chain
@@ -98,6 +103,8 @@ def run_restore(opts: RestoreOptions) -> RestoreResult:
 def _run_restore(opts: RestoreOptions) -> RestoreResult:
     started = time.perf_counter()
     chain = _chain(opts)
+    if not chain and (one_pass := _restore_in_one_pass(opts)) is not None:
+        return one_pass
     if opts.verify_first:
         for source in [str(link.path) for link in chain] or [opts.source]:
             _verify_first(replace(opts, source=source))
@@ -111,6 +118,21 @@ def _run_restore(opts: RestoreOptions) -> RestoreResult:
         result.duration = time.perf_counter() - started
         return result
     return _restore_one(opts, started)
+
+
+def _restore_in_one_pass(opts: RestoreOptions) -> RestoreResult | None:
+    """A full backup restored into namespaces the target does not hold: checked while it
+    is written, instead of a verify pass before (see :mod:`.one_pass`); None where that
+    does not apply (nothing written then)."""
+    if not opts.verify_first or opts.dry_run or opts.resume or is_single_file(Path(opts.source)):
+        return None
+    with _open(opts) as reader:
+        manifest = reader.manifest
+        if manifest.kind != "full" or not can_check(manifest):
+            return None  # an increment's chain, a mongodump folder: verified first
+        names, _ = renames_of(opts, manifest)
+        state_file = state_path(manifest, hosts_of(opts.uri), names.target)
+        return restore_if_new(opts, ChecksummedReader(reader), state_file=state_file)
 
 
 def _chain(opts: RestoreOptions) -> list[Link]:
