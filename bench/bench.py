@@ -236,6 +236,7 @@ def compile_package() -> None:
     is set (this machine) each process would compile the ~100 modules again: ~0.1 s of
     CPU in every backup and restore that no installed copy pays."""
     import compileall
+
     import mongo_backup
 
     folder = Path(mongo_backup.__file__).parent
