@@ -9,6 +9,7 @@ from typing import Any
 import bson
 import pymongo.errors
 import pytest
+from pymongo.write_concern import WriteConcern
 
 from mongo_backup.errors import MongoBackupError
 from mongo_backup.mongo.inserter import InsertCounts, RawInserter
@@ -18,15 +19,19 @@ QUICK = RetryPolicy(retries=3, base_delay=0.001)
 
 
 class LosesAnswers:
-    """A collection that applies every insert but loses the first ``lost`` answers."""
+    """A collection that applies every insert but loses the first ``lost`` answers, as
+    ``insert`` commands (batches that fit in one) and as ``insert_many`` (bigger ones)."""
 
     name = "items"
+    write_concern = WriteConcern()
 
     def __init__(self, lost: int, error: Exception | None = None) -> None:
         self.stored: dict[Any, bytes] = {}
         self.lost, self.error = lost, error
+        self.database = self  # the inserter sends its commands to the collection's database
+        self.commands = 0
 
-    def insert_many(self, documents: list[Any], **_: Any) -> None:
+    def _apply(self, documents: list[Any]) -> list[dict[str, Any]]:
         errors = []
         for index, document in enumerate(documents):
             key = document["_id"]
@@ -37,6 +42,19 @@ class LosesAnswers:
         if self.lost:
             self.lost -= 1
             raise self.error or pymongo.errors.AutoReconnect("connection reset by peer")
+        return errors
+
+    def command(self, command: dict[str, Any]) -> dict[str, Any]:
+        assert command["insert"] == self.name and command["ordered"] is False
+        self.commands += 1
+        errors = self._apply(command["documents"])
+        reply: dict[str, Any] = {"n": len(command["documents"]) - len(errors), "ok": 1.0}
+        if errors:
+            reply["writeErrors"] = errors
+        return reply
+
+    def insert_many(self, documents: list[Any], **_: Any) -> None:
+        errors = self._apply(documents)
         if errors:
             details = {"nInserted": len(documents) - len(errors), "writeErrors": errors}
             raise pymongo.errors.BulkWriteError(details)
@@ -68,6 +86,17 @@ def test_true_conflicts_in_a_first_try_are_still_conflicts() -> None:
     collection.stored[3] = b"already there before the restore"
     counts = run(collection, [batch(0, 10)])
     assert (counts.inserted, counts.duplicates, counts.already) == (9, 1, 0)
+    assert collection.commands == 1  # a batch that fits in one command goes as one
+
+
+def test_a_batch_too_big_for_one_command_goes_through_insert_many() -> None:
+    collection = LosesAnswers(lost=0)
+    collection.stored[0] = b"already there before the restore"
+    big = [bson.encode({"_id": i, "pad": "x" * (7 << 20)}) for i in range(2)]
+    counts = run(collection, [big])
+    assert collection.commands == 0
+    assert len(collection.stored) == 2
+    assert (counts.inserted, counts.duplicates, counts.already) == (1, 1, 0)
 
 
 def test_a_fault_that_does_not_pass_stops_with_one_error() -> None:
@@ -100,10 +129,15 @@ def test_a_ctrl_c_while_batches_drain_drops_the_queued_ones_and_returns() -> Non
 
     class Slow:
         name = "c"
+        write_concern = WriteConcern()
 
-        def insert_many(self, documents: list[object], **_: object) -> None:
+        def __init__(self) -> None:
+            self.database = self
+
+        def command(self, command: dict[str, Any]) -> dict[str, Any]:
             time.sleep(1.0)
-            sent.append(len(documents))
+            sent.append(len(command["documents"]))
+            return {"n": len(command["documents"]), "ok": 1.0}
 
     inserter = RawInserter(Slow(), 1, False, InsertCounts(), str)  # type: ignore[arg-type]
     started = time.monotonic()

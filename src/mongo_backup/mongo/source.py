@@ -40,6 +40,7 @@ from ..errors import MongoBackupError
 from ..retry import RetryPolicy, driver_error_text, is_transient
 from .deployment import DeploymentDatabase, local_name
 from .prefetch import IdKey, id_key_of, id_key_value, prefetched, resumable, split_batch
+from .raw_batches import find_raw_batches
 
 logger = logging.getLogger(__name__)
 
@@ -262,8 +263,8 @@ class MongoSource:
             # ranges follow), not by Python, which knows no BSON order across types. A
             # regex in $in would match strings by pattern: leave it out.
             wanted = [value for value in values if not isinstance(value, Regex | Pattern)]
-            cursor = collection.find_raw_batches(
-                {"_id": {"$in": wanted}}, {"_id": 1}, sort=[("_id", 1)]
+            cursor = find_raw_batches(
+                collection, {"_id": {"$in": wanted}}, {"_id": 1}, sort=[("_id", 1)]
             )
             return [id_key_of(document) for batch in cursor for document in split_batch(batch)]
 
@@ -311,12 +312,16 @@ class MongoSource:
             if not ordered and query:
                 # Few documents of many (--since-field): the server's plan, an index on
                 # the field where there is one.
-                return collection.find_raw_batches(query, batch_size=batch_size, session=session)
+                return find_raw_batches(collection, query, batch_size=batch_size, session=session)
             if not ordered:
                 # A plain collection scan, which servers never refuse and which needs
                 # no index (MongoDB 9.0 refuses some unhinted full scans).
-                return collection.find_raw_batches(
-                    query, batch_size=batch_size, hint=[("$natural", 1)], session=session
+                return find_raw_batches(
+                    collection,
+                    query,
+                    batch_size=batch_size,
+                    hint=[("$natural", 1)],
+                    session=session,
                 )
             bounds: dict[str, Any] = {}
             if start is not None:
@@ -326,7 +331,8 @@ class MongoSource:
             # On MongoDB the _id index gives _id order without a sort stage, and bounds
             # on it work across BSON types (see prefetch). The explicit sort costs
             # nothing there and states the order this code relies on.
-            return collection.find_raw_batches(
+            return find_raw_batches(
+                collection,
                 query,
                 batch_size=batch_size,
                 hint=[("_id", 1)],

@@ -1,0 +1,72 @@
+"""The lean raw batch cursor gives pymongo's ``find_raw_batches`` batches, byte for byte:
+first batches and getMores, empty results, big documents, filters, hints, sorts,
+projections and sessions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from bson import Binary, Decimal128, Int64, ObjectId
+
+from mongo_backup.mongo.raw_batches import find_raw_batches
+
+
+@pytest.fixture
+def mixed(client: Any, db_name: str) -> Any:
+    collection = client[db_name].mixed
+    collection.insert_many(
+        [
+            {
+                "_id": i,
+                "oid": ObjectId(),
+                "n": Int64(i),
+                "d": Decimal128(str(i / 7)),
+                "nested": {"a": [i, {"b": "x" * (i % 50)}], "empty": {}},
+                "list": list(range(i % 5)),
+            }
+            for i in range(2500)
+        ]
+    )
+    collection.insert_one({"_id": "big", "blob": Binary(b"\x01" * (5 << 20))})
+    client[db_name].create_collection("empty")
+    return client[db_name]
+
+
+@pytest.mark.parametrize(
+    ("collection", "args", "kwargs"),
+    [
+        ("mixed", ({},), {"batch_size": 1000}),
+        ("mixed", ({},), {"batch_size": 7}),
+        ("mixed", ({},), {}),
+        ("mixed", ({"n": {"$gte": 100}},), {"batch_size": 300, "hint": [("_id", 1)]}),
+        ("mixed", ({},), {"batch_size": 500, "hint": [("$natural", 1)]}),
+        ("mixed", ({"_id": {"$type": "int"}},), {"sort": [("_id", -1)], "batch_size": 999}),
+        ("mixed", ({}, {"_id": 1}), {"batch_size": 100}),
+        ("mixed", ({"_id": "big"},), {}),
+        ("mixed", ({"_id": "none"},), {}),
+        ("empty", ({},), {"batch_size": 10}),
+    ],
+)
+def test_the_same_batches_as_pymongo(
+    mixed: Any, collection: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> None:
+    expected = list(mixed[collection].find_raw_batches(*args, **kwargs))
+    assert list(find_raw_batches(mixed[collection], *args, **kwargs)) == expected
+
+
+def test_the_same_batches_in_a_session(client: Any, mixed: Any) -> None:
+    with client.start_session() as session:
+        expected = list(mixed.mixed.find_raw_batches({}, batch_size=400, session=session))
+        got = list(find_raw_batches(mixed.mixed, {}, batch_size=400, session=session))
+    assert got == expected and len(got) > 1
+
+
+def test_a_server_error_is_pymongos(mixed: Any) -> None:
+    import pymongo.errors
+
+    with pytest.raises(pymongo.errors.OperationFailure) as ours:
+        list(find_raw_batches(mixed.mixed, {"$bogus": 1}))
+    with pytest.raises(pymongo.errors.OperationFailure) as theirs:
+        list(mixed.mixed.find_raw_batches({"$bogus": 1}))
+    assert ours.value.code == theirs.value.code
