@@ -63,7 +63,7 @@ HISTORY_LOST_CODES = {280, 286}  # ChangeStreamFatalError, ChangeStreamHistoryLo
 # reason to wait: a server whose resume tokens carry no readable time (SecantusDB) ends
 # every capture with one empty getMore, and at 200 ms that was a ninth of a small
 # backup's wall time. A token short of ``until`` just means one more short getMore.
-AWAIT_MS = 20
+AWAIT_MS = 10
 # Events asked per batch. A watch reads an interval's events in a burst; without it some
 # servers answer ~100 at a time, and a getMore costs as much client CPU as ~50 events.
 # (The server still caps a batch at 16 MiB.)
