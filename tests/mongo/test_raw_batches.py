@@ -70,3 +70,49 @@ def test_a_server_error_is_pymongos(mixed: Any) -> None:
     with pytest.raises(pymongo.errors.OperationFailure) as theirs:
         list(mixed.mixed.find_raw_batches({"$bogus": 1}))
     assert ours.value.code == theirs.value.code
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        {
+            "ok": 0.0,
+            "errmsg": "overloaded",
+            "code": 462,
+            "errorLabels": ["SystemOverloadedError", "RetryableError"],
+        },
+        {
+            "ok": 1.0,
+            "cursor": {
+                "firstBatch": [{"_id": 1}, {"_id": 2, "a": [1, {"b": 2}]}],
+                "id": Int64(0),
+                "ns": "db.c",
+                "other": [1, "x"],
+                "postBatchResumeToken": {"_data": "82"},
+            },
+            "$clusterTime": {"clusterTime": 5},
+            "labels": ["a"],
+        },
+        {"ok": 1.0, "cursor": {"nextBatch": [], "id": Int64(7), "ns": "db.c"}},
+    ],
+)
+def test_a_reply_unpacks_as_pymongo_unpacks_it(reply: dict[str, Any]) -> None:
+    """Error labels (which decide retries), arrays beside the batches, empty batches:
+    the same values as pymongo's own unpacking (pure: no server)."""
+    import bson
+    from pymongo import MongoClient
+    from pymongo.cursor import RawBatchCursor
+    from pymongo.message import _OpMsg
+
+    from mongo_backup.mongo.raw_batches import _lean_cursor_class
+
+    lean = _lean_cursor_class()
+    assert lean is not None
+    collection = MongoClient("mongodb://localhost:1", connect=False).db.c
+    fields = {"cursor": {"firstBatch": 1, "nextBatch": 1}}
+    unpacked = []
+    for cls in (RawBatchCursor, lean):
+        cursor = cls(collection)
+        message = _OpMsg(0, bson.encode(reply))
+        unpacked.append(cursor._unpack_response(message, None, cursor._codec_options, fields))
+    assert unpacked[0] == unpacked[1]

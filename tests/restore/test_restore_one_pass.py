@@ -15,6 +15,7 @@ import pytest
 
 from conftest import CliRunner
 from damagetools import forged_manifest, members_of, write_tar
+from mongo_backup.restore import namespaces
 from mongo_backup.verify import run as verify_run
 from restoretools import (
     assert_same_bytes,
@@ -122,3 +123,35 @@ def test_a_target_that_holds_a_namespace_is_verified_first(
     assert verified == [damaged.name, archive.name]
     outcome = {c["name"]: c for c in json.loads(result.out)["collections"]}
     assert outcome["gamma"]["inserted"] == SIZES["gamma"]
+
+
+@pytest.mark.parametrize("again", [["--resume"], []])
+def test_an_interrupted_one_pass_restore_of_a_damaged_backup_is_undone_later(
+    cli: CliRunner, client: Any, mongo_uri: str, target_db: str, archive: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, again: list[str],
+) -> None:  # fmt: skip
+    """Interrupted before it reached the damaged member, the first run keeps what it wrote
+    for --resume; the next run checks the backup first, finds the damage, and drops what
+    the first one had created."""
+    damaged = rewritten(archive, tmp_path, "gamma.jsonl", lambda b: b.replace(b"7", b"8", 1), False)
+    original = namespaces.Restorer._restore_member
+    members: list[str] = []
+
+    def interrupted(self: Any, entry: Any, stream: Any, outcome: Any) -> None:
+        members.append(entry.name)
+        if len(members) == 2:
+            raise KeyboardInterrupt
+        original(self, entry, stream, outcome)
+
+    monkeypatch.setattr(namespaces.Restorer, "_restore_member", interrupted)
+    first = restore_cli(cli, damaged, mongo_uri, "--db", target_db, "-q")
+    monkeypatch.setattr(namespaces.Restorer, "_restore_member", original)
+    assert first.code == 130 and "--resume" in first.err
+    assert client[target_db].alpha.count_documents({}) == SIZES["alpha"]
+    second = restore_cli(cli, damaged, mongo_uri, "--db", target_db, "-q", *again)
+    assert second.code == 1
+    line = assert_single_error_line(second)
+    assert "gamma.jsonl" in line and "had created are dropped" in line
+    assert user_collections(client, target_db) == []
+    state_dir = Path(os.environ["MONGO_BACKUP_STATE_DIR"]) / "restores"
+    assert not list(state_dir.glob("*"))

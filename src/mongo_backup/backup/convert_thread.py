@@ -125,6 +125,8 @@ class SizedConverter:
         arguments = (folder, file, compression, keep_plain, json_format, pretty, checkpoint, resume)
         self._current, self._pending = None, arguments
         if resume is not None:  # answered at once: cut back and rehashed before any batch
+            # Bytes of JSON a document here, not of BSON: a little more, so a member near
+            # the line may go to a process on resume; either converter writes its bytes.
             average = int(resume["bytes"]) // max(1, int(resume["count"]))
             self._opened(big=average >= BIG_DOCUMENT)
 

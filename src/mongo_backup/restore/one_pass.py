@@ -11,13 +11,17 @@ created if anything fails before every member has proved whole. Until then it wr
 only into collections it creates: a namespace that appears in the target meanwhile is
 an error, never a merge (``WriteSettings.new_only``).
 
-What "fails" covers: a member that does not match its checksum, a line that does not
-parse, a cut or truncated archive, the server refusing a write, Ctrl-C. Each drops every
-collection this restore created, so the target ends as it began, and the error says so
-in one line. After that point (indexes, views, the captured changes, users and roles) a
-failure is what it is after a verify pass: what was done stays. Unlike a restore
-verified first, the collections being filled are visible under their names while it
-runs.
+What "fails" covers: a member that does not match its checksum, a count that does not
+match the manifest, a line that does not parse, a cut or truncated archive. Each drops
+every collection this restore created, so the target ends as it began, and the error
+says so in one line. For a stream (which cannot be resumed) the server refusing a write
+and Ctrl-C do the same. An archive file's restore keeps its progress for ``--resume``
+instead: an interruption or a server's refusal leaves what was written, recorded as
+``unverified``, and a later run that finds the backup damaged (its check comes first)
+drops those collections then (``restore/run.py``). After every member has proved whole
+(indexes, views, the captured changes, users and roles) a failure is what it is after a
+verify pass: what was done stays. Unlike a restore verified first, the collections being
+filled are visible under their names while it runs.
 
 The reader is a :class:`~mongo_backup.archive.backup_reader.CheckedAsRead` (its contract
 is there).
@@ -122,7 +126,7 @@ def _restore(
             # resumed, so the record is private and goes with the run.
             work = stack.enter_context(tempfile.TemporaryDirectory(prefix="mongo-backup-"))
         path = state_file or Path(work) / "state.json"
-        state = RestoreState(source=reader.location, database=names.target)
+        state = RestoreState(source=reader.location, database=names.target, unverified=True)
         restorer = Restorer(
             database,
             # The lines are parsed as they come (no verify pass went first), and only

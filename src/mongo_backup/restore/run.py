@@ -271,8 +271,33 @@ def _verify_first(opts: RestoreOptions) -> None:
     if not report.ok:
         raise ArchiveError(
             f"{opts.source}: {report.problems[0]} "
-            "(nothing was restored; --no-verify skips this check)"
+            f"(nothing was restored; --no-verify skips this check){_undo_unverified(opts)}"
         )
+
+
+def _undo_unverified(opts: RestoreOptions) -> str:
+    """After a failed check: drop what an interrupted one-pass restore of this damaged
+    backup into this target had created (its state says which); what to add to the error."""
+    with _open(opts) as reader:
+        manifest = reader.manifest
+    names, _ = renames_of(opts, manifest)
+    path = state_path(manifest, hosts_of(opts.uri), names.target)
+    saved = load_state(path)
+    if saved is None or not saved.unverified or opts.dry_run:
+        return ""
+    client = connect(opts.uri, timeout=opts.timeout)
+    try:
+        database = target_database(client, names, manifest.collections)
+        for name in saved.collections:
+            database.drop_collection(name)
+    except pymongo.errors.PyMongoError as error:
+        text = driver_error_text(error, uri_secrets(opts.uri))
+        return f"; an interrupted restore of it into {names.target!r} left collections: {text}"
+    finally:
+        client.close()
+    remove_state(path)
+    count = len(saved.collections)
+    return f"; the {count} collections an interrupted restore of it had created are dropped"
 
 
 __all__ = ["RestoreOptions", "RestoreResult", "restore"]

@@ -79,6 +79,9 @@ class RestoreState:
     format: str = STATE_FORMAT
     format_version: int = STATE_VERSION
     generation: int = 0  # of the last whole save: older journal lines are stale
+    # Written by a one-pass restore (restore/one_pass.py) before the backup was checked
+    # whole: every collection here was created by it, and goes if the backup proves damaged.
+    unverified: bool = False
 
     def save(self, path: Path) -> None:
         """The whole state, atomically; the journal starts again after it."""
