@@ -11,7 +11,7 @@ from bson.timestamp import Timestamp
 from ..errors import ConfigError
 from ..mongo.cluster_time import parse_until
 from ..names import ALL_DATABASES
-from ..restore.options import RestoreOptions
+from ..restore.options import RestoreOptions, default_insert_workers
 from ..restore.run import RestoreResult, run_restore
 from .exits import with_exit_code
 from .options import (
@@ -86,10 +86,12 @@ def _add_writes(group: Any) -> None:
     group.add_argument(
         "-j",
         "--jobs",
+        "--insert-workers",
         "--numInsertionWorkersPerCollection",
         type=int,
-        default=2,
-        help="parallel insert workers (default 2)",
+        default=default_insert_workers(),
+        help="parallel insert workers per collection (default: one per core, 2 to 8; "
+        f"here {default_insert_workers()})",
     )
     group.add_argument(
         "--gzip",

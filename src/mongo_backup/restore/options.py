@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,7 +29,7 @@ class RestoreOptions:
     options: bool = True
     dry_run: bool = False
     bypass_validation: bool = False
-    jobs: int = 2
+    jobs: int = field(default_factory=lambda: default_insert_workers())
     batch_size: int = 1000
     verify_first: bool = True
     timeout: float = 30.0
@@ -52,3 +53,9 @@ class RestoreOptions:
             raise ConfigError("--batch-size must be between 1 and 100000")
         if not 0 < self.stall_timeout < 1e6:
             raise ConfigError("--stall-timeout must be positive")
+
+
+def default_insert_workers() -> int:
+    """Insert workers per collection: one per core, 2 to 8. They wait on the server, not
+    on the client's CPU; a server with more cores takes more inserts at once."""
+    return max(2, min(8, os.cpu_count() or 2))
