@@ -58,16 +58,12 @@ from .deployment import DeploymentDatabase
 logger = logging.getLogger(__name__)
 
 HISTORY_LOST_CODES = {280, 286}  # ChangeStreamFatalError, ChangeStreamHistoryLost
-# How long a getMore waits for events that are not there yet. A capture only ever asks
-# for events up to an ``until`` that was majority-committed before it began, so they are
-# visible to the stream before its first getMore: an empty batch is an answer, and the
-# wait is not what makes events seen. A server whose resume tokens carry no readable time
-# (SecantusDB) ends every capture with one empty getMore, and at 200 ms that was a ninth
-# of a small backup's wall time.
+# How long a getMore waits for events not there yet. A capture's ``until`` was majority-
+# committed before it began, so its events are visible before the first getMore: an empty
+# batch is an answer. Where tokens carry no readable time (SecantusDB) every capture ends
+# with one empty getMore: at 200 ms, a ninth of a small backup's wall.
 AWAIT_MS = 10
-# Between empty batches whose token is still short of ``until`` (a MongoDB stream catching
-# up, an idle shard waiting for its periodic no-op): a few getMores a second, not a hundred.
-SHORT_PAUSE = 0.1
+SHORT_PAUSE = 0.1  # between empty batches short of ``until``: no getMore spin (idle shard)
 # Events asked per batch. A watch reads an interval's events in a burst; without it some
 # servers answer ~100 at a time, and a getMore costs as much client CPU as ~50 events.
 # (The server still caps a batch at 16 MiB.)

@@ -284,13 +284,7 @@ class Restorer:
                         batch, size = [], 0
                 if batch:
                     send(batch)
-                if self.opts.new_only and outcome.expected not in (None, position):
-                    # Read once, unverified (restore/one_pass): the count is checked here,
-                    # where a verify pass would have checked it, and its batches dropped.
-                    raise ArchiveError(
-                        f"{entry.file}: holds {position} documents, the manifest says "
-                        f"{outcome.expected}"
-                    )
+                self._check_count(entry, outcome, position)
         finally:
             saved.acknowledged = watermark.acknowledged
             self.state.note(self.state_file, entry.name)
@@ -313,6 +307,14 @@ class Restorer:
                 "%s: %d documents refused by the validator (--bypass-document-validation)",
                 entry.name,
                 counts.rejected,
+            )
+
+    def _check_count(self, entry: CollectionEntry, outcome: CollectionOutcome, read: int) -> None:
+        """A member read once, unverified (restore/one_pass), is counted here, where a
+        verify pass would have counted it (raised inside the inserter: its queue drops)."""
+        if self.opts.new_only and outcome.expected not in (None, read):
+            raise ArchiveError(
+                f"{entry.file}: holds {read} documents, the manifest says {outcome.expected}"
             )
 
     def _build_indexes(self, entry: CollectionEntry, outcome: CollectionOutcome) -> None:
