@@ -16,6 +16,7 @@ import pytest
 from mongo_backup.archive.extjson import accelerator
 from mongo_backup.archive.writer import member_paths
 from mongo_backup.backup.checkpoint import Layout
+from mongo_backup.backup.convert_child import member_spec
 from mongo_backup.backup.convert_thread import (
     BIG_DOCUMENT,
     ConverterThread,
@@ -27,6 +28,11 @@ from mongo_backup.backup.convert_worker import ConverterProcess
 from mongo_backup.errors import MongoBackupError, OutputError
 
 
+def spec(folder: Path, file: str, compression: str = "zstd", keep_plain: bool = False) -> Any:
+    layout = Layout(compress=compression, keep_folder=keep_plain)
+    return member_spec(folder, file, layout)
+
+
 def batch(start: int, count: int) -> bytes:
     return b"".join(
         bson.encode({"_id": i, "name": f"n{i}", "nested": {"a": [1, 2.5, "x"]}})
@@ -36,7 +42,7 @@ def batch(start: int, count: int) -> bytes:
 
 def convert(converter: Any, folder: Path, compression: str = "zstd") -> dict[str, Any]:
     try:
-        converter.open(folder, "c.jsonl", compression, True, "canonical", False)
+        converter.open(spec(folder, "c.jsonl", compression, True))
         for start in range(0, 3000, 1000):
             converter.write(batch(start, 1000))
         return dict(converter.close())
@@ -62,7 +68,7 @@ def test_the_thread_writes_what_the_process_writes(tmp_path: Path, compression: 
 def test_a_failure_is_raised_by_the_next_call_and_restart_recovers(tmp_path: Path) -> None:
     converter = ConverterThread()
     try:
-        converter.open(tmp_path / "missing", "c.jsonl", "zstd", False, "canonical", False)
+        converter.open(spec(tmp_path / "missing", "c.jsonl", "zstd", False))
         with pytest.raises(OutputError):  # the folder does not exist: a file error
             for _ in range(3):
                 converter.write(batch(0, 10))
@@ -79,7 +85,7 @@ def test_a_failure_is_raised_by_the_next_call_and_restart_recovers(tmp_path: Pat
 def test_a_damaged_batch_fails_the_member_not_the_worker(tmp_path: Path) -> None:
     converter = ConverterThread()
     try:
-        converter.open(tmp_path, "c.jsonl", "zstd", False, "canonical", False)
+        converter.open(spec(tmp_path, "c.jsonl", "zstd", False))
         converter.write(b"\x05\x00\x00")  # a length prefix with no document
         with pytest.raises(MongoBackupError) as raised:
             converter.close()
@@ -91,7 +97,7 @@ def test_a_damaged_batch_fails_the_member_not_the_worker(tmp_path: Path) -> None
 def test_discard_removes_the_members_files(tmp_path: Path) -> None:
     converter = ConverterThread()
     try:
-        converter.open(tmp_path, "c.jsonl", "zstd", True, "canonical", False)
+        converter.open(spec(tmp_path, "c.jsonl", "zstd", True))
         converter.write(batch(0, 100))
         converter.discard()
         assert not [p for p in member_paths(tmp_path, "c.jsonl", "zstd", True) if p.exists()]
@@ -147,7 +153,7 @@ def test_members_of_big_documents_go_to_a_process(tmp_path: Path, big: bool) -> 
         folder = tmp_path / kind
         folder.mkdir()
         try:
-            converter.open(folder, "c.jsonl", "zstd", True, "canonical", False)
+            converter.open(spec(folder, "c.jsonl", "zstd", True))
             for one in batches:
                 converter.write(one)
             results[kind] = converter.close()
@@ -163,9 +169,9 @@ def test_members_of_big_documents_go_to_a_process(tmp_path: Path, big: bool) -> 
 def test_an_empty_member_and_a_discarded_one_need_no_converter(tmp_path: Path) -> None:
     converter = SizedConverter()
     try:
-        converter.open(tmp_path, "empty.jsonl", "zstd", False, "canonical", False)
+        converter.open(spec(tmp_path, "empty.jsonl", "zstd", False))
         assert converter.close()["count"] == 0
-        converter.open(tmp_path, "gone.jsonl", "zstd", False, "canonical", False)
+        converter.open(spec(tmp_path, "gone.jsonl", "zstd", False))
         converter.discard()
         assert not (tmp_path / "gone.jsonl.zst").exists()
     finally:

@@ -15,10 +15,10 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypedDict
 
 from ..allocator import return_big_blocks_to_the_system
-from ..archive.extjson import BatchEncoder
+from ..archive.extjson import BatchEncoder, JsonFormat
 from ..archive.writer import MemberWriter
 
 _HEADER = 5  # type byte + 4-byte little-endian length
@@ -32,6 +32,40 @@ def _read_exact(stream: IO[bytes], size: int) -> bytes:
     return data
 
 
+class MemberSpec(TypedDict):
+    """What a converter needs to open a member (the ``O`` frame's JSON)."""
+
+    folder: str
+    file: str
+    compression: str
+    keep_plain: bool
+    json_format: JsonFormat
+    pretty: bool
+    checkpoint: str | None  # where ``K`` writes the unit's progress
+    resume: dict[str, Any] | None  # a UnitProgress (as a dict) to continue from
+
+
+def member_spec(
+    folder: Path,
+    file: str,
+    layout: Any,
+    checkpoint: Path | None = None,
+    resume: dict[str, Any] | None = None,
+) -> MemberSpec:
+    """The spec of member ``file`` in ``folder``, shaped by ``layout`` (a plan's
+    ``Layout``: compress, keep_folder, json_format, pretty)."""
+    return MemberSpec(
+        folder=str(folder),
+        file=file,
+        compression=layout.compress,
+        keep_plain=layout.keep_folder,
+        json_format=layout.json_format,
+        pretty=layout.pretty,
+        checkpoint=str(checkpoint) if checkpoint else None,
+        resume=resume,
+    )
+
+
 class MemberConversion:
     """One member at a time: raw BSON batches to its files, with its count and escapes.
     The operations of the protocol (see :mod:`.convert_worker`), for the child's loop
@@ -43,12 +77,12 @@ class MemberConversion:
         self.count = 0
         self.progress_path: Path | None = None
 
-    def open(self, spec: dict[str, Any]) -> None:
-        resume = spec.get("resume")
+    def open(self, spec: MemberSpec) -> None:
+        resume, checkpoint = spec["resume"], spec["checkpoint"]
         self.encoder = BatchEncoder(spec["json_format"], spec["pretty"])
         self.encoder.escaped = resume["escaped"] if resume else 0
         self.count = resume["count"] if resume else 0
-        self.progress_path = Path(spec["checkpoint"]) if spec.get("checkpoint") else None
+        self.progress_path = Path(checkpoint) if checkpoint else None
         self.writer = MemberWriter(
             Path(spec["folder"]),
             spec["file"],

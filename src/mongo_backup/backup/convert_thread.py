@@ -29,14 +29,13 @@ import os
 import queue
 import sys
 import threading
-from pathlib import Path
 from typing import Any, Protocol
 
 from ..archive.extjson import accelerator
 from ..errors import MongoBackupError, OutputError
 from ..mongo.prefetch import count_documents
 from .checkpoint import Layout
-from .convert_child import MemberConversion, error_reply
+from .convert_child import MemberConversion, MemberSpec, error_reply
 from .convert_worker import ConverterProcess
 
 _WAIT = 0.5  # seconds between looks at a thread that may have stopped
@@ -45,17 +44,7 @@ _WAIT = 0.5  # seconds between looks at a thread that may have stopped
 class Converter(Protocol):
     """What an export worker needs of its converter (process or thread)."""
 
-    def open(
-        self,
-        folder: Path,
-        file: str,
-        compression: str,
-        keep_plain: bool,
-        json_format: str,
-        pretty: bool,
-        checkpoint: Path | None = None,
-        resume: dict[str, Any] | None = None,
-    ) -> None: ...
+    def open(self, spec: MemberSpec) -> None: ...
     def write(self, batch: bytes) -> None: ...
     def checkpoint(self, last_id: str | None) -> None: ...
     def close(self) -> dict[str, Any]: ...
@@ -93,7 +82,7 @@ class SizedConverter:
         self._thread: ConverterThread | None = None
         self._process: ConverterProcess | None = None
         self._current: Converter | None = None
-        self._pending: tuple[Any, ...] | None = None  # open's arguments, not yet sent
+        self._pending: MemberSpec | None = None  # the member opened, not yet sent
 
     def _use(self, big: bool) -> Converter:
         if big:
@@ -106,24 +95,14 @@ class SizedConverter:
         """The converter of the open member, opened now if it waited for a batch."""
         if self._pending is not None:
             self._current = self._use(big)
-            arguments, self._pending = self._pending, None
-            self._current.open(*arguments)
+            spec, self._pending = self._pending, None
+            self._current.open(spec)
         assert self._current is not None, "no member open"
         return self._current
 
-    def open(
-        self,
-        folder: Path,
-        file: str,
-        compression: str,
-        keep_plain: bool,
-        json_format: str,
-        pretty: bool,
-        checkpoint: Path | None = None,
-        resume: dict[str, Any] | None = None,
-    ) -> None:
-        arguments = (folder, file, compression, keep_plain, json_format, pretty, checkpoint, resume)
-        self._current, self._pending = None, arguments
+    def open(self, spec: MemberSpec) -> None:
+        self._current, self._pending = None, spec
+        resume = spec["resume"]
         if resume is not None:  # answered at once: cut back and rehashed before any batch
             # Bytes of JSON a document here, not of BSON: a little more, so a member near
             # the line may go to a process on resume; either converter writes its bytes.
@@ -188,7 +167,7 @@ class ConverterThread:
             try:
                 if kind == "open":
                     member.open(payload)
-                    if payload.get("resume"):
+                    if payload["resume"] is not None:
                         self._replies.put({})
                 elif kind == "write":
                     member.write(payload)
@@ -233,29 +212,9 @@ class ConverterThread:
                 self._raise(reply)
             return reply
 
-    def open(
-        self,
-        folder: Path,
-        file: str,
-        compression: str,
-        keep_plain: bool,
-        json_format: str,
-        pretty: bool,
-        checkpoint: Path | None = None,
-        resume: dict[str, Any] | None = None,
-    ) -> None:
-        spec = {
-            "folder": str(folder),
-            "file": file,
-            "compression": compression,
-            "keep_plain": keep_plain,
-            "json_format": json_format,
-            "pretty": pretty,
-            "checkpoint": str(checkpoint) if checkpoint else None,
-            "resume": resume,
-        }
+    def open(self, spec: MemberSpec) -> None:
         self._send("open", spec)
-        if resume is not None:
+        if spec["resume"] is not None:
             self._reply()
 
     def write(self, batch: bytes) -> None:

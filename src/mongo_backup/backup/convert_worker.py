@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..errors import MongoBackupError, OutputError
-from .convert_child import PIPE_BYTES
+from .convert_child import PIPE_BYTES, MemberSpec
 
 # The child needs only the converter's few modules (:mod:`.convert_child`). Importing the
 # package normally would run its __init__, which pulls in pymongo and the whole library:
@@ -109,29 +109,9 @@ class ConverterProcess:
             raise error(str(reply["error"]))
         return dict(reply)
 
-    def open(
-        self,
-        folder: Path,
-        file: str,
-        compression: str,
-        keep_plain: bool,
-        json_format: str,
-        pretty: bool,
-        checkpoint: Path | None = None,
-        resume: dict[str, Any] | None = None,
-    ) -> None:
-        spec = {
-            "folder": str(folder),
-            "file": file,
-            "compression": compression,
-            "keep_plain": keep_plain,
-            "json_format": json_format,
-            "pretty": pretty,
-            "checkpoint": str(checkpoint) if checkpoint else None,
-            "resume": resume,
-        }
+    def open(self, spec: MemberSpec) -> None:
         self._send(b"O", json.dumps(spec).encode())
-        if resume is not None:
+        if spec["resume"] is not None:
             self._reply()
 
     def write(self, batch: bytes) -> None:

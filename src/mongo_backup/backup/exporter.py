@@ -47,6 +47,7 @@ from .checkpoint import (
     record_done,
     unit_progress_path,
 )
+from .convert_child import member_spec
 from .convert_thread import Converter, new_converter
 from .increments import query_for
 
@@ -276,17 +277,15 @@ class UnitRunner:
         resume = load_unit_progress(checkpoint) if unit.ordered else None
         if resume is not None and not resumable(decode_key(resume.last_id)):
             resume = None  # not written by this version: start the unit again
-        layout = self.plan.layout
         try:
             converter.open(
-                self.folder,
-                unit.file,
-                layout.compress,
-                layout.keep_folder,
-                layout.json_format,
-                layout.pretty,
-                checkpoint=checkpoint if unit.ordered else None,
-                resume=asdict(resume) if resume else None,
+                member_spec(
+                    self.folder,
+                    unit.file,
+                    self.plan.layout,
+                    checkpoint if unit.ordered else None,
+                    asdict(resume) if resume else None,
+                )
             )
         except OutputError:
             raise
@@ -305,7 +304,7 @@ class UnitRunner:
             logger.info("%s: continuing after %d documents", unit.label, resume.count)
         self._bars.start(unit, resume.count if resume else 0)
         last_id: bytes | None = None
-        batch_size = layout.batch_size
+        batch_size = self.plan.layout.batch_size
         if unit.average:  # big documents: fewer per batch from the first one on
             batch_size = max(1, min(batch_size, BATCH_BYTES // unit.average))
         batches = self.source.raw_batches(
