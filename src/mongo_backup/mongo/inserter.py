@@ -164,7 +164,7 @@ class RawInserter:
             try:
                 if self.fatal is not None or self._discard:
                     continue  # drain, so that submit() never blocks forever
-                self._insert([RawBSONDocument(raw) for raw in batch], replay)
+                self._insert([RawBSONDocument(raw) for raw in batch], replay, size)
             except BaseException as error:  # connection lost for good, auth, ...: stop
                 self.fatal = error
                 continue
@@ -175,12 +175,12 @@ class RawInserter:
             if self.answered is not None:
                 self.answered(ticket)
 
-    def _insert(self, documents: list[RawBSONDocument], replay: bool) -> None:
+    def _insert(self, documents: list[RawBSONDocument], replay: bool, size: int) -> None:
         """Insert one batch, sending it again after a transient fault."""
         attempt = 0
         while True:
             try:
-                refused = self._send(documents)
+                refused = self._send(documents, size)
             except pymongo.errors.BulkWriteError as error:
                 self.counts.add_bulk_error(dict(error.details), replay or attempt > 0)
             except pymongo.errors.PyMongoError as error:
@@ -206,15 +206,16 @@ class RawInserter:
                         self.counts.inserted += len(documents)
             return
 
-    def _send(self, documents: list[RawBSONDocument]) -> dict[str, Any] | None:
+    def _send(self, documents: list[RawBSONDocument], size: int) -> dict[str, Any] | None:
         """Insert; what the server refused, in ``BulkWriteError.details``' shape, or None.
 
         A batch that fits in one command document goes as a plain ``insert`` command:
         ``insert_many``'s bulk machinery spends a few Python calls on every document
         (half of a restore's client CPU for inserting, measured), and a command of raw
         documents is encoded in C. Bigger batches (a document of several MiB) need
-        ``insert_many``'s document sequence, which may exceed 16 MiB."""
-        if sum(len(document.raw) for document in documents) > COMMAND_BYTES:
+        ``insert_many``'s document sequence, which may exceed 16 MiB. ``size``: the
+        documents' bytes (known from the submit)."""
+        if size > COMMAND_BYTES:
             self.collection.insert_many(
                 documents, ordered=False, bypass_document_validation=self.bypass
             )
