@@ -34,6 +34,7 @@ from typing import Any
 
 from bench_deployment import section_deployment
 from bench_increments import section_increments
+from bench_resilience import section_resilience
 from bench_scale import section_scale
 from bench_storage import section_destinations
 from bench_watch import section_watch
@@ -393,63 +394,6 @@ def section_backup(c: Ctx, backup: Stats | None, seed: Stats | None, drain: Stat
         RAW.setdefault("checks", {})["RSS growth"] = {"value": growth, "target": 15, "pass": ok}
 
 
-def section_resilience(c: Ctx, backup: Stats | None) -> None:
-    """Issue 4: one big collection read by one cursor and split in _id ranges (wall, RSS),
-    the CPU cost of checkpoints, and how long a resume takes after a kill half-way."""
-    if backup is None:
-        say("SKIP resilience: the main backup failed")
-        return
-    # Checkpoints every second (the default) vs none at all (an interval longer than the run).
-    no_checkpoints = c.backup("no_checkpoint", c.db, "--checkpoint-interval", "1e9")
-    if no_checkpoints:
-        check("RATIO checkpoint overhead cpu", backup.cpu / no_checkpoints.cpu, 1.05)
-    resume_after_kill(c, backup)
-    if not c.args.big_n:
-        return
-    big = c.big_data()
-    with MongoClient(c.uri) as client:
-        orders = client[big]["orders"].estimated_document_count()
-    say(f"orders of {big}: {orders} documents")
-    single = c.backup("orders_j1", big, "--collection", "orders", "-j", "1", repeat=1)
-    # A threshold of ~half the size estimate the server allows (1 KiB per document when
-    # it reports no sizes) makes two _id ranges, read by two workers.
-    half = f"{orders * 1024 // 2 // 1024 + 1}KB"
-    split = c.backup(
-        "orders_split", big, "--collection", "orders", "-j", "2", "--split-threshold", half,
-        repeat=1,
-    )  # fmt: skip
-    if single and split:
-        check("RATIO orders split/single wall", split.wall / single.wall, 1.0)
-    for stats in (single, split):
-        if stats:
-            growth = (stats.rss - backup.rss) / backup.rss * 100
-            check(
-                f"RSS growth {stats.tool} vs N={c.args.n} backup %", growth, 15, "{:+.1f}", "{:g}"
-            )
-
-
-def resume_after_kill(c: Ctx, backup: Stats) -> None:
-    """Kill a backup with SIGKILL at half the full backup's wall time, then time --resume."""
-    tmp = tempfile.mkdtemp(prefix="bench-resume-")
-    try:
-        cmd = [a.replace("{TMP}", tmp) for a in c.backup_command(c.db)]
-        proc = subprocess.Popen(cmd, cwd=tmp, env=c.mb_env, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)  # fmt: skip
-        time.sleep(backup.wall / 2)
-        proc.kill()
-        proc.wait()
-        run = measure([*cmd, "--resume"], tmp, c.args.timeout, c.mb_env)
-        if run.code != 0:
-            say(f"SKIP resume: {reason(run)}")
-            return
-        say(f"resume        cpu {run.cpu:.2f} s  wall {run.wall:.2f} s  rss {run.rss:.1f} MiB"
-            "  (after SIGKILL at 50% of the backup's wall)")  # fmt: skip
-        RAW.setdefault("tools", {})["resume"] = {"wall": run.wall, "cpu": run.cpu, "rss": run.rss}
-        check("RATIO resume/backup wall", run.wall / backup.wall, 0.60)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
 def section_restore(c: Ctx) -> None:
     """Restore our archive vs a hand-written json_util restore (CPU) and the write floor."""
     if c.archive is None:
@@ -557,7 +501,8 @@ def main() -> int:
             if "resilience" in only:
                 say("")
                 say("== resilience")
-                section_resilience(c, backup)
+                tools = SimpleNamespace(say=say, check=check, measure=measure, reason=reason)
+                section_resilience(c, tools, RAW, backup)
             if "bench_big" in RAW.get("data", {}):  # keep the server lean for what follows
                 with MongoClient(c.uri) as client:
                     client.drop_database("bench_big")

@@ -44,7 +44,7 @@ from ..archive.backup_reader import CheckedAsRead
 from ..archive.manifest import CollectionEntry
 from ..errors import ArchiveError, Interrupted, MongoBackupError
 from ..mongo.connection import connect
-from ..redact import uri_secrets
+from ..redact import hosts_of, uri_secrets
 from ..retry import driver_error_text
 from .authz import apply_authz
 from .namespaces import CollectionOutcome, Restorer
@@ -52,7 +52,7 @@ from .options import RestoreOptions
 from .renames import Renamer, target_database
 from .result import RestoreResult
 from .selection import check_users_and_roles, inserts_client, renames_of, write_settings
-from .state import RestoreState, remove_state
+from .state import RestoreState, remove_state, state_path
 
 logger = logging.getLogger(__name__)
 
@@ -61,19 +61,21 @@ def restore_if_new(
     opts: RestoreOptions,
     reader: CheckedAsRead,
     committed: Callable[[], None] = lambda: None,
-    state_file: Path | None = None,
+    resumable: bool = False,
 ) -> RestoreResult | None:
     """Restore ``reader`` in one pass if none of the namespaces it restores exists in the
     target; None (nothing written) if one does. ``committed`` is called once this path
     is taken (a pipe's recorder then forgets the bytes it kept for a fallback).
 
-    ``state_file``: where the restore records its progress for ``--resume`` (an archive
-    file). Then only damage undoes the writes; an interruption or a server's refusal
-    leaves them, recorded, as a restore verified first does. Without it (a stream,
-    which cannot be resumed) every failure before the end undoes them."""
+    ``resumable`` (an archive file): the restore records its progress for ``--resume``
+    where any restore of this backup into this target does. Then only damage undoes the
+    writes; an interruption or a server's refusal leaves them, recorded, as a restore
+    verified first does. Otherwise (a stream, which cannot be resumed) every failure
+    before the end undoes them."""
     started = time.perf_counter()
     plan = reader.plan
     names, selected = renames_of(opts, plan)
+    state_file = state_path(plan, hosts_of(opts.uri), names.target) if resumable else None
     check_users_and_roles(opts, plan, names.target)
     secrets = uri_secrets(opts.uri)
     client = connect(opts.uri, timeout=opts.timeout)

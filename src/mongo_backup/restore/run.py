@@ -130,9 +130,7 @@ def _restore_in_one_pass(opts: RestoreOptions) -> RestoreResult | None:
         manifest = reader.manifest
         if manifest.kind != "full" or not can_check(manifest):
             return None  # an increment's chain, a mongodump folder: verified first
-        names, _ = renames_of(opts, manifest)
-        state_file = state_path(manifest, hosts_of(opts.uri), names.target)
-        return restore_if_new(opts, ChecksummedReader(reader), state_file=state_file)
+        return restore_if_new(opts, ChecksummedReader(reader), resumable=True)
 
 
 def _chain(opts: RestoreOptions) -> list[Link]:
