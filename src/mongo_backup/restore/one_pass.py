@@ -123,11 +123,12 @@ def _restore(
     database, inserts = clients
     held = reader.plan.databases or [reader.plan.database]
     with contextlib.ExitStack() as stack:
-        if state_file is None:
-            # The inserter records its progress as for any restore; a stream cannot be
-            # resumed, so the record is private and goes with the run.
-            work = stack.enter_context(tempfile.TemporaryDirectory(prefix="mongo-backup-"))
-        path = state_file or Path(work) / "state.json"
+        # The inserter records its progress as for any restore; a stream cannot be
+        # resumed, so its record is private and goes with the run.
+        path = state_file or (
+            Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mongo-backup-")))
+            / "state.json"
+        )
         state = RestoreState(source=reader.location, database=names.target, unverified=True)
         restorer = Restorer(
             database,
