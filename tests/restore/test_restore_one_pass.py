@@ -85,6 +85,21 @@ def test_a_damaged_member_drops_what_the_restore_created(
     assert user_collections(client, target_db) == []
 
 
+def test_a_damaged_member_says_nothing_of_the_documents_it_made_up(
+    cli: CliRunner, client: Any, mongo_uri: str, target_db: str, archive: Path, tmp_path: Path,
+) -> None:  # fmt: skip
+    # A damaged member that repeats a document (as a flipped bit in a compressed stream
+    # can): the damage is the one line, not an "already exists" warning before it.
+    damaged = rewritten(
+        archive, tmp_path, "alpha.jsonl", lambda b: b + b.splitlines(keepends=True)[3], False
+    )
+    result = restore_cli(cli, damaged, mongo_uri, "--db", target_db, "--drop")
+    assert result.code == 1
+    line = assert_single_error_line(result)
+    assert "alpha.jsonl" in line and "damaged archive" in line and "nothing was kept" in line
+    assert user_collections(client, target_db) == []
+
+
 def test_a_line_that_does_not_parse_drops_what_the_restore_created(
     cli: CliRunner, client: Any, mongo_uri: str, target_db: str, archive: Path, tmp_path: Path,
 ) -> None:  # fmt: skip
