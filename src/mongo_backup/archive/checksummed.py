@@ -6,9 +6,9 @@ reads the rest at :meth:`~HashedStream.finish`. :class:`ChecksummedReader` wraps
 whose manifest came first (an archive file, a backup folder) and checks every member
 against its entry (SHA-256 and size): the read that reaches the member's end raises
 :class:`ArchiveError` if it does not match, or ``members`` does, before the next one is
-handed on, for a member the caller left unfinished; ``complete`` turns true once every member has been read and checked. So the
-caller learns of damage at the end of the member that holds it, and must undo what it
-wrote from that member and the ones before.
+handed on, for a member the caller left unfinished; ``complete`` turns true once every
+member has been read and checked. So the caller learns of damage at the end of the
+member that holds it, and must undo what it wrote from that member and the ones before.
 
 The check is the verify pass's, less the parse of members nobody reads (a restore of
 some collections): their bytes match the checksums, so their lines are those the backup
