@@ -596,7 +596,9 @@ def test_list_and_prune_of_a_folder(
     assert reasons[ids[2]] == [f"needed by kept incremental {ids[0]}"]
     left = sorted(p.name for p in store.iterdir())
     assert left == sorted(
-        n + extra for n in (full, inc1, inc2) for extra in ("", ".sha256", ".meta.json")
+        n + extra
+        for n in (full, inc1, inc2)
+        for extra in ("", ".sha256", ".meta.json", ".sha256.meta.json")
     )
     # The chain that is left restores.
     restored = mb.restore(store / inc2, target_db)

@@ -1,21 +1,18 @@
 """Delivering a finished backup: encryption (``--encrypt-to``) and the upload to a
-destination (``--dest``), from the archive file or, with ``--stream``, straight from the
-working folder's compressed members (no archive file is written).
-
-The archive's tar bytes come from :func:`~mongo_backup.archive.writer.write_tar`, run on a
-producer thread that writes into a bounded queue; age encryption runs on a second thread
-between the two; the upload reads the queue. At most :data:`QUEUE_CHUNKS` chunks of
-:data:`CHUNK` bytes wait between them, so memory stays flat whatever the size.
+destination (``--dest``) of the archive file; and the pieces an archive sent while the
+backup runs shares (:mod:`.live_archive`): :func:`encrypting`, age on a thread between
+the archive's writer and its output, and :class:`QueueWriter`, a file object into a
+bounded queue that an upload reads. At most :data:`QUEUE_CHUNKS` chunks of :data:`CHUNK`
+bytes wait in it, so memory stays flat whatever the size.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -24,16 +21,13 @@ import pyrage
 from ..archive.encryption import SUFFIX as AGE_SUFFIX
 from ..archive.encryption import encrypt_file
 from ..archive.manifest import Manifest
-from ..archive.tar_stream import compressed_name
-from ..archive.writer import SUFFIXES, framed, write_tar
-from ..destinations import Destination, open_destination
-from ..location.transfer import metadata_for, upload_file, upload_stream
+from ..destinations import open_destination
+from ..location.transfer import metadata_for, upload_file
 
 logger = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
 QUEUE_CHUNKS = 8
-_END = object()
 
 
 def deliver_file(
@@ -63,48 +57,7 @@ def deliver_file(
     return None, url
 
 
-def deliver_stream(
-    folder: Path,
-    members: list[tuple[str, int]],
-    manifest: Manifest,
-    *,
-    compression: str,
-    dest: str,
-    endpoint_url: str | None,
-    recipients: list[Any],
-) -> str:
-    """Upload the archive as it is assembled from ``folder``; returns its URL."""
-    destination: Destination = open_destination(dest, endpoint_url=endpoint_url)
-    name = f"{folder.name}{SUFFIXES[compression]}" + (AGE_SUFFIX if recipients else "")
-    size_hint = sum(_size_on_disk(folder, file, compression) for file, _ in members) + (1 << 20)
-
-    produce = _producer(folder, members, compression, recipients)
-    metadata = metadata_for(manifest, bool(recipients))
-    return upload_stream(destination, _produced(produce), name, metadata, size_hint)
-
-
-def _producer(
-    folder: Path, members: list[tuple[str, int]], compression: str, recipients: list[Any]
-) -> Callable[[IO[bytes]], None]:
-    """What writes the archive assembled from ``folder`` into a file object, encrypted
-    when there are ``recipients``."""
-
-    def tar(out: IO[bytes]) -> None:
-        with framed(out, compression) as (target, framing):
-            write_tar(folder, members, target, framing)
-
-    return encrypting(tar, recipients) if recipients else tar
-
-
-def _size_on_disk(folder: Path, file: str, compression: str) -> int:
-    path = folder / (compressed_name(file) if compression == "zstd" else file)
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0
-
-
-class _QueueWriter:
+class QueueWriter:
     """A write-only file object that hands CHUNK-sized pieces to a bounded queue."""
 
     def __init__(self, chunks: queue.Queue[object], stop: threading.Event) -> None:
@@ -137,42 +90,6 @@ class _QueueWriter:
         if self._buffer:
             self._put(bytes(self._buffer))
             self._buffer.clear()
-
-
-def _produced(produce: Callable[[IO[bytes]], None]) -> Iterator[bytes]:
-    """The bytes ``produce`` writes, as an iterator; its exception is re-raised here."""
-    chunks: queue.Queue[object] = queue.Queue(QUEUE_CHUNKS)
-    failure: list[BaseException] = []
-    stop = threading.Event()
-
-    def run() -> None:
-        writer = _QueueWriter(chunks, stop)
-        try:
-            produce(writer)  # type: ignore[arg-type]
-            writer.finish()
-        except BaseException as error:
-            failure.append(error)
-        finally:
-            while not stop.is_set():
-                try:
-                    chunks.put(_END, timeout=0.1)
-                    break
-                except queue.Full:
-                    continue
-
-    thread = threading.Thread(target=run, name="archive-producer", daemon=True)
-    thread.start()
-    try:
-        while (chunk := chunks.get()) is not _END:
-            yield chunk  # type: ignore[misc]
-    finally:
-        stop.set()
-        while thread.is_alive():  # a producer waiting on a full queue sees the stop
-            with contextlib.suppress(queue.Empty):
-                chunks.get_nowait()
-            thread.join(0.05)
-    if failure:
-        raise failure[0]
 
 
 def encrypting(

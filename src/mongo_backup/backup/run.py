@@ -59,9 +59,10 @@ from ..retry import RetryPolicy
 from .authz import write_authz_member
 from .checkpoint import Plan, remove_checkpoints
 from .consistency import Outcome, capture_increment, finish, start_reads
-from .delivery import deliver_file, deliver_stream
+from .delivery import deliver_file
 from .exporter import NoProgress, Progress, UnitRunner
-from .manifest_builder import build_manifest, plan_manifest
+from .live_archive import broken, live_sender, send_rest
+from .manifest_builder import build_manifest
 from .options import BackupOptions, BackupResult
 from .pipe_sender import PipeSender
 from .planning import find_resumable, new_plan
@@ -149,9 +150,7 @@ def _locked_backup(
             plan, folder = resumable
         authz = _users_and_roles(opts, client, plan, folder)
         resumed = resumable is not None
-        sender = _pipe_sender(opts, folder, plan, authz)
-        if sender is not None:
-            _send_finished(sender, plan, authz)
+        sender = live_sender(opts, folder, plan, authz)
         runner = UnitRunner(
             source,
             folder,
@@ -169,9 +168,9 @@ def _locked_backup(
         outcome = _export(opts, client, source, folder, plan, runner, check, resumed, kept)
     except BaseException as error:
         if sender is not None:
-            sender.abort()  # the reader sees a cut stream: it keeps nothing
-            if isinstance(error, ArchiveError) and error is sender.failure:
-                raise _pipe_broken(error, folder) from None
+            sender.abort()  # the reader (or the store) sees a cut stream: it keeps nothing
+            if isinstance(error, MongoBackupError) and error is sender.failure:
+                raise broken(error, folder) from None
         raise
     finally:
         if kept is None:
@@ -226,39 +225,6 @@ def _export(
         honoured = check.honoured and not source.snapshot_lost and not resumed
         return Outcome("snapshot" if honoured and plan.consistency else "none", None, None)
     return finish(client, source, folder, plan, check, wanted)
-
-
-def _pipe_broken(error: ArchiveError, folder: Path) -> ArchiveError:
-    return ArchiveError(
-        f"{error}; the exported files are kept in {folder}: run the same backup "
-        "with --resume to write the archive again"
-    )
-
-
-def _pipe_sender(
-    opts: BackupOptions, folder: Path, plan: Plan, authz: tuple[CollectionEntry, bool] | None
-) -> PipeSender | None:
-    """``--archive -``: the archive goes down the pipe as the members are finished,
-    beginning with the plan (and what a resumed backup had already finished)."""
-    if not opts.to_stdout:
-        return None
-    recipients = encryption.recipients(opts.encrypt_to) if opts.encrypt_to else []
-    extra = [authz[0]] if authz is not None else []
-    plan_bytes = manifest_bytes(plan_manifest(folder, plan, extra))
-    return PipeSender(folder, plan.layout.compress, recipients, plan_bytes)
-
-
-def _send_finished(
-    sender: PipeSender, plan: Plan, authz: tuple[CollectionEntry, bool] | None
-) -> None:
-    """What is complete before the export: the users and roles, and the collections a
-    resumed backup had finished."""
-    if authz is not None:
-        assert authz[0].file is not None
-        sender.send_member(authz[0].file, authz[0].bytes)
-    for unit in plan.units:
-        if unit.file in plan.done:
-            sender.unit_done(unit, plan.done[unit.file])
 
 
 def _users_and_roles(
@@ -325,27 +291,11 @@ def _archive(
     local: Path | None = destination
     try:
         if sender is not None:
-            try:
-                for name, size in members:  # those not sent yet: joined ranges, changes
-                    sender.send_member(name, size)
-                size = sender.finish(manifest_bytes(manifest))
-            except ArchiveError as error:
-                raise _pipe_broken(error, folder) from None
-            logger.info("archive written to stdout (%d bytes)", size)
             local = None
-        elif opts.stream and opts.dest:
-            local, url = (
-                None,
-                deliver_stream(
-                    folder,
-                    members,
-                    manifest,
-                    compression=opts.compress,
-                    dest=opts.dest,
-                    endpoint_url=opts.endpoint_url,
-                    recipients=recipients,
-                ),
-            )
+            try:
+                url = send_rest(sender, members, manifest, bool(recipients))
+            except ArchiveError as error:  # a store's error is told below
+                raise broken(error, folder) from None
         else:
             archive_dir.mkdir(parents=True, exist_ok=True)
             write_archive(folder, members, destination, opts.compress)

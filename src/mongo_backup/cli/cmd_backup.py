@@ -279,7 +279,8 @@ def add_destination_options(parser: argparse.ArgumentParser) -> Any:
     group.add_argument(
         "--stream",
         action="store_true",
-        help="with --dest: upload the archive as it is assembled, without writing it locally",
+        help="with --dest: upload the archive while the backup runs (plan first, each "
+        "collection as it is exported, manifest last), without writing it locally",
     )
     group.add_argument(
         "--encrypt-to",

@@ -86,9 +86,18 @@ def archive_ids(destination: Destination) -> frozenset[str]:
     )
 
 
+def _metadata(destination: Destination, key: str) -> dict[str, str]:
+    """What the upload recorded of ``key``: its sidecar's metadata (the final word: see
+    :mod:`.transfer`), else the object's own (uploads before the sidecar carried it)."""
+    for described in (key + SHA_SUFFIX, key):
+        stat = destination.stat(described)
+        if stat is not None and stat.metadata and "mb_kind" in stat.metadata:
+            return stat.metadata
+    return {}
+
+
 def _describe(destination: Destination, backup: StoredBackup) -> None:
-    stat = destination.stat(backup.key)
-    metadata = (stat.metadata if stat else None) or {}
+    metadata = _metadata(destination, backup.key)
     if "mb_kind" in metadata:
         backup.database = unquote(metadata.get("mb_database", "")) or None
         backup.kind = metadata["mb_kind"]

@@ -7,8 +7,10 @@ holds is read back and its size and SHA-256 compared with what was sent, and onl
 it copied to the final key (never over an existing archive: an upload to a taken name is
 refused), followed by a ``KEY.sha256`` sidecar in ``sha256sum`` format
 (the completion marker: ``sha256sum -c`` checks a downloaded archive with it). The
-archive's own metadata (database, kind, parent, ...) rides on the object, so ``list`` and
-``prune`` need no download, even of an encrypted archive.
+archive's metadata (database, kind, parent, ...) rides on the object and on its sidecar,
+so ``list`` and ``prune`` need no download, even of an encrypted archive. The sidecar's
+is the final word: an archive uploaded while the backup ran (``--stream``) got its
+object's metadata from the plan, before the backup knew how it would end.
 
 Fetching (:func:`fetch_chain`) downloads an archive (and, for an increment, its parents)
 into a working folder, checking each against its recorded SHA-256, and decrypts ``.age``
@@ -104,8 +106,10 @@ def upload_stream(
     key: str,
     metadata: dict[str, str],
     size_hint: int | None = None,
+    final_metadata: Callable[[], dict[str, str]] | None = None,
 ) -> str:
-    """Upload an archive as it is produced; see the module's contract."""
+    """Upload an archive as it is produced; see the module's contract. The sidecar
+    carries ``final_metadata()`` (asked once every chunk is sent), else ``metadata``."""
     if destination.stat(key) is not None:
         raise DestinationError(
             f"{key} already exists at {destination.url}: an upload never replaces a backup"
@@ -126,7 +130,8 @@ def upload_stream(
         if final is None or final.size != size:
             raise DestinationError(f"{key}: the copy under the final name is not complete")
         marker = f"{sent.sha256}  {key.rsplit('/', 1)[-1]}\n".encode()
-        destination.put_stream(key + SHA_SUFFIX, [marker])
+        described = final_metadata() if final_metadata is not None else metadata
+        destination.put_stream(key + SHA_SUFFIX, [marker], metadata=described)
     finally:
         with contextlib.suppress(DestinationError):
             destination.delete(temporary)

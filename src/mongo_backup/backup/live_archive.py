@@ -1,0 +1,199 @@
+"""An archive sent while the backup runs: down a pipe (``--archive -``) or up to a
+destination (``--stream --dest URL``).
+
+Both go out in the streamed form (:mod:`mongo_backup.archive.streamed`), written by a
+:class:`~mongo_backup.backup.pipe_sender.PipeSender`: the plan first, each collection's
+member as soon as it is exported, the manifest last. For a pipe the sender writes to
+stdout; for ``--stream`` into a :class:`StreamUpload`, whose thread uploads what arrives
+(:func:`~mongo_backup.location.transfer.upload_stream`: a temporary key, read back and
+checked, copied under its name, the ``.sha256`` sidecar last). So the upload overlaps the
+export instead of following it, and no archive file is written.
+
+A multipart upload takes its object's metadata when it begins, before the backup knows
+how it ends: the archive object carries what the plan knows, and the sidecar, written
+once the manifest is sent, carries the final metadata (failed collections, the window
+covered), which ``list`` reads first (:mod:`mongo_backup.location.catalog`).
+
+Contract of :class:`StreamUpload`: ``write`` (from the sender's thread) raises the
+upload's own error once it has failed; :meth:`~StreamUpload.finish` ends the stream,
+waits for the upload and returns its URL or raises its error; :meth:`~StreamUpload.abort`
+ends it without an end, which the upload turns into nothing visible at the destination.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any, cast
+
+from ..archive import encryption
+from ..archive.encryption import SUFFIX as AGE_SUFFIX
+from ..archive.manifest import CollectionEntry, Manifest, manifest_bytes
+from ..archive.writer import SUFFIXES
+from ..destinations import Destination, open_destination
+from ..errors import ArchiveError, DestinationError, MongoBackupError
+from ..location.transfer import metadata_for, upload_stream
+from .checkpoint import Plan
+from .delivery import QUEUE_CHUNKS, QueueWriter
+from .manifest_builder import plan_manifest
+from .options import BackupOptions
+from .pipe_sender import PipeSender
+
+logger = logging.getLogger(__name__)
+
+_END = object()
+_ABORT = object()
+_ABORT_WAIT = 5.0  # seconds: an upload stuck in the network cannot hold a failed backup
+
+
+class StreamUpload:
+    """A file object whose bytes go up to ``key`` at ``destination`` as they come."""
+
+    def __init__(
+        self, destination: Destination, key: str, metadata: dict[str, str], size_hint: int
+    ) -> None:
+        self._chunks: queue.Queue[object] = queue.Queue(QUEUE_CHUNKS)
+        self._stop = threading.Event()
+        self._writer = QueueWriter(self._chunks, self._stop)
+        self._final: dict[str, str] | None = None
+        self.url: str | None = None
+        self.failure: BaseException | None = None
+        self._thread = threading.Thread(
+            target=self._run,
+            args=(destination, key, metadata, size_hint),
+            name="archive-upload",
+            daemon=True,
+        )
+        self._thread.start()
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self._writer.write(data)
+        except OSError:  # the upload stopped: its own error is the one to tell
+            if self.failure is not None:
+                raise self.failure from None
+            raise
+
+    def flush(self) -> None:
+        pass  # whole chunks go up; the rest with the next write or at the end
+
+    def finish(self, final_metadata: dict[str, str]) -> str:
+        """End the archive; wait for the upload to be checked and named; its URL."""
+        self._final = final_metadata
+        with contextlib.suppress(OSError):  # the upload stopped: its error is raised below
+            self._writer.finish()
+            self._put(_END)
+        while self._thread.is_alive():
+            self._thread.join(0.2)  # short waits: Ctrl-C reaches the main thread
+        if self.failure is not None:
+            raise self.failure
+        if self.url is None:
+            raise ArchiveError("the upload was stopped before the archive's end")
+        return self.url
+
+    def abort(self) -> None:
+        """Stop without an end: the upload keeps nothing."""
+        self._stop.set()
+        with contextlib.suppress(queue.Full):
+            self._chunks.put(_ABORT, timeout=_ABORT_WAIT)
+        self._thread.join(_ABORT_WAIT)
+
+    def _put(self, item: object) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(queue.Full):
+                self._chunks.put(item, timeout=0.1)
+                return
+
+    def _received(self) -> Iterator[bytes]:
+        while (item := self._chunks.get()) is not _END:
+            if item is _ABORT:
+                raise ArchiveError("the backup stopped before the archive's end")
+            yield item  # type: ignore[misc]
+
+    def _run(self, destination: Destination, key: str, meta: dict[str, str], hint: int) -> None:
+        try:
+            self.url = upload_stream(
+                destination, self._received(), key, meta, hint, lambda: self._final or meta
+            )
+        except BaseException as error:
+            self.failure = error
+            self._stop.set()  # the sender's next write raises it
+
+
+class UploadingSender(PipeSender):
+    """The streamed archive, uploaded as it is sent (``--stream --dest``)."""
+
+    def __init__(
+        self, upload: StreamUpload, folder: Path, compression: str, recipients: list[Any],
+        plan: bytes,
+    ) -> None:  # fmt: skip
+        self.upload = upload
+        super().__init__(folder, compression, recipients, plan, out=cast(IO[bytes], upload))
+
+    def abort(self) -> None:
+        super().abort()
+        self.upload.abort()
+
+
+def live_sender(
+    opts: BackupOptions, folder: Path, plan: Plan, authz: tuple[CollectionEntry, bool] | None
+) -> PipeSender | None:
+    """The sender of the archive while the backup runs (``--archive -``, or ``--stream``
+    with ``--dest``), already given what is finished before the export: the users and
+    roles, and the collections a resumed backup had done. None without either option."""
+    if not (opts.to_stdout or (opts.stream and opts.dest)):
+        return None
+    recipients = encryption.recipients(opts.encrypt_to) if opts.encrypt_to else []
+    extra = [authz[0]] if authz is not None else []
+    planned = plan_manifest(folder, plan, extra)
+    compression = plan.layout.compress
+    sender: PipeSender
+    if opts.to_stdout:
+        sender = PipeSender(folder, compression, recipients, manifest_bytes(planned))
+    else:
+        assert opts.dest is not None
+        destination = open_destination(opts.dest, endpoint_url=opts.endpoint_url)
+        key = f"{folder.name}{SUFFIXES[compression]}" + (AGE_SUFFIX if recipients else "")
+        # JSON text is at most about twice its BSON: a hint that sizes the parts so that
+        # 10,000 of them hold the archive (the store's limit) whatever it compresses to.
+        hint = 2 * sum(unit.size for unit in plan.units) + (1 << 20)
+        upload = StreamUpload(destination, key, metadata_for(planned, bool(recipients)), hint)
+        sender = UploadingSender(upload, folder, compression, recipients, manifest_bytes(planned))
+    if authz is not None:
+        assert authz[0].file is not None
+        sender.send_member(authz[0].file, authz[0].bytes)
+    for unit in plan.units:
+        if unit.file in plan.done:
+            sender.unit_done(unit, plan.done[unit.file])
+    return sender
+
+
+def send_rest(
+    sender: PipeSender, members: list[tuple[str, int]], manifest: Manifest, encrypted: bool
+) -> str | None:
+    """Send what is left (joined ranges, the changes) and the manifest, and wait for the
+    archive's end: the URL of an upload, None for a pipe. Raises the sender's error."""
+    for name, size in members:  # those not sent yet
+        sender.send_member(name, size)
+    size = sender.finish(manifest_bytes(manifest))
+    if isinstance(sender, UploadingSender):
+        return sender.upload.finish(metadata_for(manifest, encrypted))
+    logger.info("archive written to stdout (%d bytes)", size)
+    return None
+
+
+def broken(error: MongoBackupError, folder: Path) -> MongoBackupError:
+    """The sender's error, saying that the exported files wait for ``--resume``."""
+    if isinstance(error, DestinationError):
+        return DestinationError(
+            f"{error}; the exported files are kept in {folder}: run the same backup with "
+            "--resume to upload them"
+        )
+    return ArchiveError(
+        f"{error}; the exported files are kept in {folder}: run the same backup "
+        "with --resume to write the archive again"
+    )
