@@ -517,7 +517,8 @@ def main() -> int:
             if "destinations" in only:
                 say("")
                 say("== destinations")
-                section_destinations(c, SimpleNamespace(say=say, check=check), backup)
+                tools = SimpleNamespace(say=say, check=check, merged=merged)
+                section_destinations(c, tools)
             if "increments" in only:
                 say("")
                 say("== increments")

@@ -125,11 +125,13 @@ class UnitRunner:
         checkpoint_interval: float,
         progress: Progress,
         on_done: Callable[[Unit, dict[str, Any]], None] | None = None,
+        reader_waits: bool = False,
     ) -> None:
         self.source = source
         # Called on the exporting thread once a unit's files are complete (the pipe
         # sends them); what it raises stops the backup.
         self.on_done = on_done
+        self.reader_waits = reader_waits  # a restore at the other end of a pipe
         self.folder = folder
         self.plan = plan
         self.jobs = jobs
@@ -181,10 +183,11 @@ class UnitRunner:
 
     def _smallest_first(self, worker: int) -> bool:
         """Whether ``worker`` takes the smallest unit left instead of the largest. For a
-        pipe (``on_done`` set), every other worker does: the restore at the other end
+        pipe (``reader_waits``), every other worker does: the restore at the other end
         gets a first collection to insert at once, while the largest ones still start
-        first on the other workers (a largest-first order finishes soonest overall)."""
-        return self.on_done is not None and worker % 2 == 1
+        first on the other workers (a largest-first order finishes soonest overall). An
+        upload (``--stream``) waits for nothing: largest first."""
+        return self.reader_waits and worker % 2 == 1
 
     def _work(self, pending: collections.deque[Unit], smallest_first: bool = False) -> None:
         converter: Converter | None = None

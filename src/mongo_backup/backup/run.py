@@ -161,6 +161,7 @@ def _locked_backup(
             checkpoint_interval=opts.checkpoint_interval,
             progress=progress,
             on_done=sender.unit_done if sender is not None else None,
+            reader_waits=opts.to_stdout,
         )
         if sender is not None:
             sender.on_failure = runner.abandon
