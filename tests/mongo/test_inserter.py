@@ -9,6 +9,7 @@ from typing import Any
 import bson
 import pymongo.errors
 import pytest
+from bson.raw_bson import RawBSONDocument
 from pymongo.write_concern import WriteConcern
 
 from mongo_backup.errors import MongoBackupError
@@ -34,7 +35,7 @@ class LosesAnswers:
     def _apply(self, documents: list[Any]) -> list[dict[str, Any]]:
         errors = []
         for index, document in enumerate(documents):
-            key = document["_id"]
+            key = RawBSONDocument(document.raw)["_id"]
             if key in self.stored:
                 errors.append({"index": index, "code": 11000, "errmsg": "E11000 duplicate"})
             else:
@@ -147,3 +148,16 @@ def test_a_ctrl_c_while_batches_drain_drops_the_queued_ones_and_returns() -> Non
         threading.Timer(0.3, _thread.interrupt_main).start()
     assert time.monotonic() - started < 5
     assert len(sent) < 3
+
+
+def test_the_insert_command_carries_each_document_byte_for_byte() -> None:
+    # The light per-document object is what the installed encoder copies as it is, and
+    # the command it encodes is the one RawBSONDocuments would give.
+    from mongo_backup.mongo import inserter
+
+    documents = [bson.encode({"_id": i, "s": "é" * i, "n": {"x": [i]}}) for i in range(50)]
+    cls = inserter._encoded_class()
+    assert cls is inserter._Encoded
+    light = bson.encode({"insert": "c", "documents": list(map(cls, documents))})
+    full = bson.encode({"insert": "c", "documents": [RawBSONDocument(d) for d in documents]})
+    assert light == full

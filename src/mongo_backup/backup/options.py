@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
@@ -21,6 +20,7 @@ from ..destinations import LocalFolder, open_destination
 from ..errors import ConfigError
 from ..names import ALL_DATABASES, ARCHIVE_FOLDER, database_name_problem, namespace_pattern
 from ..redact import hosts_of
+from ..workers import default_jobs
 from .checkpoint import Layout, Plan
 from .planning import PlanRequest
 
@@ -257,9 +257,3 @@ def filter_of(text: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ConfigError('--query must be a JSON object, such as {"status": "paid"}')
     return cast(dict[str, Any], json.loads(json_util.dumps(value, json_options=CANONICAL)))
-
-
-def default_jobs() -> int:
-    """Collections exported at once: 2 on a 2-core machine, half the cores up to 8
-    beyond (a database server on the same machine needs its share)."""
-    return max(2, min(8, (os.cpu_count() or 2) // 2))

@@ -5,14 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..archive.extjson import JSON_FORMATS
 from ..archive.writer import COMPRESSIONS
-from ..backup.options import BackupOptions, BackupResult, default_jobs
-from ..backup.run import run_backup
 from ..errors import ConfigError
 from ..names import ALL_DATABASES
+from ..workers import default_jobs
 from .config import READ_PREFERENCES, with_read_preference
 from .exits import with_exit_code
 from .monitoring import Monitor, add_monitoring_options
@@ -22,7 +21,9 @@ from .options import (
     add_database_options,
     connection_from,
 )
-from .progress import progress_for
+
+if TYPE_CHECKING:
+    from ..backup.options import BackupOptions, BackupResult
 
 
 def add_parser(commands: Any, parent: argparse.ArgumentParser, epilog: str) -> None:
@@ -308,6 +309,10 @@ def byte_size(text: str) -> int:
 
 
 def run(args: argparse.Namespace) -> BackupResult:
+    # Imported here: a command loads its own core alone (see exits._READINGS).
+    from ..backup.run import run_backup
+    from .progress import progress_for
+
     options = backup_options(args)
     if options.to_stdout and args.json:
         raise ConfigError("--archive - writes the archive to stdout: --json cannot share it")
@@ -329,6 +334,8 @@ def run(args: argparse.Namespace) -> BackupResult:
 def backup_options(args: argparse.Namespace) -> BackupOptions:
     """The backup the flags ask for (``watch`` has no increment flags nor ``--resume``,
     and follows one database: its --db is not repeatable)."""
+    from ..backup.options import BackupOptions  # the core, loaded by its commands only
+
     several_allowed = hasattr(args, "all_databases")  # backup's flags, not watch's
     named: list[str] = (args.db or []) if several_allowed else [args.db] if args.db else []
     named = list(dict.fromkeys(named))  # --db shop --db shop is one database

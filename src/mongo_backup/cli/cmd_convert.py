@@ -10,9 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .._version import __version__
-from ..archive.convert import convert_mongodump
 from ..archive.writer import COMPRESSIONS
-from ..verify.run import verify
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +37,10 @@ def add_parser(commands: Any, parent: argparse.ArgumentParser, epilog: str) -> N
 
 
 def run(args: argparse.Namespace) -> bool:
+    # Imported here: a command loads its own core alone (see exits._READINGS).
+    from ..archive.convert import convert_mongodump
+    from ..verify.run import verify
+
     archive, manifest = convert_mongodump(
         Path(args.source), args.out_dir, args.compress, tool_version=__version__
     )

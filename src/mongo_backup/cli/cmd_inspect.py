@@ -8,8 +8,6 @@ import json
 from typing import Any
 
 from ..archive.manifest import Manifest
-from ..archive.reader import open_backup
-from ..location.transfer import local_copy
 from ..mongo.cluster_time import from_json, show
 from .options import add_source_options
 from .tables import print_table
@@ -31,6 +29,10 @@ def add_parser(commands: Any, parent: argparse.ArgumentParser, epilog: str) -> N
 
 
 def run(args: argparse.Namespace) -> None:
+    # Imported here: a command loads its own core alone (see exits._READINGS).
+    from ..archive.reader import open_backup
+    from ..location.transfer import local_copy
+
     with (
         local_copy(args.source, args.identity, args.endpoint_url) as local,
         open_backup(local) as reader,

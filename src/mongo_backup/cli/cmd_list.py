@@ -6,14 +6,13 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..location.catalog import StoredBackup, backups_at
-from ..location.prune import PruneOptions, run_prune
 from ..location.retention import Policy, parse_duration
-from ..location.transfer import open_location
-from ..location.windows import broken, gaps, show_time, windows
 from .tables import print_table
+
+if TYPE_CHECKING:
+    from ..location.catalog import StoredBackup
 
 KEEP_OPTIONS = ("last", "hourly", "daily", "weekly", "monthly", "yearly")
 
@@ -112,6 +111,10 @@ HEADERS = ["time (UTC)", "archive", "database", "kind", "size", "collections", "
 
 
 def run_list(args: argparse.Namespace) -> None:
+    # Imported here: a command loads its own core alone (see exits._READINGS).
+    from ..location.catalog import backups_at
+    from ..location.transfer import open_location
+
     destination = open_location(args.location, args.endpoint_url)
     backups = backups_at(destination)
     if args.json:
@@ -124,6 +127,8 @@ def run_list(args: argparse.Namespace) -> None:
 
 def _print_windows(backups: list[StoredBackup]) -> None:
     """The point-in-time windows (restore LOCATION --until TIME), gaps, broken chains."""
+    from ..location.windows import broken, gaps, show_time, windows
+
     found = windows(backups)
     for window in found:
         print(
@@ -137,6 +142,9 @@ def _print_windows(backups: list[StoredBackup]) -> None:
 
 
 def run_prune_command(args: argparse.Namespace) -> None:
+    # Imported here: a command loads its own core alone (see exits._READINGS).
+    from ..location.prune import PruneOptions, run_prune
+
     policy = Policy(
         **{name: getattr(args, f"keep_{name}") for name in KEEP_OPTIONS},
         within=args.keep_within,

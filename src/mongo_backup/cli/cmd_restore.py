@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bson.timestamp import Timestamp
 
 from ..errors import ConfigError
 from ..mongo.cluster_time import parse_until
 from ..names import ALL_DATABASES
-from ..restore.options import RestoreOptions, default_insert_workers
-from ..restore.run import RestoreResult, run_restore
+from ..restore.options import RestoreOptions
+from ..workers import default_insert_workers
 from .exits import with_exit_code
 from .options import (
     add_collection_filters,
@@ -21,6 +21,9 @@ from .options import (
     connection_from,
 )
 from .tables import print_table
+
+if TYPE_CHECKING:
+    from ..restore.result import RestoreResult
 
 
 def add_parser(commands: Any, parent: argparse.ArgumentParser, epilog: str) -> None:
@@ -153,6 +156,9 @@ def until_time(text: str) -> Timestamp:
 
 
 def run(args: argparse.Namespace) -> RestoreResult:
+    # Imported here: a command loads its own core alone (see exits._READINGS).
+    from ..restore.run import run_restore
+
     settings = connection_from(args, require_db=False)
     result = run_restore(
         RestoreOptions(

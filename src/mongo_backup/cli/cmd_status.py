@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..location.status import StatusOptions, StatusReport, run_status
-from ..location.windows import show_time
 from .cmd_list import _duration
+
+if TYPE_CHECKING:
+    from ..location.status import StatusReport
 
 
 def add_parser(commands: Any, parent: argparse.ArgumentParser, epilog: str) -> None:
@@ -39,6 +40,10 @@ def add_parser(commands: Any, parent: argparse.ArgumentParser, epilog: str) -> N
 
 
 def run(args: argparse.Namespace) -> StatusReport:
+    # Imported here: a command loads its own core alone (see exits._READINGS).
+    from ..location.status import StatusOptions, run_status
+    from ..location.windows import show_time
+
     report = run_status(
         StatusOptions(args.location, args.db, args.max_age, endpoint_url=args.endpoint_url)
     )

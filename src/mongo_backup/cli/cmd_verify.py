@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..verify.run import VerifyOptions, VerifyResult, run_verify
 from .config import resolve_connection
 from .options import add_source_options
 from .tables import print_table
+
+if TYPE_CHECKING:
+    from ..verify.run import VerifyResult
 
 
 def add_parser(commands: Any, parent: argparse.ArgumentParser, epilog: str) -> None:
@@ -44,6 +46,9 @@ def add_parser(commands: Any, parent: argparse.ArgumentParser, epilog: str) -> N
 
 
 def run(args: argparse.Namespace) -> VerifyResult:
+    # Imported here: a command loads its own core alone (see exits._READINGS).
+    from ..verify.run import VerifyOptions, run_verify
+
     against = None
     if args.against_uri:
         against = resolve_connection(args.against_uri, args.against_db, require_db=False).uri

@@ -12,14 +12,16 @@ import json
 import signal
 import threading
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..backup.watch import Cycle, WatchOptions, WatchResult, run_watch
 from ..location.retention import parse_duration
 from .cmd_backup import add_backup_groups, add_destination_options, backup_options, byte_size
 from .exits import exit_code_for
 from .monitoring import Monitor, add_monitoring_options
 from .options import add_connection_options
+
+if TYPE_CHECKING:
+    from ..backup.watch import Cycle, WatchResult
 
 
 def add_parser(commands: Any, parent: argparse.ArgumentParser, epilog: str) -> None:
@@ -76,6 +78,9 @@ def duration(text: str) -> Any:
 
 
 def run(args: argparse.Namespace) -> WatchResult:
+    # Imported here: a command loads its own core alone (see exits._READINGS).
+    from ..backup.watch import WatchOptions, run_watch
+
     options = WatchOptions(
         backup=backup_options(args),
         interval=args.interval,

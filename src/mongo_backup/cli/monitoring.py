@@ -23,13 +23,15 @@ import re
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..backup.options import BackupResult
-from ..backup.watch import Cycle
 from ..errors import ConfigError
 from ..files import write_atomic
 from ..redact import scrub_text
+
+if TYPE_CHECKING:
+    from ..backup.options import BackupResult
+    from ..backup.watch import Cycle
 
 logger = logging.getLogger(__name__)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,6 +9,7 @@ from bson.timestamp import Timestamp
 
 from ..errors import ConfigError
 from ..names import namespace_pattern
+from ..workers import default_insert_workers
 from .renames import parse_renames
 
 
@@ -53,9 +53,3 @@ class RestoreOptions:
             raise ConfigError("--batch-size must be between 1 and 100000")
         if not 0 < self.stall_timeout < 1e6:
             raise ConfigError("--stall-timeout must be positive")
-
-
-def default_insert_workers() -> int:
-    """Insert workers per collection: one per core, 2 to 8. They wait on the server, not
-    on the client's CPU; a server with more cores takes more inserts at once."""
-    return max(2, min(8, os.cpu_count() or 2))
