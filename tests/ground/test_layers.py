@@ -10,7 +10,7 @@ from pathlib import Path
 import mongo_backup
 
 SRC = Path(mongo_backup.__file__).parent
-GROUND = {"allocator", "errors", "files", "names", "redact", "retry", "_version"}
+GROUND = {"allocator", "errors", "files", "names", "redact", "retry", "workers", "_version"}
 # package -> the packages it may import from (besides itself and the ground modules)
 ALLOWED: dict[str, set[str]] = {
     "ground": set(),
