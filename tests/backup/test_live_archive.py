@@ -5,13 +5,16 @@ the backup stops or the store fails."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import pytest
+from pyrage import x25519
 
-from mongo_backup.backup.live_archive import StreamUpload
+from mongo_backup.backup.live_archive import StreamUpload, UploadingSender
 from mongo_backup.destinations.base import ObjectInfo
 from mongo_backup.destinations.memory import MemoryDestination
 from mongo_backup.errors import DestinationError
@@ -101,3 +104,89 @@ def test_a_taken_name_fails_before_anything_is_sent() -> None:
     assert store.taken == 0
     with store.open(KEY) as handle:
         assert handle.read() == b"someone else's"
+
+
+class SlowDestination(RecordingDestination):
+    """A store that takes ``pause`` seconds before each chunk it reads back (and, with
+    ``stall``, before it takes the first chunk of an upload)."""
+
+    def __init__(self, pause: float = 0.0, stall: float = 0.0) -> None:
+        super().__init__()
+        self._pause, self._stall = pause, stall
+
+    def put_stream(self, key: str, chunks: Iterable[bytes], **options: Any) -> ObjectInfo:
+        time.sleep(self._stall)
+        return super().put_stream(key, chunks, **options)
+
+    def open(self, key: str) -> Any:
+        inner, pause = super().open(key), self._pause
+
+        class Slow:
+            def read(self, size: int = -1) -> bytes:
+                time.sleep(pause)
+                return inner.read(min(size, 256 * 1024) if size > 0 else 256 * 1024)
+
+            def __enter__(self) -> Slow:
+                return self
+
+            def __exit__(self, *exc: object) -> None:
+                inner.close()
+
+        return Slow()
+
+
+def test_an_abort_while_the_copy_is_read_back_leaves_nothing() -> None:
+    # Ctrl-C after the archive's last byte: the upload is reading the store's copy back.
+    store = SlowDestination(pause=0.05)
+    upload = StreamUpload(store, KEY, PLANNED, 10 * MiB)
+    upload.write(b"r" * (3 * MiB))
+    finished: list[Any] = []
+    ender = threading.Thread(target=lambda: finished.append(_outcome(upload.finish, FINAL)))
+    ender.start()
+    wait_for(lambda: any(".partial-" in o.key for o in store.list()), "nothing was sent")
+    started = time.monotonic()
+    upload.abort()
+    assert time.monotonic() - started < 3
+    ender.join(10)
+    assert store.list() == []  # no temporary object, no archive, no sidecar
+    assert isinstance(finished[0], BaseException)
+
+
+def test_an_abort_with_a_full_queue_and_a_stalled_store_returns_at_once() -> None:
+    store = SlowDestination(stall=1.0)
+    upload = StreamUpload(store, KEY, PLANNED, 10 * MiB)
+    writer = threading.Thread(target=lambda: _outcome(upload.write, b"f" * (12 * MiB)))
+    writer.start()  # fills the queue and waits on it
+    time.sleep(0.3)
+    started = time.monotonic()
+    upload.abort()
+    writer.join(5)
+    assert not writer.is_alive()
+    wait_for(lambda: not upload._thread.is_alive(), "the upload's thread never ended")
+    assert time.monotonic() - started < 5
+    assert store.list() == []
+
+
+def test_an_encrypted_upload_tells_the_store_s_error(tmp_path: Path) -> None:
+    # age between the sender and the upload wraps what the upload raises in its own
+    # error: the sender tells the store's.
+    store = RecordingDestination()
+    store.put_stream(KEY, [b"taken"])
+    upload = StreamUpload(store, KEY, PLANNED, 10 * MiB)
+    recipient = x25519.Identity.generate().to_public()
+    sender = UploadingSender(upload, tmp_path, "zstd", [recipient], b'{"plan": 1}')
+    told: list[BaseException] = []
+    sender.on_failure = told.append  # the export's abandon
+    wait_for(lambda: upload.failure is not None, "the taken name was not refused")
+    with pytest.raises(DestinationError, match="already exists"):
+        sender.finish(b'{"manifest": 1}')  # written through age after the refusal
+    assert isinstance(sender.failure, DestinationError)
+    assert told and all(isinstance(error, DestinationError) for error in told)
+    sender.abort()
+
+
+def _outcome(call: Any, *args: Any) -> Any:
+    try:
+        return call(*args)
+    except BaseException as error:
+        return error

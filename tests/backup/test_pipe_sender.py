@@ -71,3 +71,31 @@ def test_an_abort_does_not_wait_for_a_reader_that_takes_nothing(tmp_path: Path) 
     sender.abort()
     assert time.monotonic() - started < 8  # bounded (5 s), then the backup goes on
     out.release.set()
+
+
+def test_an_output_that_fails_at_an_encrypted_stream_s_last_write_is_a_failure(
+    tmp_path: Path,
+) -> None:
+    # age (pyrage 1.4) drops the error of the last write it makes: the sender still
+    # tells it, instead of reporting an archive that never left.
+    import errno
+
+    from pyrage import x25519
+
+    from mongo_backup.errors import ArchiveError
+
+    class Closed(io.RawIOBase):
+        def writable(self) -> bool:
+            return True
+
+        def write(self, data: bytes) -> int:  # type: ignore[override]
+            raise OSError(errno.EIO, "Input/output error")  # EPIPE would redirect stdout
+
+    recipient = x25519.Identity.generate().to_public()
+    sender = PipeSender(tmp_path, "zstd", [recipient], b'{"plan": 1}', out=Closed())
+    try:
+        sender.finish(b'{"manifest": 1}')
+    except ArchiveError as error:
+        assert "Input/output error" in str(error)
+    else:
+        raise AssertionError("a broken pipe was reported as a written archive")

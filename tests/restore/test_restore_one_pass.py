@@ -16,6 +16,7 @@ import pytest
 from conftest import CliRunner
 from damagetools import forged_manifest, members_of, write_tar
 from mongo_backup.restore import namespaces
+from mongo_backup.restore import run as restore_run
 from mongo_backup.verify import run as verify_run
 from restoretools import (
     assert_same_bytes,
@@ -62,7 +63,7 @@ def test_a_new_target_is_restored_without_a_verify_pass(
         raise AssertionError("the archive was verified before the restore")
 
     monkeypatch.setattr(verify_run, "verify", no_verify)
-    monkeypatch.setattr("mongo_backup.restore.run.verify", no_verify)
+    monkeypatch.setattr(restore_run, "verify", no_verify)
     result = restore_cli(cli, archive, mongo_uri, "--db", target_db, "--drop")
     assert result.code == 0, result.err
     for name, count in SIZES.items():
@@ -124,7 +125,7 @@ def test_a_target_that_holds_a_namespace_is_verified_first(
         verified.append(Path(location).name)
         return verify_run.verify(location, **options)
 
-    monkeypatch.setattr("mongo_backup.restore.run.verify", recording_verify)
+    monkeypatch.setattr(restore_run, "verify", recording_verify)
     client[target_db].gamma.insert_one({"_id": "theirs"})
     damaged = rewritten(archive, tmp_path, "alpha.jsonl", lambda b: b.replace(b"7", b"8", 1), False)
     result = restore_cli(cli, damaged, mongo_uri, "--db", target_db, "--drop", "-q")

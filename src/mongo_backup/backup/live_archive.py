@@ -26,7 +26,7 @@ import contextlib
 import logging
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any, cast
 
@@ -46,7 +46,6 @@ from .pipe_sender import PipeSender
 logger = logging.getLogger(__name__)
 
 _END = object()
-_ABORT = object()
 _ABORT_WAIT = 5.0  # seconds: an upload stuck in the network cannot hold a failed backup
 
 
@@ -57,11 +56,15 @@ class StreamUpload:
         self, destination: Destination, key: str, metadata: dict[str, str], size_hint: int
     ) -> None:
         self._chunks: queue.Queue[object] = queue.Queue(QUEUE_CHUNKS)
-        self._stop = threading.Event()
+        self._stop = threading.Event()  # set by abort(), or by the upload when it fails
+        self._aborted = False
         self._writer = QueueWriter(self._chunks, self._stop)
         self._final: dict[str, str] | None = None
         self.url: str | None = None
         self.failure: BaseException | None = None
+        # Told of the upload's own failure at once, from its thread (the export stops at
+        # its next batch: a store refusing the name at the start costs no export).
+        self.on_failure: Callable[[BaseException], None] | None = None
         self._thread = threading.Thread(
             target=self._run,
             args=(destination, key, metadata, size_hint),
@@ -71,6 +74,8 @@ class StreamUpload:
         self._thread.start()
 
     def write(self, data: bytes) -> int:
+        if self.failure is not None:
+            raise self.failure
         try:
             return self._writer.write(data)
         except OSError:  # the upload stopped: its own error is the one to tell
@@ -96,11 +101,15 @@ class StreamUpload:
         return self.url
 
     def abort(self) -> None:
-        """Stop without an end: the upload keeps nothing."""
+        """Stop without an end: the upload keeps nothing. Its thread notices within a
+        chunk, whatever it is doing (sending, reading the store's copy back), and removes
+        what it wrote before it goes; never waits on a full queue."""
+        self._aborted = True
         self._stop.set()
-        with contextlib.suppress(queue.Full):
-            self._chunks.put(_ABORT, timeout=_ABORT_WAIT)
         self._thread.join(_ABORT_WAIT)
+
+    def _stopped(self) -> bool:
+        return self._aborted
 
     def _put(self, item: object) -> None:
         while not self._stop.is_set():
@@ -109,23 +118,39 @@ class StreamUpload:
                 return
 
     def _received(self) -> Iterator[bytes]:
-        while (item := self._chunks.get()) is not _END:
-            if item is _ABORT:
+        while True:
+            if self._stop.is_set():
                 raise ArchiveError("the backup stopped before the archive's end")
+            try:
+                item = self._chunks.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if item is _END:
+                return
             yield item  # type: ignore[misc]
 
     def _run(self, destination: Destination, key: str, meta: dict[str, str], hint: int) -> None:
         try:
             self.url = upload_stream(
-                destination, self._received(), key, meta, hint, lambda: self._final or meta
+                destination,
+                self._received(),
+                key,
+                meta,
+                hint,
+                final_metadata=lambda: self._final or meta,
+                stopped=self._stopped,
             )
         except BaseException as error:
             self.failure = error
             self._stop.set()  # the sender's next write raises it
+            if self.on_failure is not None and not self._aborted:
+                self.on_failure(error)
 
 
 class UploadingSender(PipeSender):
-    """The streamed archive, uploaded as it is sent (``--stream --dest``)."""
+    """The streamed archive, uploaded as it is sent (``--stream --dest``). Its failure
+    is the upload's own error where there is one (age, between the two, would wrap it
+    in its own)."""
 
     def __init__(
         self, upload: StreamUpload, folder: Path, compression: str, recipients: list[Any],
@@ -133,6 +158,17 @@ class UploadingSender(PipeSender):
     ) -> None:  # fmt: skip
         self.upload = upload
         super().__init__(folder, compression, recipients, plan, out=cast(IO[bytes], upload))
+        upload.on_failure = self._upload_failed
+        if upload.failure is not None:  # it failed before it could be told (twice: harmless)
+            self._upload_failed(upload.failure)
+
+    def _upload_failed(self, error: BaseException) -> None:
+        self.failure = error
+        if self.on_failure is not None:
+            self.on_failure(error)
+
+    def _lost(self) -> BaseException | None:
+        return self.upload.failure or super()._lost()
 
     def abort(self) -> None:
         super().abort()
@@ -158,17 +194,22 @@ def live_sender(
         assert opts.dest is not None
         destination = open_destination(opts.dest, endpoint_url=opts.endpoint_url)
         key = f"{folder.name}{SUFFIXES[compression]}" + (AGE_SUFFIX if recipients else "")
-        # JSON text is at most about twice its BSON: a hint that sizes the parts so that
-        # 10,000 of them hold the archive (the store's limit) whatever it compresses to.
-        hint = 2 * sum(unit.size for unit in plan.units) + (1 << 20)
+        # Canonical JSON text is under three times its BSON (numbers and dates spelt out
+        # as $numberLong, $date): a hint that sizes the parts so that 10,000 of them hold
+        # the archive (the store's limit) whatever it compresses to.
+        hint = 3 * sum(unit.size for unit in plan.units) + (1 << 20)
         upload = StreamUpload(destination, key, metadata_for(planned, bool(recipients)), hint)
         sender = UploadingSender(upload, folder, compression, recipients, manifest_bytes(planned))
-    if authz is not None:
-        assert authz[0].file is not None
-        sender.send_member(authz[0].file, authz[0].bytes)
-    for unit in plan.units:
-        if unit.file in plan.done:
-            sender.unit_done(unit, plan.done[unit.file])
+    try:
+        if authz is not None:
+            assert authz[0].file is not None
+            sender.send_member(authz[0].file, authz[0].bytes)
+        for unit in plan.units:
+            if unit.file in plan.done:
+                sender.unit_done(unit, plan.done[unit.file])
+    except BaseException:
+        sender.abort()
+        raise
     return sender
 
 

@@ -146,10 +146,17 @@ class PipeSender:
         try:
             produce(cast(IO[bytes], _Stoppable(cast(IO[bytes], self._writer), self._stop)))
             self._writer.flush()
-        except BaseException as error:  # the pipe's own error, not age's wrapping of it
-            self.failure = self._writer.failure or error
+            lost = self._lost()
+            if lost is not None:  # age drops the error of its last write (pyrage 1.4)
+                raise lost
+        except BaseException as error:
+            self.failure = self._lost() or error  # the output's own, not age's wrapping
             if self.on_failure is not None and not self._stop.is_set():
                 self.on_failure(self.failure)
+
+    def _lost(self) -> BaseException | None:
+        """The output's own error, if it failed."""
+        return self._writer.failure
 
     def _check_reader(self) -> None:
         """While a long collection is exported nothing is written: a reader that went

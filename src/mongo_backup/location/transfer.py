@@ -36,7 +36,7 @@ from ..archive.manifest import Manifest
 from ..archive.reader import open_backup
 from ..destinations import Destination, is_url, open_destination
 from ..destinations import split_archive_url as split_url
-from ..errors import ArchiveError, ConfigError, DestinationError
+from ..errors import ArchiveError, ConfigError, DestinationError, Interrupted
 from ..names import ARCHIVE_FOLDER, ARCHIVE_NAME
 from .pipe import is_stdio, spooled_stdin
 
@@ -87,10 +87,14 @@ def _file_chunks(path: Path) -> Iterator[bytes]:
         yield from _read_chunks(handle)
 
 
-def _stored_stats(destination: Destination, key: str) -> StreamStats:
+def _stored_stats(
+    destination: Destination, key: str, stopped: Callable[[], bool] | None = None
+) -> StreamStats:
     stats = StreamStats()
     with destination.open(key) as handle:
         for chunk in _read_chunks(handle):
+            if stopped is not None and stopped():
+                raise Interrupted(f"{key}: the upload was stopped while it was read back")
             stats.update(chunk)
     return stats
 
@@ -107,9 +111,13 @@ def upload_stream(
     metadata: dict[str, str],
     size_hint: int | None = None,
     final_metadata: Callable[[], dict[str, str]] | None = None,
+    stopped: Callable[[], bool] | None = None,
 ) -> str:
     """Upload an archive as it is produced; see the module's contract. The sidecar
-    carries ``final_metadata()`` (asked once every chunk is sent), else ``metadata``."""
+    carries ``final_metadata()`` (asked once every chunk is sent), else ``metadata``.
+    ``stopped``: asked while the store's copy is read back and before it is named; true
+    ends the upload with :class:`Interrupted`, the temporary object removed (the caller
+    gave up: a backup that stopped after its last byte was sent)."""
     if destination.stat(key) is not None:
         raise DestinationError(
             f"{key} already exists at {destination.url}: an upload never replaces a backup"
@@ -118,13 +126,15 @@ def upload_stream(
     hashing = _Hashing(chunks)
     try:
         destination.put_stream(temporary, hashing, metadata=metadata, size_hint=size_hint)
-        sent, stored = hashing.stats, _stored_stats(destination, temporary)
+        sent, stored = hashing.stats, _stored_stats(destination, temporary, stopped)
         if (stored.sha256, stored.bytes) != (sent.sha256, sent.bytes):
             raise DestinationError(
                 f"the store holds {stored.bytes} bytes with SHA-256 {stored.sha256[:16]}... "
                 f"where {sent.bytes} bytes with {sent.sha256[:16]}... were sent: upload not kept"
             )
         size = sent.bytes
+        if stopped is not None and stopped():
+            raise Interrupted(f"{key}: the upload was stopped before it was named")
         destination.copy(temporary, key)
         final = destination.stat(key)
         if final is None or final.size != size:
