@@ -23,6 +23,7 @@ really reached the store (metadata headers, pending multipart uploads, ETags).
 from __future__ import annotations
 
 import logging
+import os
 import traceback
 import uuid
 from collections.abc import Iterable, Iterator
@@ -153,6 +154,21 @@ def moto_s3_fixture() -> Iterator[MotoS3]:
             yield server
         finally:
             server.stop()
+
+
+@pytest.fixture(name="s3")
+def quiet_s3_fixture(moto_s3: MotoS3) -> Iterator[MotoS3]:
+    """The session's moto server (its distinctive credentials in the environment), its
+    access log quiet: moto's server runs in this process, and its log would reach the
+    CLI's stderr."""
+    assert os.environ["AWS_SECRET_ACCESS_KEY"] == SECRET_ACCESS_KEY
+    werkzeug = logging.getLogger("werkzeug")
+    level = werkzeug.level
+    werkzeug.setLevel(logging.WARNING)
+    try:
+        yield moto_s3
+    finally:
+        werkzeug.setLevel(level)
 
 
 # --- looking for the credentials -----------------------------------------------------

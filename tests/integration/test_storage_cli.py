@@ -20,7 +20,6 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +38,7 @@ from s3tools import (
     credential_leaks,
     log_records,
     moto_s3_fixture,  # noqa: F401  (registers the fixture moto_s3)
+    quiet_s3_fixture,  # noqa: F401  (registers the fixture s3)
 )
 
 ARCHIVE_STEM = r"backup_\d{8}_\d{6}(_\d+)?"
@@ -82,20 +82,6 @@ class Mb:
 @pytest.fixture
 def mb(cli: CliRunner, mongo_uri: str) -> Mb:
     return Mb(cli, mongo_uri)
-
-
-@pytest.fixture
-def s3(moto_s3: MotoS3) -> Iterator[MotoS3]:
-    """The session's moto server (its distinctive credentials in the environment)."""
-    assert os.environ["AWS_SECRET_ACCESS_KEY"] == SECRET_ACCESS_KEY
-    # moto's server runs in this process: its access log would reach the CLI's stderr.
-    werkzeug = logging.getLogger("werkzeug")
-    level = werkzeug.level
-    werkzeug.setLevel(logging.WARNING)
-    try:
-        yield moto_s3
-    finally:
-        werkzeug.setLevel(level)
 
 
 def seed(client: Any, db: str) -> None:

@@ -5,29 +5,13 @@ collection) reaches ``list`` through the sidecar's metadata."""
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-from pymongo.errors import OperationFailure
-
 from conftest import CliRunner
 from damagetools import members_of
-from s3tools import MotoS3, moto_s3_fixture  # noqa: F401  (registers the fixture moto_s3)
-from serverfeatures import lacks
-
-
-@pytest.fixture
-def s3(moto_s3: MotoS3) -> Iterator[MotoS3]:
-    werkzeug = logging.getLogger("werkzeug")  # moto's access log, in this process
-    level = werkzeug.level
-    werkzeug.setLevel(logging.WARNING)
-    try:
-        yield moto_s3
-    finally:
-        werkzeug.setLevel(level)
+from resiliencetools import fail_point
+from s3tools import MotoS3, moto_s3_fixture, quiet_s3_fixture  # noqa: F401  (fixtures)
 
 
 def test_a_streamed_upload_with_a_failed_collection(
@@ -37,24 +21,15 @@ def test_a_streamed_upload_with_a_failed_collection(
     db = client[db_name]
     db.a_first.insert_one({"_id": 1})
     db.b_second.insert_many([{"_id": i, "n": i} for i in range(50)])
-    failpoint = {
-        "configureFailPoint": "failCommand",
-        "mode": {"times": 1},
-        "data": {"failCommands": ["find"], "errorCode": 2, "namespace": f"{db_name}.a_first"},
-    }
-    try:
-        client.admin.command(failpoint)
-    except OperationFailure as error:
-        lacks("fail-points", error)
     location = s3.fresh_url()
     dest = ["--dest", location, "--endpoint-url", s3.endpoint_url]
-    try:
+    # The fail point names a_first: its find fails once, b_second is read as usual.
+    failing = {"failCommands": ["find"], "errorCode": 2, "namespace": f"{db_name}.a_first"}
+    with fail_point(client, {"times": 1}, **failing):
         result = cli(
             "backup", "--uri", mongo_uri, "--db", db_name, "--out-dir", tmp_path / "out",
             "-j", "1", "-q", "--stream", *dest,
         )  # fmt: skip
-    finally:
-        client.admin.command({"configureFailPoint": "failCommand", "mode": "off"})
     assert result.code == 3, result.err
     url = result.out.strip()
     key = url.split("://", 1)[1].split("/", 1)[1]
