@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,15 @@ def convert(converter: Any, folder: Path, compression: str = "zstd") -> dict[str
         converter.shutdown()
 
 
+@pytest.fixture
+def converter() -> Iterator[ConverterThread]:
+    thread = ConverterThread()
+    try:
+        yield thread
+    finally:
+        thread.shutdown()
+
+
 @pytest.mark.parametrize("compression", ["none", "gzip", "zstd"])
 def test_the_thread_writes_what_the_process_writes(tmp_path: Path, compression: str) -> None:
     (tmp_path / "thread").mkdir()
@@ -65,44 +75,36 @@ def test_the_thread_writes_what_the_process_writes(tmp_path: Path, compression: 
     assert plain.count(b"\n") == 3000
 
 
-def test_a_failure_is_raised_by_the_next_call_and_restart_recovers(tmp_path: Path) -> None:
-    converter = ConverterThread()
-    try:
-        converter.open(spec(tmp_path / "missing", "c.jsonl", "zstd", False))
-        with pytest.raises(OutputError):  # the folder does not exist: a file error
-            for _ in range(3):
-                converter.write(batch(0, 10))
-            converter.close()
-        with pytest.raises(MongoBackupError):  # gone after the error, as the process
+def test_a_failure_is_raised_by_the_next_call_and_restart_recovers(
+    tmp_path: Path, converter: ConverterThread
+) -> None:
+    converter.open(spec(tmp_path / "missing", "c.jsonl", "zstd", False))
+    with pytest.raises(OutputError):  # the folder does not exist: a file error
+        for _ in range(3):
             converter.write(batch(0, 10))
-        converter.discard()  # no error: there is nothing left to discard
-        converter.restart()
-        assert convert(converter, tmp_path)["count"] == 3000
-    finally:
-        converter.shutdown()
+        converter.close()
+    with pytest.raises(MongoBackupError):  # gone after the error, as the process
+        converter.write(batch(0, 10))
+    converter.discard()  # no error: there is nothing left to discard
+    converter.restart()
+    assert convert(converter, tmp_path)["count"] == 3000
 
 
-def test_a_damaged_batch_fails_the_member_not_the_worker(tmp_path: Path) -> None:
-    converter = ConverterThread()
-    try:
-        converter.open(spec(tmp_path, "c.jsonl", "zstd", False))
-        converter.write(b"\x05\x00\x00")  # a length prefix with no document
-        with pytest.raises(MongoBackupError) as raised:
-            converter.close()
-        assert not isinstance(raised.value, OutputError)
-    finally:
-        converter.shutdown()
+def test_a_damaged_batch_fails_the_member_not_the_worker(
+    tmp_path: Path, converter: ConverterThread
+) -> None:
+    converter.open(spec(tmp_path, "c.jsonl", "zstd", False))
+    converter.write(b"\x05\x00\x00")  # a length prefix with no document
+    with pytest.raises(MongoBackupError) as raised:
+        converter.close()
+    assert not isinstance(raised.value, OutputError)
 
 
-def test_discard_removes_the_members_files(tmp_path: Path) -> None:
-    converter = ConverterThread()
-    try:
-        converter.open(spec(tmp_path, "c.jsonl", "zstd", True))
-        converter.write(batch(0, 100))
-        converter.discard()
-        assert not [p for p in member_paths(tmp_path, "c.jsonl", "zstd", True) if p.exists()]
-    finally:
-        converter.shutdown()
+def test_discard_removes_the_members_files(tmp_path: Path, converter: ConverterThread) -> None:
+    converter.open(spec(tmp_path, "c.jsonl", "zstd", True))
+    converter.write(batch(0, 100))
+    converter.discard()
+    assert not [p for p in member_paths(tmp_path, "c.jsonl", "zstd", True) if p.exists()]
 
 
 def test_the_process_is_kept_where_the_conversion_needs_the_gil() -> None:

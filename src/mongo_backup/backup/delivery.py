@@ -1,16 +1,13 @@
 """Delivering a finished backup: encryption (``--encrypt-to``) and the upload to a
-destination (``--dest``) of the archive file; and the pieces an archive sent while the
-backup runs shares (:mod:`.live_archive`): :func:`encrypting`, age on a thread between
-the archive's writer and its output, and :class:`QueueWriter`, a file object into a
-bounded queue that an upload reads. At most :data:`QUEUE_CHUNKS` chunks of :data:`CHUNK`
-bytes wait in it, so memory stays flat whatever the size.
+destination (``--dest``) of the archive file; and :func:`encrypting`, age on a thread
+between an archive's writer and its output, for an archive sent while the backup runs
+(:mod:`.pipe_sender`).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import queue
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -25,9 +22,6 @@ from ..destinations import open_destination
 from ..location.transfer import metadata_for, upload_file
 
 logger = logging.getLogger(__name__)
-
-CHUNK = 1 << 20
-QUEUE_CHUNKS = 8
 
 
 def deliver_file(
@@ -55,41 +49,6 @@ def deliver_file(
         return path, url
     path.unlink()
     return None, url
-
-
-class QueueWriter:
-    """A write-only file object that hands CHUNK-sized pieces to a bounded queue."""
-
-    def __init__(self, chunks: queue.Queue[object], stop: threading.Event) -> None:
-        self._chunks = chunks
-        self._stop = stop
-        self._buffer = bytearray()
-        self.closed = False
-
-    def write(self, data: bytes) -> int:
-        self._buffer += data
-        while len(self._buffer) >= CHUNK:
-            self._put(bytes(self._buffer[:CHUNK]))
-            del self._buffer[:CHUNK]
-        return len(data)
-
-    def _put(self, chunk: bytes) -> None:
-        while True:
-            if self._stop.is_set():  # the upload gave up: stop producing
-                raise OSError("the upload stopped")
-            try:
-                self._chunks.put(chunk, timeout=0.1)
-                return
-            except queue.Full:
-                continue
-
-    def flush(self) -> None:
-        pass
-
-    def finish(self) -> None:
-        if self._buffer:
-            self._put(bytes(self._buffer))
-            self._buffer.clear()
 
 
 def encrypting(

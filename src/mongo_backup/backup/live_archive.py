@@ -38,27 +38,30 @@ from ..destinations import Destination, open_destination
 from ..errors import ArchiveError, DestinationError, MongoBackupError
 from ..location.transfer import metadata_for, upload_stream
 from .checkpoint import Plan
-from .delivery import QUEUE_CHUNKS, QueueWriter
 from .manifest_builder import plan_manifest
 from .options import BackupOptions
 from .pipe_sender import PipeSender
 
 logger = logging.getLogger(__name__)
 
+CHUNK = 1 << 20
+QUEUE_CHUNKS = 8
 _END = object()
 _ABORT_WAIT = 5.0  # seconds: an upload stuck in the network cannot hold a failed backup
 
 
 class StreamUpload:
-    """A file object whose bytes go up to ``key`` at ``destination`` as they come."""
+    """A file object whose bytes go up to ``key`` at ``destination`` as they come, in
+    :data:`CHUNK`-sized pieces through a queue of at most :data:`QUEUE_CHUNKS`: memory
+    stays flat whatever the size."""
 
     def __init__(
         self, destination: Destination, key: str, metadata: dict[str, str], size_hint: int
     ) -> None:
         self._chunks: queue.Queue[object] = queue.Queue(QUEUE_CHUNKS)
+        self._buffer = bytearray()
         self._stop = threading.Event()  # set by abort(), or by the upload when it fails
         self._aborted = False
-        self._writer = QueueWriter(self._chunks, self._stop)
         self._final: dict[str, str] | None = None
         self.url: str | None = None
         self.failure: BaseException | None = None
@@ -74,14 +77,15 @@ class StreamUpload:
         self._thread.start()
 
     def write(self, data: bytes) -> int:
+        """Raises the upload's own error once it has stopped."""
         if self.failure is not None:
             raise self.failure
-        try:
-            return self._writer.write(data)
-        except OSError:  # the upload stopped: its own error is the one to tell
-            if self.failure is not None:
-                raise self.failure from None
-            raise
+        self._buffer += data
+        while len(self._buffer) >= CHUNK:
+            if not self._put(bytes(self._buffer[:CHUNK])):
+                raise self.failure or OSError("the upload stopped")
+            del self._buffer[:CHUNK]
+        return len(data)
 
     def flush(self) -> None:
         pass  # whole chunks go up; the rest with the next write or at the end
@@ -89,9 +93,8 @@ class StreamUpload:
     def finish(self, final_metadata: dict[str, str]) -> str:
         """End the archive; wait for the upload to be checked and named; its URL."""
         self._final = final_metadata
-        with contextlib.suppress(OSError):  # the upload stopped: its error is raised below
-            self._writer.finish()
-            self._put(_END)
+        if not self._buffer or self._put(bytes(self._buffer)):
+            self._put(_END)  # else the upload stopped: its error is raised below
         while self._thread.is_alive():
             self._thread.join(0.2)  # short waits: Ctrl-C reaches the main thread
         if self.failure is not None:
@@ -108,14 +111,13 @@ class StreamUpload:
         self._stop.set()
         self._thread.join(_ABORT_WAIT)
 
-    def _stopped(self) -> bool:
-        return self._aborted
-
-    def _put(self, item: object) -> None:
+    def _put(self, item: object) -> bool:
+        """``item`` into the queue once there is room; False if the upload stopped."""
         while not self._stop.is_set():
             with contextlib.suppress(queue.Full):
                 self._chunks.put(item, timeout=0.1)
-                return
+                return True
+        return False
 
     def _received(self) -> Iterator[bytes]:
         while True:
@@ -138,7 +140,7 @@ class StreamUpload:
                 meta,
                 hint,
                 final_metadata=lambda: self._final or meta,
-                stopped=self._stopped,
+                stopped=lambda: self._aborted,
             )
         except BaseException as error:
             self.failure = error

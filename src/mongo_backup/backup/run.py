@@ -306,10 +306,7 @@ def _archive(
             f"{folder}: run the same backup with --resume to archive them"
         ) from error
     except DestinationError as error:
-        raise DestinationError(
-            f"{error}; the exported files are kept in {folder}: run the same backup with "
-            "--resume to upload them"
-        ) from error
+        raise broken(error, folder) from error
     if opts.keep_folder:
         remove_compressed(folder, members)
         remove_checkpoints(folder)  # a kept folder is not an unfinished backup

@@ -36,7 +36,7 @@ from ..archive.manifest import Manifest
 from ..archive.reader import open_backup
 from ..destinations import Destination, is_url, open_destination
 from ..destinations import split_archive_url as split_url
-from ..errors import ArchiveError, ConfigError, DestinationError, Interrupted
+from ..errors import ArchiveError, ConfigError, DestinationError, Interrupted, ObjectNotFound
 from ..names import ARCHIVE_FOLDER, ARCHIVE_NAME
 from .pipe import is_stdio, spooled_stdin
 
@@ -152,9 +152,11 @@ def upload_stream(
 
 def recorded_digest(destination: Destination, key: str) -> str | None:
     """The SHA-256 the upload recorded for ``key`` (its sidecar), if any."""
-    if destination.stat(key + SHA_SUFFIX) is None:
+    try:
+        handle = destination.open(key + SHA_SUFFIX)
+    except ObjectNotFound:
         return None
-    with destination.open(key + SHA_SUFFIX) as handle:
+    with handle:
         text = handle.read(4096).decode("ascii", "replace")
     digest = text.split()[0] if text.split() else ""
     return digest if re.fullmatch(r"[0-9a-f]{64}", digest) else None
