@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable, Iterable
+from typing import Literal
 
 FILE_SUFFIX = ".jsonl"
 # An archive's first member (see archive.manifest); here so that the converter child,
@@ -29,6 +30,13 @@ MANIFEST_NAME = "manifest.json"
 PLAN_NAME = "plan.json"
 # Where backups go in an output folder: OUT_DIR/backup_data/backup_{stamp}.tar[...]
 ARCHIVE_FOLDER = "backup_data"
+# How members and archives are compressed, and the Extended JSON modes: here rather than
+# beside the writer (which loads zstandard and tarfile) or the converter (libbson)
+# because every command's parser offers them as choices.
+COMPRESSIONS = ("none", "gzip", "zstd")
+SUFFIXES = {"none": ".tar", "gzip": ".tar.gz", "zstd": ".tar.zst"}
+JsonFormat = Literal["canonical", "relaxed"]
+JSON_FORMATS: tuple[JsonFormat, ...] = ("canonical", "relaxed")
 FOLDER_PREFIX = "backup_"
 # An archive's name: backup_{YYYYmmdd_HHMMSS}[_N].tar[.gz|.zst][.age]. Groups: the id
 # (the name without suffixes), the UTC time stamp, and the number of a same-second run.

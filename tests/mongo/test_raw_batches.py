@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from bson import Binary, Decimal128, Int64, ObjectId
+from bson import Binary, Decimal128, Int64, ObjectId, Regex, Timestamp
 
 from mongo_backup.mongo.raw_batches import find_raw_batches
 
@@ -94,6 +94,16 @@ def test_a_server_error_is_pymongos(mixed: Any) -> None:
             "labels": ["a"],
         },
         {"ok": 1.0, "cursor": {"nextBatch": [], "id": Int64(7), "ns": "db.c"}},
+        {  # the batch last in its cursor, the cursor not first: found all the same
+            "ok": 1.0,
+            "operationTime": Timestamp(5, 1),
+            "cursor": {"id": Int64(3), "ns": "db.c", "nextBatch": [{"x": Regex("a")}]},
+        },
+        {  # a regex in the reply itself: decoded pymongo's way, whole
+            "r": Regex("^a", "i"),
+            "cursor": {"firstBatch": [{"_id": 1}], "id": Int64(0), "ns": "db.c"},
+            "ok": 1.0,
+        },
     ],
 )
 def test_a_reply_unpacks_as_pymongo_unpacks_it(reply: dict[str, Any]) -> None:
@@ -116,3 +126,30 @@ def test_a_reply_unpacks_as_pymongo_unpacks_it(reply: dict[str, Any]) -> None:
         message = _OpMsg(0, bson.encode(reply))
         unpacked.append(cursor._unpack_response(message, None, cursor._codec_options, fields))
     assert unpacked[0] == unpacked[1]
+
+
+def test_a_batch_is_copied_once_on_its_way_out_of_the_reply() -> None:
+    """A batch of one 4 MiB document: unpacking it allocates the batch once (pymongo's
+    way copies it four times, and a batch can be one 16 MiB document) (pure)."""
+    import tracemalloc
+
+    import bson
+    from pymongo import MongoClient
+    from pymongo.message import _OpMsg
+
+    from mongo_backup.mongo.raw_batches import _lean_cursor_class
+
+    lean = _lean_cursor_class()
+    assert lean is not None
+    size = 4 << 20
+    reply = {"cursor": {"firstBatch": [{"b": Binary(b"x" * size)}], "id": Int64(0)}, "ok": 1.0}
+    message = _OpMsg(0, memoryview(bson.encode(reply)))
+    cursor = lean(MongoClient("mongodb://localhost:1", connect=False).db.c)
+    tracemalloc.start()
+    try:
+        unpacked = cursor._unpack_response(message, None, cursor._codec_options, None)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(unpacked[0]["cursor"]["firstBatch"][0]) > size
+    assert peak < 1.5 * size

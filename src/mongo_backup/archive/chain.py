@@ -21,10 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ArchiveError, ConfigError
-from ..names import ARCHIVE_FOLDER, ARCHIVE_NAME
+from ..names import ARCHIVE_FOLDER, ARCHIVE_NAME, SUFFIXES
 from .manifest import Manifest
 from .reader import open_backup
-from .writer import SUFFIXES
 
 MAX_CHAIN = 10_000
 

@@ -17,7 +17,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from ..names import ARCHIVE_FOLDER, file_names
+from ..names import ARCHIVE_FOLDER, SUFFIXES, file_names
 from .manifest import (
     CHANGES_FILE,
     CHANGES_NAME,
@@ -27,7 +27,7 @@ from .manifest import (
     manifest_bytes,
 )
 from .mongodump import MongodumpReader
-from .writer import SUFFIXES, MemberWriter, write_archive
+from .writer import MemberWriter, write_archive
 
 COPY_CHUNK = 1 << 20
 

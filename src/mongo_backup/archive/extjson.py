@@ -37,11 +37,12 @@ import os
 import re
 from collections.abc import Callable
 from types import ModuleType
-from typing import Any, Literal
+from typing import Any
 
 import bsonjs
 
 from ..errors import LineFormatError
+from ..names import JsonFormat
 
 try:
     from . import _canonical
@@ -56,8 +57,6 @@ def accelerator() -> ModuleType | None:
     return None if os.environ.get("MONGO_BACKUP_NO_ACCELERATOR") == "1" else _canonical
 
 
-JsonFormat = Literal["canonical", "relaxed"]
-JSON_FORMATS: tuple[JsonFormat, ...] = ("canonical", "relaxed")
 _MODES = {"canonical": bsonjs.CANONICAL, "relaxed": bsonjs.RELAXED}
 
 ESCAPE_KEY = "$mongoBackupBSON"

@@ -41,7 +41,7 @@ from typing import IO, Any, cast
 import zstandard
 
 from ..files import private_file, sync_folder
-from ..names import MANIFEST_NAME
+from ..names import COMPRESSIONS, MANIFEST_NAME
 from .tar_stream import (
     COPY_CHUNK,
     TarStream,
@@ -49,8 +49,6 @@ from .tar_stream import (
     zstd_compressor,
 )
 
-COMPRESSIONS = ("none", "gzip", "zstd")
-SUFFIXES = {"none": ".tar", "gzip": ".tar.gz", "zstd": ".tar.zst"}
 # The converter process compresses on its own thread: zstd's worker threads cost more
 # CPU in all and compete with the server for the cores without making the backup faster.
 ZSTD_THREADS = 0

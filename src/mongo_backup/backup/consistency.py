@@ -20,6 +20,7 @@ A standalone server has no cluster time: guarantee ``none``, warned once.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,6 +114,54 @@ def _ddl_after_start(source: MongoSource, state: dict[str, Any], token: dict[str
     return bool(seen)
 
 
+class ListingCheck:
+    """:func:`_ddl_after_start`, asked on a thread while the documents are read: it looks
+    only at the history between the start and the listing, both behind us once the plan
+    is made, and its last getMore waits out the change stream's await time (10 ms), which
+    a backup otherwise spent after its last document.
+
+    :meth:`start` is called when the first unit is exported (``UnitRunner``'s
+    ``after_first_unit``): every worker has had its first batch by then, so the check
+    delays no ``find``, and a backup of several collections still has reads left to
+    hide it behind. It starts nothing when ``needed`` says the answer will not be asked
+    for (the reads were not at the snapshot). :meth:`changed` gives the answer (or
+    raises the check's error) at :func:`finish`, asking it there if it never started."""
+
+    def __init__(
+        self, source: MongoSource, plan: Plan, needed: Callable[[], bool] = lambda: True
+    ) -> None:
+        self._source, self._state, self._needed = source, plan.consistency, needed
+        self._answer: bool | BaseException = False
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is not None or not (self._state.get("snapshot") and self._needed()):
+            return
+        thread = threading.Thread(target=self._ask, name="listing-check", daemon=True)
+        try:
+            thread.start()
+        except RuntimeError:  # no thread to be had: changed() asks it, as it did before
+            return
+        self._thread = thread
+
+    def _ask(self) -> None:
+        try:
+            token = from_extjson(self._state["start_token"])
+            self._answer = _ddl_after_start(self._source, self._state, token)
+        except BaseException as error:  # raised again by changed(), on the caller's thread
+            self._answer = error
+
+    def changed(self) -> bool:
+        """True if a collection was created, dropped or renamed while the plan was made."""
+        if self._thread is None:
+            token = from_extjson(self._state["start_token"])
+            return _ddl_after_start(self._source, self._state, token)
+        self._thread.join()
+        if isinstance(self._answer, BaseException):
+            raise self._answer
+        return self._answer
+
+
 def start_reads(plan: Plan, resumed: bool, folder: Path) -> None:
     """Called right before the first document is read. A resumed backup is no snapshot:
     the first run's reads may not have been at one moment, so the changes are captured
@@ -130,15 +179,17 @@ def finish(
     plan: Plan,
     check: SnapshotCheck,
     wanted: Callable[[str], bool],
+    listing: ListingCheck | None = None,
 ) -> Outcome:
-    """The guarantee of a full backup whose collections are all read."""
+    """The guarantee of a full backup whose collections are all read; ``listing``: the
+    check of the listing, started beside the reads (else it is asked here)."""
     state = plan.consistency
     if not state:
         return Outcome("none", None, None)
     start = from_json(state["start"])
     token = from_extjson(state["start_token"])
     snapshot = state.get("snapshot") and check.honoured and not source.snapshot_lost
-    if snapshot and _ddl_after_start(source, state, token):
+    if snapshot and (listing or ListingCheck(source, plan)).changed():
         logger.info("collections changed while they were listed: capturing the changes")
         snapshot = False
     if snapshot:

@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import IO, Any, TypedDict
 
 from ..allocator import return_big_blocks_to_the_system
-from ..archive.extjson import BatchEncoder, JsonFormat
+from ..archive.extjson import BatchEncoder
 from ..archive.writer import MemberWriter
+from ..names import JsonFormat
 
 _HEADER = 5  # type byte + 4-byte little-endian length
 PIPE_BYTES = 1 << 20

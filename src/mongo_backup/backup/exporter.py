@@ -131,6 +131,8 @@ class UnitRunner:
         # Called on the exporting thread once a unit's files are complete (the pipe
         # sends them); what it raises stops the backup.
         self.on_done = on_done
+        # Called once, on the exporting thread that finishes the first unit.
+        self.after_first_unit: Callable[[], None] | None = None
         self.reader_waits = reader_waits  # a restore at the other end of a pipe
         self.folder = folder
         self.plan = plan
@@ -220,6 +222,10 @@ class UnitRunner:
                     unit_progress_path(self.folder, unit.file).unlink()
                 if self.on_done is not None:
                     self.on_done(unit, stats)
+                with self._lock:
+                    first, self.after_first_unit = self.after_first_unit, None
+                if first is not None:
+                    first()
         except BaseException as error:  # a bug: stop everything, report it once
             self._stop_all(error)
         finally:

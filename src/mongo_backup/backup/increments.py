@@ -21,16 +21,18 @@ increment is small; a base without a mark for a collection gives the whole colle
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pymongo.errors
 
-from ..archive.chain import Link, parent_link
 from ..errors import ConfigError, MongoBackupError
 from ..mongo.cluster_time import from_json
 from ..mongo.source import Intent, MongoSource, from_extjson, to_extjson
 from ..retry import driver_error_text
 from .checkpoint import Plan
+
+if TYPE_CHECKING:
+    from ..archive.chain import Link
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +78,9 @@ def watermarks(
 
 def plan_increment(base: Link, field: str | None, intents: list[Intent]) -> dict[str, Any]:
     """The ``increment`` part of an incremental backup's plan, continuing ``base``."""
+    # Imported here: the chain's readers serve increments, not the start of every backup.
+    from ..archive.chain import parent_link
+
     manifest = base.manifest
     increment: dict[str, Any] = {
         "mode": "field" if field else "changes",

@@ -33,10 +33,10 @@ from typing import IO, Any, cast
 from ..archive import encryption
 from ..archive.encryption import SUFFIX as AGE_SUFFIX
 from ..archive.manifest import CollectionEntry, Manifest, manifest_bytes
-from ..archive.writer import SUFFIXES
 from ..destinations import Destination, open_destination
 from ..errors import ArchiveError, DestinationError, MongoBackupError
 from ..location.transfer import metadata_for, upload_stream
+from ..names import SUFFIXES
 from .checkpoint import Plan
 from .manifest_builder import plan_manifest
 from .options import BackupOptions
@@ -183,7 +183,7 @@ def live_sender(
     """The sender of the archive while the backup runs (``--archive -``, or ``--stream``
     with ``--dest``), already given what is finished before the export: the users and
     roles, and the collections a resumed backup had done. None without either option."""
-    if not (opts.to_stdout or (opts.stream and opts.dest)):
+    if not opts.sent_while_exported:
         return None
     recipients = encryption.recipients(opts.encrypt_to) if opts.encrypt_to else []
     extra = [authz[0]] if authz is not None else []

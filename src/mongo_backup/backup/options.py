@@ -12,13 +12,17 @@ from typing import Any, cast
 from bson import json_util
 from bson.json_util import CANONICAL_JSON_OPTIONS as CANONICAL
 
-from ..archive import encryption
-from ..archive.extjson import JSON_FORMATS, JsonFormat
 from ..archive.manifest import CollectionEntry, Manifest
-from ..archive.writer import COMPRESSIONS
-from ..destinations import LocalFolder, open_destination
 from ..errors import ConfigError
-from ..names import ALL_DATABASES, ARCHIVE_FOLDER, database_name_problem, namespace_pattern
+from ..names import (
+    ALL_DATABASES,
+    ARCHIVE_FOLDER,
+    COMPRESSIONS,
+    JSON_FORMATS,
+    JsonFormat,
+    database_name_problem,
+    namespace_pattern,
+)
 from ..redact import hosts_of
 from ..workers import default_jobs
 from .checkpoint import Layout, Plan
@@ -118,6 +122,12 @@ class BackupOptions:
     include_admin: bool = False
     users_and_roles: bool = False  # the databases' users and custom roles: see authz.py
 
+    @property
+    def sent_while_exported(self) -> bool:
+        """The archive is sent as the collections are exported (``--archive -``, or
+        ``--stream`` with ``--dest``: see :mod:`~mongo_backup.backup.live_archive`)."""
+        return self.to_stdout or bool(self.stream and self.dest)
+
     def check(self) -> None:
         if self.json_format not in JSON_FORMATS:
             raise ConfigError(f"--json-format must be one of {', '.join(JSON_FORMATS)}")
@@ -155,8 +165,12 @@ class BackupOptions:
         if self.endpoint_url and not self.dest:
             raise ConfigError("--endpoint-url applies to --dest")
         if self.encrypt_to:
+            from ..archive import encryption  # loaded for the backups that encrypt only
+
             encryption.recipients(self.encrypt_to)  # refuse a bad key before any work
         if self.dest:
+            from ..destinations import LocalFolder, open_destination
+
             target = open_destination(self.dest, endpoint_url=self.endpoint_url)  # bad URL: now
             here = (Path(self.out_dir) / ARCHIVE_FOLDER).absolute()
             if isinstance(target, LocalFolder) and target.root.resolve() == here.resolve():

@@ -16,13 +16,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..archive.writer import SUFFIXES
 from ..errors import CheckpointError, ConfigError, MongoBackupError
 from ..mongo.source import CollectionSize, Intent, MongoSource
 from ..names import (
     ALL_DATABASES,
     ARCHIVE_FOLDER,
     FOLDER_PREFIX,
+    SUFFIXES,
     collection_filter,
     file_names,
     scope_text,

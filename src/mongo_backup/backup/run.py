@@ -28,15 +28,12 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pymongo import MongoClient
 
-from ..archive import encryption
-from ..archive.chain import Link, find_base
 from ..archive.manifest import MANIFEST_NAME, CollectionEntry, Manifest, manifest_bytes
-from ..archive.writer import SUFFIXES, remove_compressed, write_archive
-from ..destinations import open_destination
+from ..archive.writer import remove_compressed, write_archive
 from ..errors import (
     ArchiveError,
     DestinationError,
@@ -45,27 +42,30 @@ from ..errors import (
     MongoBackupError,
 )
 from ..files import private_file
-from ..location.catalog import archive_ids
 from ..location.locking import location_lock
 from ..mongo.change_capture import ChangeFollower
 from ..mongo.cluster_time import SnapshotCheck
 from ..mongo.connection import connect
 from ..mongo.deployment import DeploymentDatabase
 from ..mongo.source import MongoSource
-from ..mongo.users import read_users_and_roles
-from ..names import ALL_DATABASES, ARCHIVE_FOLDER, collection_filter, scope_text
+from ..names import ALL_DATABASES, ARCHIVE_FOLDER, SUFFIXES, collection_filter, scope_text
 from ..redact import uri_secrets
 from ..retry import RetryPolicy
-from .authz import write_authz_member
 from .checkpoint import Plan, remove_checkpoints
-from .consistency import Outcome, capture_increment, finish, start_reads
-from .delivery import deliver_file
+from .consistency import ListingCheck, Outcome, capture_increment, finish, start_reads
 from .exporter import NoProgress, Progress, UnitRunner
-from .live_archive import broken, live_sender, send_rest
 from .manifest_builder import build_manifest
 from .options import BackupOptions, BackupResult
-from .pipe_sender import PipeSender
 from .planning import find_resumable, new_plan
+
+if TYPE_CHECKING:
+    from ..archive.chain import Link
+    from .pipe_sender import PipeSender
+
+# Imported where they are used, below: what only some backups need (an increment's base,
+# users and roles, a destination, encryption, an archive sent as it is written) stays
+# out of the start of every other backup, where each module is a wait before the first
+# document is asked for.
 
 logger = logging.getLogger(__name__)
 
@@ -142,6 +142,8 @@ def _locked_backup(
             if not opts.incremental:
                 base = None
             elif base is None:
+                from ..archive.chain import find_base
+
                 base = find_base(Path(opts.out_dir), opts.db, opts.base)
             plan, folder = new_plan(source, opts.plan_request(_ids_at(opts)), base)
             if kept is not None:
@@ -150,7 +152,7 @@ def _locked_backup(
             plan, folder = resumable
         authz = _users_and_roles(opts, client, plan, folder)
         resumed = resumable is not None
-        sender = live_sender(opts, folder, plan, authz)
+        sender = _live_sender(opts, folder, plan, authz)
         runner = UnitRunner(
             source,
             folder,
@@ -171,6 +173,8 @@ def _locked_backup(
         if sender is not None:
             sender.abort()  # the reader (or the store) sees a cut stream: it keeps nothing
             if isinstance(error, MongoBackupError) and error is sender.failure:
+                from .live_archive import broken
+
                 raise broken(error, folder) from None
         raise
     finally:
@@ -221,11 +225,15 @@ def _export(
             shutil.rmtree(folder, ignore_errors=True)  # nothing a --resume could finish
             raise
     start_reads(plan, resumed, folder)
+    listing = None
+    if not plan.increment:  # checked beside the reads while they are still at the snapshot
+        listing = ListingCheck(source, plan, lambda: check.honoured and not source.snapshot_lost)
+        runner.after_first_unit = listing.start
     runner.run([unit for unit in plan.units if unit.file not in plan.done])
     if plan.increment:  # a --since-field increment: no change capture
         honoured = check.honoured and not source.snapshot_lost and not resumed
         return Outcome("snapshot" if honoured and plan.consistency else "none", None, None)
-    return finish(client, source, folder, plan, check, wanted)
+    return finish(client, source, folder, plan, check, wanted, listing)
 
 
 def _users_and_roles(
@@ -238,11 +246,15 @@ def _users_and_roles(
     try:
         # admin's users and roles are the server's, never a database's (--include-admin)
         databases = [db for db in plan.databases or [opts.db] if db != "admin"]
+        from ..mongo.users import read_users_and_roles
+
         found = read_users_and_roles(client, databases, uri_secrets(opts.uri))
     except MongoBackupError:
         if not opts.resume:
             shutil.rmtree(folder, ignore_errors=True)  # nothing read yet: nothing to keep
         raise
+    from .authz import write_authz_member
+
     layout = plan.layout
     return write_authz_member(
         folder, layout.compress, layout.keep_folder, found, encrypted=bool(opts.encrypt_to)
@@ -276,7 +288,22 @@ def _ids_at(opts: BackupOptions) -> frozenset[str]:
     an archive)."""
     if not opts.dest:
         return frozenset()
+    from ..destinations import open_destination
+    from ..location.catalog import archive_ids
+
     return archive_ids(open_destination(opts.dest, endpoint_url=opts.endpoint_url))
+
+
+def _live_sender(
+    opts: BackupOptions, folder: Path, plan: Plan, authz: tuple[CollectionEntry, bool] | None
+) -> PipeSender | None:
+    """The sender of an archive sent while the backup runs (see
+    :func:`~mongo_backup.backup.live_archive.live_sender`); None for the others."""
+    if not opts.sent_while_exported:
+        return None
+    from .live_archive import live_sender
+
+    return live_sender(opts, folder, plan, authz)
 
 
 def _archive(
@@ -287,11 +314,17 @@ def _archive(
     archive_dir = Path(opts.out_dir) / ARCHIVE_FOLDER
     destination = archive_dir / f"{folder.name}{SUFFIXES[opts.compress]}"
     members = [(entry.file, entry.bytes) for entry in manifest.data_entries if entry.file]
-    recipients = encryption.recipients(opts.encrypt_to) if opts.encrypt_to else []
+    recipients: list[Any] = []
+    if opts.encrypt_to:
+        from ..archive import encryption
+
+        recipients = encryption.recipients(opts.encrypt_to)
     url: str | None = None
     local: Path | None = destination
     try:
         if sender is not None:
+            from .live_archive import broken, send_rest
+
             local = None
             try:
                 url = send_rest(sender, members, manifest, bool(recipients))
@@ -306,6 +339,8 @@ def _archive(
             f"{folder}: run the same backup with --resume to archive them"
         ) from error
     except DestinationError as error:
+        from .live_archive import broken
+
         raise broken(error, folder) from error
     if opts.keep_folder:
         remove_compressed(folder, members)
@@ -316,6 +351,8 @@ def _archive(
     if local is not None:
         logger.info("archive written: %s", local)
         if recipients or opts.dest:
+            from .delivery import deliver_file
+
             local, url = deliver_file(
                 local,
                 manifest,

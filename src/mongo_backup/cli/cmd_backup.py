@@ -7,10 +7,8 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..archive.extjson import JSON_FORMATS
-from ..archive.writer import COMPRESSIONS
 from ..errors import ConfigError
-from ..names import ALL_DATABASES
+from ..names import ALL_DATABASES, COMPRESSIONS, JSON_FORMATS
 from ..workers import default_jobs
 from .config import READ_PREFERENCES, with_read_preference
 from .exits import with_exit_code

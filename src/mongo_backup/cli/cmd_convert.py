@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .._version import __version__
-from ..archive.writer import COMPRESSIONS
+from ..names import COMPRESSIONS
 
 logger = logging.getLogger(__name__)
 

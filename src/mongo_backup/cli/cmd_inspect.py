@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..archive.manifest import Manifest
-from ..mongo.cluster_time import from_json, show
 from .options import add_source_options
 from .tables import print_table
+
+if TYPE_CHECKING:
+    from ..archive.manifest import Manifest
 
 
 def add_parser(commands: Any, parent: argparse.ArgumentParser, epilog: str) -> None:
@@ -83,6 +84,8 @@ def run(args: argparse.Namespace) -> None:
 
 def history_lines(manifest: Manifest) -> list[str]:
     """Where the backup stands in the server's history, and what it continues."""
+    from ..mongo.cluster_time import from_json, show  # the command line loads no cores
+
     lines = []
     if manifest.point:
         lines.append(

@@ -8,7 +8,6 @@ import datetime as dt
 import json
 from typing import TYPE_CHECKING, Any
 
-from ..location.retention import Policy, parse_duration
 from .tables import print_table
 
 if TYPE_CHECKING:
@@ -77,6 +76,8 @@ def _location_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _duration(text: str) -> dt.timedelta:
+    from ..location.retention import parse_duration  # the command line loads no cores
+
     try:
         return parse_duration(text)
     except ValueError as error:
@@ -144,6 +145,7 @@ def _print_windows(backups: list[StoredBackup]) -> None:
 def run_prune_command(args: argparse.Namespace) -> None:
     # Imported here: a command loads its own core alone (see exits._READINGS).
     from ..location.prune import PruneOptions, run_prune
+    from ..location.retention import Policy
 
     policy = Policy(
         **{name: getattr(args, f"keep_{name}") for name in KEEP_OPTIONS},

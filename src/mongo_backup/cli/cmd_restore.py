@@ -6,12 +6,8 @@ import argparse
 import json
 from typing import TYPE_CHECKING, Any
 
-from bson.timestamp import Timestamp
-
 from ..errors import ConfigError
-from ..mongo.cluster_time import parse_until
 from ..names import ALL_DATABASES
-from ..restore.options import RestoreOptions
 from ..workers import default_insert_workers
 from .exits import with_exit_code
 from .options import (
@@ -23,6 +19,8 @@ from .options import (
 from .tables import print_table
 
 if TYPE_CHECKING:
+    from bson.timestamp import Timestamp
+
     from ..restore.result import RestoreResult
 
 
@@ -149,6 +147,8 @@ def _add_renames(filters: Any) -> None:
 
 
 def until_time(text: str) -> Timestamp:
+    from ..mongo.cluster_time import parse_until  # the command line loads no cores
+
     try:
         return parse_until(text)
     except ConfigError as error:
@@ -157,6 +157,7 @@ def until_time(text: str) -> Timestamp:
 
 def run(args: argparse.Namespace) -> RestoreResult:
     # Imported here: a command loads its own core alone (see exits._READINGS).
+    from ..restore.options import RestoreOptions
     from ..restore.run import run_restore
 
     settings = connection_from(args, require_db=False)

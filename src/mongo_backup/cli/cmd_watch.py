@@ -14,7 +14,6 @@ import threading
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from ..location.retention import parse_duration
 from .cmd_backup import add_backup_groups, add_destination_options, backup_options, byte_size
 from .exits import exit_code_for
 from .monitoring import Monitor, add_monitoring_options
@@ -71,6 +70,8 @@ def _report(cycle: Cycle, monitor: Monitor, quiet: bool) -> None:
 
 
 def duration(text: str) -> Any:
+    from ..location.retention import parse_duration  # the command line loads no cores
+
     try:
         return parse_duration(text)
     except ValueError as error:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import getpass
 import logging
 import sys
 import urllib.parse
@@ -140,6 +139,8 @@ def _prompt(username: str | None) -> str:
             "set MONGO_PASSWORD (no terminal to ask on)"
         )
     try:
+        import getpass  # with termios, pwd and grp: only for the prompt
+
         return getpass.getpass(f"password for {username or 'the URI user'}: ")
     except (EOFError, KeyboardInterrupt):
         raise ConfigError("no password given") from None

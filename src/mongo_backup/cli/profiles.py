@@ -20,7 +20,6 @@ import argparse
 import os
 import re
 import stat
-import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -65,6 +64,8 @@ def load_settings(path: Path, profile: str | None) -> dict[str, Any]:
         raise ConfigError(f"cannot read the config file {path}: {error.strerror}") from None
     if len(raw) > MAX_CONFIG_BYTES:
         raise ConfigError(f"{path} is larger than a config file can be")
+    import tomllib  # only when there is a file to read: ~2 ms of every start otherwise
+
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:

@@ -29,8 +29,10 @@ destination stores bytes under keys and knows nothing of archives, manifests or 
 
 from __future__ import annotations
 
+import importlib
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from ..errors import ConfigError, DestinationError, InvalidKey, ObjectNotFound
@@ -45,9 +47,27 @@ from .base import (
     part_size_for,
 )
 from .local import LocalFolder
-from .memory import MemoryDestination
-from .objectstore import ObjectStoreDestination, StoreSettings
-from .storeopen import open_object_store
+
+if TYPE_CHECKING:
+    from .memory import MemoryDestination
+    from .objectstore import ObjectStoreDestination, StoreSettings
+
+# Loaded when first named: obstore (and the object store code around it) costs every
+# command's start ~5 ms, and a backup to a folder never touches it.
+_LATER = {
+    "MemoryDestination": ".memory",
+    "ObjectStoreDestination": ".objectstore",
+    "StoreSettings": ".objectstore",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LATER:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LATER[name], __name__), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "FIRST_PART_SIZE",
@@ -108,6 +128,8 @@ def open_destination(
         from urllib.request import url2pathname
 
         return LocalFolder(Path(url2pathname(unquote(parts.path or "/"))))
+    from .storeopen import open_object_store
+
     return open_object_store(url_or_path, endpoint_url=endpoint_url, settings=settings)
 
 

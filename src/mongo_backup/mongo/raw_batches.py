@@ -21,12 +21,17 @@ Contract: ``find_raw_batches(collection, *args, **kwargs)`` is
 from __future__ import annotations
 
 import functools
+import struct
 from collections.abc import Mapping
 from typing import Any
 
 from bson.raw_bson import RawBSONDocument
 
+from .change_events import value_end
+
 _BATCHES = ("firstBatch", "nextBatch")
+_EMPTY_ARRAY = b"\x05\x00\x00\x00\x00"
+_INT32 = struct.Struct("<i")
 
 
 def find_raw_batches(collection: Any, *args: Any, **kwargs: Any) -> Any:
@@ -41,7 +46,11 @@ def find_raw_batches(collection: Any, *args: Any, **kwargs: Any) -> Any:
 def _lean_cursor_class() -> type[Any] | None:
     """The cursor class, or None where this pymongo lacks what it leans on."""
     try:
-        from bson import _bson_to_dict, _convert_raw_document_lists_to_streams
+        from bson import (
+            _array_of_documents_to_buffer,
+            _bson_to_dict,
+            _convert_raw_document_lists_to_streams,
+        )
         from bson.raw_bson import _RAW_ARRAY_BSON_OPTIONS
         from pymongo.cursor import RawBatchCursor
     except ImportError:  # pragma: no cover - a pymongo that moved them: its own path
@@ -63,20 +72,88 @@ def _lean_cursor_class() -> type[Any] | None:
                         response, cursor_id, codec_options, user_fields, legacy_response
                     )
                 )
-            # The top level as pymongo decodes it (error labels, cluster time, ...); in
-            # the cursor document only the batches stay raw, as pymongo keeps them.
-            reply = dict(RawBSONDocument(payload).items())
-            cursor = reply.get("cursor")
-            if isinstance(cursor, RawBSONDocument):
-                fields = dict(_bson_to_dict(cursor.raw, _RAW_ARRAY_BSON_OPTIONS).items())
-                others = [
-                    k for k, v in fields.items() if isinstance(v, bytes) and k not in _BATCHES
-                ]
-                if others:  # another array (or bytes) beside the batches: pymongo's value
-                    decoded = dict(cursor.items())
-                    fields.update((key, decoded[key]) for key in others)
-                reply["cursor"] = fields
-            _convert_raw_document_lists_to_streams(reply)
+            cut = _without_batch(payload)
+            if cut is None:
+                return [unpacked(payload)]
+            # The batch is copied once, from the received bytes into the stream of its
+            # documents; the rest of the reply is decoded without it (below).
+            rest, key, batch = cut
+            reply = unpacked(rest)
+            stream = _array_of_documents_to_buffer(batch)
+            reply["cursor"][key] = [stream] if stream else []
             return [reply]
 
+    def unpacked(payload: Any) -> dict[str, Any]:
+        # The top level as pymongo decodes it (error labels, cluster time, ...); in the
+        # cursor document only the batches stay raw, as pymongo keeps them.
+        reply = dict(RawBSONDocument(payload).items())
+        cursor = reply.get("cursor")
+        if isinstance(cursor, RawBSONDocument):
+            fields = dict(_bson_to_dict(cursor.raw, _RAW_ARRAY_BSON_OPTIONS).items())
+            others = [k for k, v in fields.items() if isinstance(v, bytes) and k not in _BATCHES]
+            if others:  # another array (or bytes) beside the batches: pymongo's value
+                decoded = dict(cursor.items())
+                fields.update((key, decoded[key]) for key in others)
+            reply["cursor"] = fields
+        _convert_raw_document_lists_to_streams(reply)
+        return reply
+
     return LeanRawBatchCursor
+
+
+def _without_batch(payload: Any) -> tuple[bytes, str, memoryview] | None:
+    """A reply's batch array, found in the received bytes without copying them: the
+    reply with that array emptied (small), the array's field name, and a view of the
+    array. pymongo's way copies a batch four times on its way out of the reply (the
+    cursor document, the raw array, the stream), and a batch can be one 16 MiB document;
+    this way, once. None for a reply without a batch, or one this walk does not follow
+    (then the whole reply is decoded as before)."""
+    try:
+        view = memoryview(payload)
+        cursor = _field(view, 4, len(view) - 1, b"cursor", 0x03)
+        if cursor is None:
+            return None
+        start, end = cursor
+        for name in (b"firstBatch", b"nextBatch"):
+            batch = _field(view, start + 4, end - 1, name, 0x04)
+            if batch is not None:
+                break
+        else:
+            return None
+        first, last = batch
+        shrink = (last - first) - len(_EMPTY_ARRAY)
+        rest = bytearray(view[:first])
+        rest += _EMPTY_ARRAY
+        rest += view[last:]
+        # The lengths of the two documents that held the array (the reply, the cursor).
+        _INT32.pack_into(rest, 0, len(rest))
+        _INT32.pack_into(rest, start, end - start - shrink)
+        return bytes(rest), name.decode(), view[first:last]
+    except (ValueError, IndexError, TypeError, struct.error):
+        return None
+
+
+def _field(
+    view: memoryview, position: int, end: int, name: bytes, kind: int
+) -> tuple[int, int] | None:
+    """Where the value of the element ``name`` of type ``kind`` lies among the elements
+    in ``view[position:end]``: (start, stop); None if there is none."""
+    while position < end:
+        found = view[position]
+        name_end = position + 1
+        while view[name_end]:
+            name_end += 1
+        value = name_end + 1
+        stop = _value_end(view, found, value)
+        if found == kind and view[position + 1 : name_end] == name:
+            return value, stop
+        position = stop
+    if position != end:
+        raise ValueError("bad element length")
+    return None
+
+
+def _value_end(view: memoryview, kind: int, start: int) -> int:
+    if kind in (0x0B, 0x0C):  # a regex or a DBPointer in a reply: leave it to pymongo
+        raise ValueError("not walked")
+    return value_end(view, kind, start)  # type: ignore[arg-type]  # slices and lengths only
