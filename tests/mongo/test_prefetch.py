@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import bson
 
@@ -79,3 +79,38 @@ def test_closing_the_stream_while_a_big_batch_waits_stops_the_reader() -> None:
         time.sleep(0.05)
     assert threading.active_count() < before
     assert asked == [0, 1]
+
+
+def _timed_cursor(
+    batches: list[bytes], reader: int, spans: list[tuple[int, int, float, float]]
+) -> Iterator[bytes]:
+    """Each batch takes 20 ms to "receive"; ``spans`` gets (reader, batch, start, end)."""
+    for index, batch in enumerate(batches):
+        started = time.monotonic()
+        time.sleep(0.02)
+        spans.append((reader, index, started, time.monotonic()))
+        yield batch
+
+
+def _read_two_at_once(size: int) -> bool:
+    """Two streams read side by side, as two export workers do: whether two readers were
+    ever receiving at once, past their first batches (received before their size is
+    known)."""
+    spans: list[tuple[int, int, float, float]] = []
+
+    def opener(reader: int) -> Callable[..., Iterator[bytes]]:
+        return lambda *_: _timed_cursor([_batch(i, size) for i in range(6)], reader, spans)
+
+    streams = [prefetched(opener(n), f"reader {n}", [], ordered=False) for n in range(2)]
+    readers = [threading.Thread(target=lambda s=s: [None for _ in s]) for s in streams]
+    for reader in readers:
+        reader.start()
+    for reader in readers:
+        reader.join(10)
+    later = [span for span in spans if span[1] > 0]
+    return any(a[0] != b[0] and a[2] < b[3] and b[2] < a[3] for a in later for b in later)
+
+
+def test_readers_of_big_documents_receive_one_batch_at_a_time() -> None:
+    assert not _read_two_at_once(PREFETCH_BYTES + 1024)
+    assert _read_two_at_once(100)  # small batches: side by side
