@@ -49,3 +49,28 @@ def test_what_it_leaves_out_is_there_when_asked_for(tmp_path: Path) -> None:
     )
     loaded = loaded_by(code, tmp_path)
     assert {"obstore", "mongo_backup.destinations.objectstore"} <= loaded
+
+
+def test_a_command_builds_its_own_parser_alone_and_reads_the_same() -> None:
+    """A run builds the subparser of its command only; what it prints for help and for
+    a bad flag is what the parser of every command prints."""
+    import contextlib
+    import io
+
+    from mongo_backup.cli.main import COMMANDS, build_parser
+
+    for names in COMMANDS.values():
+        for name in names:
+            alone, whole = build_parser(name), build_parser()
+            for argv in ([name, "--help"], [name, "--no-such-flag"]):
+                printed = []
+                for parser in (alone, whole):
+                    out, err = io.StringIO(), io.StringIO()
+                    with (
+                        contextlib.redirect_stdout(out),
+                        contextlib.redirect_stderr(err),
+                        contextlib.suppress(SystemExit),
+                    ):
+                        parser.parse_args(argv)
+                    printed.append((out.getvalue(), err.getvalue()))
+                assert printed[0] == printed[1], argv
