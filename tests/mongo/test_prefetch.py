@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import bson
 
@@ -114,3 +115,47 @@ def _read_two_at_once(size: int) -> bool:
 def test_readers_of_big_documents_receive_one_batch_at_a_time() -> None:
     assert not _read_two_at_once(PREFETCH_BYTES + 1024)
     assert _read_two_at_once(100)  # small batches: side by side
+
+
+def test_a_reader_waiting_for_a_pooled_connection_holds_no_lock() -> None:
+    """A load-balanced pool of one connection, which a cursor keeps from its find to its
+    end: a reader that opens a cursor again (after its first big batch, to ask for
+    smaller ones) waits for the connection another reader's cursor holds. That reader
+    must be able to finish meanwhile, so the opening waits outside the readers' lock
+    (a model from the review of that lock: it hung in the first of five trials)."""
+    size = PREFETCH_BYTES + 1024
+
+    def opener(pool: threading.Semaphore) -> Callable[..., Iterator[bytes]]:
+        def open_cursor(start: bytes | None, inclusive: bool, batch_size: int) -> Any:
+            first = 0 if start is None else bson.decode(start)["_id"] + (0 if inclusive else 1)
+            time.sleep(0.05)  # the cursor before it is killed first
+
+            def cursor() -> Iterator[bytes]:
+                pool.acquire()  # the find's checkout, kept to the cursor's end
+                try:
+                    for i in range(first, 6):
+                        time.sleep(0.01)
+                        yield _batch(i, size)
+                finally:
+                    pool.release()
+
+            return cursor()
+
+        return open_cursor
+
+    for _trial in range(3):
+        pool, done = threading.Semaphore(1), []
+
+        def read(n: int, pool: threading.Semaphore = pool, done: list[int] = done) -> None:
+            count = 0
+            for _ in prefetched(opener(pool), f"reader {n}", [], ordered=True, batch_size=1000):
+                count += 1
+                time.sleep(0.02)
+            done.append(count)
+
+        readers = [threading.Thread(target=read, args=(n,), daemon=True) for n in range(2)]
+        for reader in readers:
+            reader.start()
+        for reader in readers:
+            reader.join(10)
+        assert done == [6, 6]

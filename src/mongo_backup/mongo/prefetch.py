@@ -52,10 +52,10 @@ PREFETCH_BYTES = 4 * 1024 * 1024
 # the same _id, asking for fewer documents per batch (pymongo cannot change the batch
 # size of a running find); a natural-order scan cannot, and keeps its batch size.
 BATCH_BYTES = 2 * 1024 * 1024
-# Readers of big documents receive one batch at a time between them. Receiving a batch
-# holds it twice for a moment (the reply as read, the batch cut out of it); with a 15 MiB
-# document that is 30 MiB, and two readers receiving at once besides what each holds
-# took a backup of such documents to 199 MiB at -j 2 (one reader: 132 MiB).
+# Readers of big documents receive one getMore's batch at a time between them. Receiving
+# a batch holds it twice for a moment (the reply as read, the batch cut out of it); with
+# a 15 MiB document that is 30 MiB, and two readers receiving at once besides what each
+# holds took a backup of such documents to 199 MiB at -j 2 (one reader: 132 MiB).
 _BIG_RECEIVES = threading.Lock()
 # Dates outside Python's datetime range must survive as values, not raise.
 ID_CODEC: CodecOptions[Any] = CodecOptions(datetime_conversion=DatetimeConversion.DATETIME_AUTO)
@@ -246,9 +246,14 @@ class _Producer:
         end is handed on too) or was stopped."""
         skip_equal = self.position is not None and not self.inclusive
         batches = iter(cursor)
+        opened = True
         while True:
-            with _BIG_RECEIVES if self.big else contextlib.nullcontext():
+            # getMores only: the first batch comes with the find, which may wait for a
+            # pooled connection, and a load-balanced cursor keeps its connection to its
+            # end, so a wait under the lock could wait on a reader that waits for the lock.
+            with _BIG_RECEIVES if self.big and not opened else contextlib.nullcontext():
                 batch = next(batches, None)
+            opened = False
             if batch is None:
                 break
             if skip_equal:
