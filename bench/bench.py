@@ -352,22 +352,31 @@ def merged(tool: str, rounds: list[Stats | None]) -> Stats | None:
     return stats
 
 
-def interleaved_backup(c: Ctx) -> tuple[Stats | None, Stats | None, Stats | None]:
-    """Backup, seed script and raw_drain in --repeat rounds, each round in another order:
-    the server is slower just after the load and warmer later, and a tool measured in one
-    block would carry that into its ratio. Each run's own line is printed as it ends."""
-    drain_command = [sys.executable, str(SHARED / "raw_drain.py"), c.uri, c.db]
-    measures = {
-        "backup": lambda: c.backup("backup", c.db, repeat=1),
-        "seed": lambda: c.seed(repeat=1),
-        "raw_drain": lambda: c.run("raw_drain", "raw_drain", drain_command, repeat=1)[0],
-    }
+def interleaved(measures: dict[str, Callable[[], Stats | None]], repeat: int) -> list[Stats | None]:
+    """Each measure once a round for ``repeat`` rounds, each round starting one further
+    along: the server is slower just after the load and warmer later, and a tool measured
+    in one block would carry that into its ratio. The tools' medians, in their order."""
     rounds: dict[str, list[Stats | None]] = {tool: [] for tool in measures}
     tools = list(measures)
-    for index in range(c.args.repeat):
-        for tool in tools[index % 3 :] + tools[: index % 3]:
+    for index in range(repeat):
+        start = index % len(tools)
+        for tool in tools[start:] + tools[:start]:
             rounds[tool].append(measures[tool]())
-    backup, seed, drain = (merged(tool, rounds[tool]) for tool in tools)
+    return [merged(tool, rounds[tool]) for tool in tools]
+
+
+def interleaved_backup(c: Ctx) -> tuple[Stats | None, Stats | None, Stats | None]:
+    """Backup, seed script and raw_drain in --repeat interleaved rounds. Each run's own
+    line is printed as it ends."""
+    drain_command = [sys.executable, str(SHARED / "raw_drain.py"), c.uri, c.db]
+    backup, seed, drain = interleaved(
+        {
+            "backup": lambda: c.backup("backup", c.db, repeat=1),
+            "seed": lambda: c.seed(repeat=1),
+            "raw_drain": lambda: c.run("raw_drain", "raw_drain", drain_command, repeat=1)[0],
+        },
+        c.args.repeat,
+    )
     return backup, seed, drain
 
 
@@ -517,7 +526,7 @@ def main() -> int:
             if "destinations" in only:
                 say("")
                 say("== destinations")
-                tools = SimpleNamespace(say=say, check=check, merged=merged)
+                tools = SimpleNamespace(say=say, check=check, interleaved=interleaved)
                 section_destinations(c, tools)
             if "increments" in only:
                 say("")

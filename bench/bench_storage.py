@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
@@ -55,21 +56,20 @@ def section_destinations(c: Any, tools: SimpleNamespace) -> None:
             except Exception:
                 time.sleep(0.1)
         dest = ["--dest", f"s3://{BUCKET}/{{TMP}}", "--endpoint-url", endpoint]
-        # Interleaved rounds, each in another order, with a local backup in each: moto
-        # and the server slow down as they fill, and a tool measured in one block would
-        # carry that into its ratio (as bench.interleaved_backup does).
-        measures = {
+        # Interleaved rounds with a local backup in each: moto and the server slow down
+        # as they fill, and a tool measured in one block would carry that into its ratio.
+        commands = {
             "local": [*c.backup_command(c.db)],
             "stream_s3": [*c.backup_command(c.db), *dest, "--stream"],
             "upload_s3": [*c.backup_command(c.db), *dest],
         }
-        rounds: dict[str, list[Any]] = {tool: [] for tool in measures}
-        names = list(measures)
-        for index in range(c.args.repeat):
-            for tool in names[index % 3 :] + names[: index % 3]:
-                stats, _ = c.run("destinations", tool, measures[tool], ours=True, repeat=1)
-                rounds[tool].append(stats)
-        local, stream, upload = (tools.merged(tool, rounds[tool]) for tool in names)
+
+        def measure(tool: str) -> Callable[[], Any]:
+            return lambda: c.run("destinations", tool, commands[tool], ours=True, repeat=1)[0]
+
+        local, stream, upload = tools.interleaved(
+            {tool: measure(tool) for tool in commands}, c.args.repeat
+        )
         for stats in (stream, upload):
             if stats is not None and local is not None:
                 # --stream: issue 15's target; a plain upload: the destinations issue's.

@@ -179,12 +179,10 @@ class UploadingSender(PipeSender):
 
 def live_sender(
     opts: BackupOptions, folder: Path, plan: Plan, authz: tuple[CollectionEntry, bool] | None
-) -> PipeSender | None:
+) -> PipeSender:
     """The sender of the archive while the backup runs (``--archive -``, or ``--stream``
-    with ``--dest``), already given what is finished before the export: the users and
-    roles, and the collections a resumed backup had done. None without either option."""
-    if not opts.sent_while_exported:
-        return None
+    with ``--dest``: ``opts.sent_while_exported``), already given what is finished before
+    the export: the users and roles, and the collections a resumed backup had done."""
     recipients = encryption.recipients(opts.encrypt_to) if opts.encrypt_to else []
     extra = [authz[0]] if authz is not None else []
     planned = plan_manifest(folder, plan, extra)

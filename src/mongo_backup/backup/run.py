@@ -152,7 +152,10 @@ def _locked_backup(
             plan, folder = resumable
         authz = _users_and_roles(opts, client, plan, folder)
         resumed = resumable is not None
-        sender = _live_sender(opts, folder, plan, authz)
+        if opts.sent_while_exported:  # its module is loaded for those backups only
+            from .live_archive import live_sender
+
+            sender = live_sender(opts, folder, plan, authz)
         runner = UnitRunner(
             source,
             folder,
@@ -292,18 +295,6 @@ def _ids_at(opts: BackupOptions) -> frozenset[str]:
     from ..location.catalog import archive_ids
 
     return archive_ids(open_destination(opts.dest, endpoint_url=opts.endpoint_url))
-
-
-def _live_sender(
-    opts: BackupOptions, folder: Path, plan: Plan, authz: tuple[CollectionEntry, bool] | None
-) -> PipeSender | None:
-    """The sender of an archive sent while the backup runs (see
-    :func:`~mongo_backup.backup.live_archive.live_sender`); None for the others."""
-    if not opts.sent_while_exported:
-        return None
-    from .live_archive import live_sender
-
-    return live_sender(opts, folder, plan, authz)
 
 
 def _archive(

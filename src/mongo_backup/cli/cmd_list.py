@@ -4,10 +4,10 @@ holds, and removing backups by a retention policy (restic's ``forget`` rules).""
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 from typing import TYPE_CHECKING, Any
 
+from .options import duration
 from .tables import print_table
 
 if TYPE_CHECKING:
@@ -51,13 +51,13 @@ def add_parser(commands: Any, parent: argparse.ArgumentParser, epilog: str) -> N
         )
     prune.add_argument(
         "--keep-within",
-        type=_duration,
+        type=duration,
         metavar="DURATION",
         help="keep every backup within DURATION (1y2m3d4h) of the newest one",
     )
     prune.add_argument(
         "--keep-window",
-        type=_duration,
+        type=duration,
         metavar="DURATION",
         help="keep point-in-time coverage (restore --until) of the last DURATION before now: "
         "every backup since, and the chain that reaches back to its start",
@@ -73,15 +73,6 @@ def _location_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--endpoint-url", metavar="URL", help="S3-compatible endpoint (MinIO, Ceph, ...)"
     )
-
-
-def _duration(text: str) -> dt.timedelta:
-    from ..location.retention import parse_duration  # the command line loads no cores
-
-    try:
-        return parse_duration(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _size(value: int) -> str:

@@ -7,7 +7,7 @@ import argparse
 import json
 from typing import TYPE_CHECKING, Any
 
-from .cmd_list import _duration
+from .options import duration
 
 if TYPE_CHECKING:
     from ..location.status import StatusReport
@@ -28,7 +28,7 @@ def add_parser(commands: Any, parent: argparse.ArgumentParser, epilog: str) -> N
     parser.add_argument("--db", metavar="NAME", help="only the backups of this database")
     parser.add_argument(
         "--max-age",
-        type=_duration,
+        type=duration,
         metavar="DURATION",
         help="unhealthy when the newest good backup is older, e.g. 26h or 8d",
     )

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from .cmd_backup import add_backup_groups, add_destination_options, backup_options, byte_size
 from .exits import exit_code_for
 from .monitoring import Monitor, add_monitoring_options
-from .options import add_connection_options
+from .options import add_connection_options, duration
 
 if TYPE_CHECKING:
     from ..backup.watch import Cycle, WatchResult
@@ -67,15 +67,6 @@ def _report(cycle: Cycle, monitor: Monitor, quiet: bool) -> None:
     monitor.cycle(cycle)
     if cycle.result is not None and not quiet:
         print(cycle.result.location, flush=True)  # stdout: each archive as it closes
-
-
-def duration(text: str) -> Any:
-    from ..location.retention import parse_duration  # the command line loads no cores
-
-    try:
-        return parse_duration(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def run(args: argparse.Namespace) -> WatchResult:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import logging
 import sys
 import urllib.parse
@@ -195,6 +196,16 @@ def ns_pattern(text: str) -> str:
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
     return text
+
+
+def duration(text: str) -> dt.timedelta:
+    """An argument type: ``30d``, ``12h``, ``1w2d`` (see location/retention.py)."""
+    from ..location.retention import parse_duration  # the command line loads no cores
+
+    try:
+        return parse_duration(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def add_source_options(parser: argparse.ArgumentParser) -> None:
