@@ -151,7 +151,6 @@ def _locked_backup(
         else:
             plan, folder = resumable
         authz = _users_and_roles(opts, client, plan, folder)
-        resumed = resumable is not None
         if opts.sent_while_exported:  # its module is loaded for those backups only
             from .live_archive import live_sender
 
@@ -162,7 +161,7 @@ def _locked_backup(
             plan,
             jobs=opts.jobs,
             nice=opts.nice,
-            policy=RetryPolicy(opts.retries, opts.retry_delay),
+            policy=policy,
             checkpoint_interval=opts.checkpoint_interval,
             progress=progress,
             on_done=sender.unit_done if sender is not None else None,
@@ -171,14 +170,13 @@ def _locked_backup(
         if sender is not None:
             sender.on_failure = runner.abandon
             sender.raise_if_failed()  # a reader gone before the export began
+        resumed = resumable is not None
         outcome = _export(opts, client, source, folder, plan, runner, check, resumed, kept)
     except BaseException as error:
         if sender is not None:
             sender.abort()  # the reader (or the store) sees a cut stream: it keeps nothing
             if isinstance(error, MongoBackupError) and error is sender.failure:
-                from .live_archive import broken
-
-                raise broken(error, folder) from None
+                raise _broken(error, folder) from None
         raise
     finally:
         if kept is None:
@@ -297,6 +295,13 @@ def _ids_at(opts: BackupOptions) -> frozenset[str]:
     return archive_ids(open_destination(opts.dest, endpoint_url=opts.endpoint_url))
 
 
+def _broken(error: MongoBackupError, folder: Path) -> MongoBackupError:
+    """:func:`~mongo_backup.backup.live_archive.broken`, loaded when an archive failed."""
+    from .live_archive import broken
+
+    return broken(error, folder)
+
+
 def _archive(
     folder: Path, manifest: Manifest, opts: BackupOptions, sender: PipeSender | None = None
 ) -> tuple[Path | None, str | None]:
@@ -314,13 +319,13 @@ def _archive(
     local: Path | None = destination
     try:
         if sender is not None:
-            from .live_archive import broken, send_rest
+            from .live_archive import send_rest
 
             local = None
             try:
                 url = send_rest(sender, members, manifest, bool(recipients))
             except ArchiveError as error:  # a store's error is told below
-                raise broken(error, folder) from None
+                raise _broken(error, folder) from None
         else:
             archive_dir.mkdir(parents=True, exist_ok=True)
             write_archive(folder, members, destination, opts.compress)
@@ -330,9 +335,7 @@ def _archive(
             f"{folder}: run the same backup with --resume to archive them"
         ) from error
     except DestinationError as error:
-        from .live_archive import broken
-
-        raise broken(error, folder) from error
+        raise _broken(error, folder) from error
     if opts.keep_folder:
         remove_compressed(folder, members)
         remove_checkpoints(folder)  # a kept folder is not an unfinished backup
