@@ -60,9 +60,11 @@ logger = logging.getLogger(__name__)
 HISTORY_LOST_CODES = {280, 286}  # ChangeStreamFatalError, ChangeStreamHistoryLost
 # How long a getMore waits for events not there yet. A capture's ``until`` was majority-
 # committed before it began, so its events are visible before the first getMore: an empty
-# batch is an answer. Where tokens carry no readable time (SecantusDB) every capture ends
-# with one empty getMore: at 200 ms, a ninth of a small backup's wall.
-AWAIT_MS = 10
+# batch is an answer, and the wait only delays it. Where tokens carry no readable time
+# (SecantusDB) every capture ends with one empty getMore: at 200 ms, a ninth of a small
+# backup's wall; at 10 ms, still 10 ms of every backup's end and every ``watch`` interval.
+# (A server answers a getMore with what it holds before it waits: 1 ms loses no event.)
+AWAIT_MS = 1
 SHORT_PAUSE = 0.1  # between empty batches short of ``until``: no getMore spin (idle shard)
 # Events asked per batch. A watch reads an interval's events in a burst; without it some
 # servers answer ~100 at a time, and a getMore costs as much client CPU as ~50 events.
