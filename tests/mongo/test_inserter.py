@@ -1,9 +1,11 @@
 """RawInserter without a server: a batch whose answer is lost is sent again, and what
-the first try had written counts as ``already``, never as a conflict; a fault that will
-not pass stops the workers with one error."""
+the first try had written counts as ``already``, never as a conflict; a write the server
+could not confirm with the write concern is no success; a fault that will not pass stops
+the workers with one error."""
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import bson
@@ -14,7 +16,7 @@ from pymongo.write_concern import WriteConcern
 
 from mongo_backup.errors import MongoBackupError
 from mongo_backup.mongo.inserter import InsertCounts, RawInserter
-from mongo_backup.retry import RetryPolicy
+from mongo_backup.retry import RetryPolicy, driver_error_text
 
 QUICK = RetryPolicy(retries=3, base_delay=0.001)
 
@@ -26,11 +28,22 @@ class LosesAnswers:
     name = "items"
     write_concern = WriteConcern()
 
-    def __init__(self, lost: int, error: Exception | None = None) -> None:
+    def __init__(
+        self, lost: int, error: Exception | None = None, unconfirmed: int = 0, code: int = 64
+    ) -> None:
         self.stored: dict[Any, bytes] = {}
         self.lost, self.error = lost, error
         self.database = self  # the inserter sends its commands to the collection's database
         self.commands = 0
+        # The next ``unconfirmed`` answers carry a writeConcernError with ``code``: the
+        # documents are applied, their durability is not confirmed.
+        self.unconfirmed, self.code = unconfirmed, code
+
+    def _concern(self) -> list[dict[str, Any]]:
+        if not self.unconfirmed:
+            return []
+        self.unconfirmed -= 1
+        return [{"code": self.code, "errmsg": "waiting for replication timed out"}]
 
     def _apply(self, documents: list[Any]) -> list[dict[str, Any]]:
         errors = []
@@ -52,12 +65,19 @@ class LosesAnswers:
         reply: dict[str, Any] = {"n": len(command["documents"]) - len(errors), "ok": 1.0}
         if errors:
             reply["writeErrors"] = errors
+        if concern := self._concern():
+            reply["writeConcernError"] = concern[0]
         return reply
 
     def insert_many(self, documents: list[Any], **_: Any) -> None:
         errors = self._apply(documents)
-        if errors:
-            details = {"nInserted": len(documents) - len(errors), "writeErrors": errors}
+        concern = self._concern()
+        if errors or concern:
+            details = {
+                "nInserted": len(documents) - len(errors),
+                "writeErrors": errors,
+                "writeConcernErrors": concern,
+            }
             raise pymongo.errors.BulkWriteError(details)
 
 
@@ -112,6 +132,49 @@ def test_a_permanent_error_is_not_retried() -> None:
     with pytest.raises(MongoBackupError, match="not authorized"):
         run(collection, [batch(0, 10)])
     assert collection.lost == 0  # tried once
+
+
+@pytest.mark.parametrize("big", [False, True], ids=["insert", "insert_many"])
+def test_an_unconfirmed_write_that_passes_is_sent_again_and_confirmed(big: bool) -> None:
+    """A step-down while the server waited for the write concern (189): the documents
+    are there but may roll back; the batch goes again, and its second answer (all
+    duplicates now) is the confirmation."""
+    collection = LosesAnswers(lost=0, unconfirmed=1, code=189)
+    pad = "x" * (7 << 20) if big else ""
+    documents = [bson.encode({"_id": i, "pad": pad}) for i in range(2 if big else 10)]
+    counts = run(collection, [documents])
+    assert collection.unconfirmed == 0
+    assert counts.duplicates == 0 and counts.failed == 0 and not counts.problems
+    assert counts.already == len(documents)  # confirmed by the second answer
+
+
+@pytest.mark.parametrize("big", [False, True], ids=["insert", "insert_many"])
+def test_an_unconfirmed_write_that_does_not_pass_stops_with_one_error(big: bool) -> None:
+    """A write concern timeout (64) is no success and no transient fault: the workers
+    stop with an error that says the batch may roll back, and the batch is never
+    reported answered (a resumed restore sends it again)."""
+    collection = LosesAnswers(lost=0, unconfirmed=1, code=64)
+    pad = "x" * (7 << 20) if big else ""
+    documents = [bson.encode({"_id": i, "pad": pad}) for i in range(2 if big else 10)]
+    answered: list[int] = []
+    counts = InsertCounts()
+    describe = functools.partial(driver_error_text, secrets=[])
+    inserter = RawInserter(
+        collection,  # type: ignore[arg-type]
+        2,
+        False,
+        counts,
+        describe,
+        answered.append,
+        policy=QUICK,
+    )
+    with pytest.raises(MongoBackupError) as raised, inserter:
+        inserter.submit(documents, False, 7)
+    text = str(raised.value)
+    assert text.startswith("items: insert failed: ")
+    assert "could not confirm it with the write concern (it may roll back)" in text
+    assert text.endswith(": waiting for replication timed out") and "\n" not in text
+    assert answered == [] and counts.inserted == 0
 
 
 def test_a_ctrl_c_while_batches_drain_drops_the_queued_ones_and_returns() -> None:

@@ -19,6 +19,7 @@ import pytest
 
 from conftest import CliRunner
 from mongo_backup.restore.state import load_state
+from resiliencetools import fail_point
 from restoretools import assert_same_bytes, backup_archive, user_collections
 
 COLLECTIONS = {"alpha": 20_000, "beta": 20_000, "gamma": 5}
@@ -166,3 +167,25 @@ def test_resume_with_nothing_to_resume_restores_everything(
     assert result.code == 0, result.err
     assert "starting from the top" in result.err
     assert_restored(client, db_name, target_db)
+
+
+def test_a_write_the_server_cannot_confirm_stops_the_restore_resumably(
+    cli: CliRunner, client: Any, mongo_uri: str, db_name: str, target_db: str, archive: Path
+) -> None:
+    """An insert applied but not confirmed by the write concern (a timeout waiting for
+    the majority) may roll back: the restore fails with one line that says so, and
+    --resume sends that batch again and finishes."""
+    args = resume_args(archive, mongo_uri, target_db)
+    concern = {"code": 64, "codeName": "WriteConcernFailed", "errmsg": "waiting timed out"}
+    with fail_point(client, {"times": 1}, failCommands=["insert"], writeConcernError=concern):
+        failed = cli("restore", *args)
+    assert failed.code not in (0, 2), failed.err
+    last = failed.err.strip().splitlines()[-1]
+    assert "could not confirm it with the write concern (it may roll back)" in last, last
+    assert "waiting timed out" in last and "Traceback" not in failed.err
+    assert len(state_files()) == 1
+
+    resumed = cli("restore", *args, "--resume")
+    assert resumed.code == 0, resumed.err
+    assert_restored(client, db_name, target_db)
+    assert state_files() == []

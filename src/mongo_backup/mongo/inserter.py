@@ -12,7 +12,11 @@ answer was lost, the duplicates of a batch sent again are counted as ``already``
 resumed restore counts its replayed batches), not as conflicts. Give the inserter a
 client with ``retryWrites=False``: the driver's own silent retry would count them as
 conflicts. Any other failure stops the workers and is raised from ``__exit__`` or the
-next ``submit``.
+next ``submit``. A write the server applied but could not confirm with the write concern
+(a ``writeConcernError``: not majority-committed or journaled in time, a step-down while
+waiting) may still roll back, so it is no success: a transient one sends the batch again
+like a lost answer (the new answer confirms the documents, now duplicates), any other
+stops the workers, and the batch is never reported answered.
 
 The driver releases the GIL while it waits for the server, so the caller's parsing of
 the next batch overlaps the server's work on this one.
@@ -206,9 +210,11 @@ class RawInserter:
         attempt = 0
         while True:
             try:
-                refused = self._send(documents, size)
-            except pymongo.errors.BulkWriteError as error:
-                self.counts.add_bulk_error(dict(error.details), replay or attempt > 0)
+                try:
+                    refused = self._send(documents, size)
+                except pymongo.errors.BulkWriteError as error:
+                    refused = dict(error.details)
+                _raise_unconfirmed(refused)
             except pymongo.errors.PyMongoError as error:
                 if not is_transient(error) or attempt >= self.policy.retries:
                     raise
@@ -224,12 +230,11 @@ class RawInserter:
                 )
                 time.sleep(delay)
                 continue
+            if refused is not None:
+                self.counts.add_bulk_error(refused, replay or attempt > 0)
             else:
-                if refused is not None:
-                    self.counts.add_bulk_error(refused, replay or attempt > 0)
-                else:
-                    with self.counts.lock:
-                        self.counts.inserted += len(documents)
+                with self.counts.lock:
+                    self.counts.inserted += len(documents)
             return
 
     def _send(self, documents: list[bytes], size: int) -> dict[str, Any] | None:
@@ -269,3 +274,18 @@ class RawInserter:
             "writeErrors": errors,
             "writeConcernErrors": [concern_error] if concern_error is not None else [],
         }
+
+
+def _raise_unconfirmed(refused: dict[str, Any] | None) -> None:
+    """A write concern error in an answer, raised: the batch's writes are not known to be
+    durable (what the same answer says of single documents is counted on a new try)."""
+    errors = (refused or {}).get("writeConcernErrors") or []
+    if not errors:
+        return
+    error = dict(errors[0])
+    # In the details too: errors are told from the details' errmsg (driver_error_text).
+    error["errmsg"] = (
+        "the server applied the batch but could not confirm it with the write concern "
+        f"(it may roll back): {error.get('errmsg') or 'no reason given'}"
+    )
+    raise pymongo.errors.WriteConcernError(error["errmsg"], error.get("code"), error)
