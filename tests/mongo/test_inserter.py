@@ -149,6 +149,19 @@ def test_an_unconfirmed_write_that_passes_is_sent_again_and_confirmed(big: bool)
 
 
 @pytest.mark.parametrize("big", [False, True], ids=["insert", "insert_many"])
+def test_conflicts_in_an_unconfirmed_answer_stay_conflicts_when_sent_again(big: bool) -> None:
+    """The first answer refused one document (its _id was in the target before the
+    restore) and was not confirmed: sent again, that one is still a conflict, the rest
+    are the first try's own documents."""
+    collection = LosesAnswers(lost=0, unconfirmed=1, code=189)
+    collection.stored[1] = b"already there before the restore"
+    pad = "x" * (7 << 20) if big else ""
+    documents = [bson.encode({"_id": i, "pad": pad}) for i in range(2 if big else 10)]
+    counts = run(collection, [documents])
+    assert (counts.duplicates, counts.already, counts.inserted) == (1, len(documents) - 1, 0)
+
+
+@pytest.mark.parametrize("big", [False, True], ids=["insert", "insert_many"])
 def test_an_unconfirmed_write_that_does_not_pass_stops_with_one_error(big: bool) -> None:
     """A write concern timeout (64) is no success and no transient fault: the workers
     stop with an error that says the batch may roll back, and the batch is never
@@ -172,7 +185,7 @@ def test_an_unconfirmed_write_that_does_not_pass_stops_with_one_error(big: bool)
         inserter.submit(documents, False, 7)
     text = str(raised.value)
     assert text.startswith("items: insert failed: ")
-    assert "could not confirm it with the write concern (it may roll back)" in text
+    assert "applied, but not confirmed by the write concern (it may roll back)" in text
     assert text.endswith(": waiting for replication timed out") and "\n" not in text
     assert answered == [] and counts.inserted == 0
 

@@ -18,6 +18,7 @@ from bson.json_util import CANONICAL_JSON_OPTIONS, RELAXED_JSON_OPTIONS
 
 from bsontools import raw_docs_by_id, read_manifest
 from conftest import CliRunner
+from resiliencetools import fail_point
 from restoretools import (
     assert_same_bytes,
     backup_archive,
@@ -330,3 +331,21 @@ def test_out_of_range_settings_are_usage_errors(
     assert result.code == 2
     assert result.err.startswith("mongo-backup: error:")
     assert target_db not in client.list_database_names()
+
+
+def test_an_index_the_write_concern_does_not_confirm_is_a_problem(
+    cli: CliRunner, client: Any, mongo_uri: str, shop: str, shop_archive: Path, target_db: str
+) -> None:
+    """Index builds go with the documents' write concern; one the server built but
+    could not confirm (it may roll back) is reported, not counted as built (exit 3)."""
+    concern = {"code": 64, "codeName": "WriteConcernFailed", "errmsg": "waiting timed out"}
+    with fail_point(client, "alwaysOn", failCommands=["createIndexes"], writeConcernError=concern):
+        code, outcome = restore_json(cli, shop_archive, mongo_uri, "--db", target_db)
+    assert code == 3
+    orders = outcome["orders"]
+    assert orders["inserted"] == 300 and orders["indexes_built"] == 0
+    assert sorted(orders["problems"]) == [
+        f"index {name!r} not confirmed: applied, but not confirmed by the write concern "
+        "(it may roll back): waiting timed out (WriteConcernFailed)"
+        for name in ("sku_idx", "total_idx")
+    ]

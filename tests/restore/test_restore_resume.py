@@ -181,7 +181,7 @@ def test_a_write_the_server_cannot_confirm_stops_the_restore_resumably(
         failed = cli("restore", *args)
     assert failed.code not in (0, 2), failed.err
     last = failed.err.strip().splitlines()[-1]
-    assert "could not confirm it with the write concern (it may roll back)" in last, last
+    assert "applied, but not confirmed by the write concern (it may roll back)" in last, last
     assert "waiting timed out" in last and "Traceback" not in failed.err
     assert len(state_files()) == 1
 

@@ -58,13 +58,16 @@ from .deployment import DeploymentDatabase
 logger = logging.getLogger(__name__)
 
 HISTORY_LOST_CODES = {280, 286}  # ChangeStreamFatalError, ChangeStreamHistoryLost
-# How long a getMore waits for events not there yet. A capture's ``until`` was majority-
-# committed before it began, so its events are visible before the first getMore: an empty
-# batch is an answer, and the wait only delays it. Where tokens carry no readable time
-# (SecantusDB) every capture ends with one empty getMore: at 200 ms, a ninth of a small
-# backup's wall; at 10 ms, still 10 ms of every backup's end and every ``watch`` interval.
-# (A server answers a getMore with what it holds before it waits: 1 ms loses no event.)
-AWAIT_MS = 1
+# How long a getMore waits for events not there yet. Where resume tokens carry a time
+# (MongoDB), a capture ends when the stream's position passes ``until``, whatever the
+# wait. Where they do not (SecantusDB), it ends with the first empty batch: every capture
+# ends with one empty getMore, and the wait delays it (at 200 ms a ninth of a small
+# backup's wall). It is not pure delay there: such a server shows the oplog only up to the
+# oldest write still committing, and a write at or before ``until`` that commits during
+# the wait wakes the getMore and is in this capture, not the next. 1 ms saved 9 ms a
+# backup and let more of those writes slip to the next increment (a review found it; a
+# full backup restored alone would lack them): the wait stays at 10 ms.
+AWAIT_MS = 10
 SHORT_PAUSE = 0.1  # between empty batches short of ``until``: no getMore spin (idle shard)
 # Events asked per batch. A watch reads an interval's events in a burst; without it some
 # servers answer ~100 at a time, and a getMore costs as much client CPU as ~50 events.
@@ -260,7 +263,7 @@ def _capture(
         while True:
             # A stream just opened (or a batch just taken) already says how far the
             # server looked: past ``until``, a getMore would only wait maxAwaitTimeMS
-            # for nothing (a fifth of a second at the end of every backup).
+            # for nothing (AWAIT_MS at the end of every backup).
             if not stream.buffered() and window.passed(stream.position):
                 break
             batch = stream.next_batch()

@@ -15,8 +15,9 @@ conflicts. Any other failure stops the workers and is raised from ``__exit__`` o
 next ``submit``. A write the server applied but could not confirm with the write concern
 (a ``writeConcernError``: not majority-committed or journaled in time, a step-down while
 waiting) may still roll back, so it is no success: a transient one sends the batch again
-like a lost answer (the new answer confirms the documents, now duplicates), any other
-stops the workers, and the batch is never reported answered.
+like a lost answer (the new answer confirms the documents, now duplicates; those its
+first answer refused as conflicts stay conflicts), any other stops the workers, and the
+batch is never reported answered (see :mod:`.confirmed`).
 
 The driver releases the GIL while it waits for the server, so the caller's parsing of
 the next batch overlaps the server's work on this one.
@@ -40,6 +41,7 @@ from pymongo.collection import Collection
 
 from ..errors import MongoBackupError
 from ..retry import RetryPolicy, is_transient
+from .confirmed import raise_unconfirmed
 
 logger = logging.getLogger(__name__)
 
@@ -58,12 +60,16 @@ class InsertCounts:
     problems: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def add_bulk_error(self, details: dict[str, Any], replay: bool = False) -> None:
+    def add_bulk_error(
+        self, details: dict[str, Any], replay: bool = False, conflicts: frozenset[int] | None = None
+    ) -> None:
+        """Count an answer's refusals. With ``replay``, a duplicate ``_id`` is a document
+        sent before (``already``), unless ``conflicts`` holds its index in the batch."""
         with self.lock:
             self.inserted += int(details.get("nInserted", 0))
             for error in details.get("writeErrors", []):
                 code = error.get("code")
-                if code == DUPLICATE_KEY and replay:
+                if code == DUPLICATE_KEY and replay and error.get("index") not in (conflicts or ()):
                     self.already += 1
                 elif code == DUPLICATE_KEY:
                     self.duplicates += 1
@@ -208,13 +214,18 @@ class RawInserter:
     def _insert(self, documents: list[bytes], replay: bool, size: int) -> None:
         """Insert one batch, sending it again after a transient fault."""
         attempt = 0
+        # The _id conflicts the first try's answer reported: documents the target held
+        # before this restore, still conflicts when an unconfirmed batch is sent again.
+        conflicts: frozenset[int] | None = None
         while True:
             try:
                 try:
                     refused = self._send(documents, size)
                 except pymongo.errors.BulkWriteError as error:
                     refused = dict(error.details)
-                _raise_unconfirmed(refused)
+                if attempt == 0 and not replay:
+                    conflicts = _duplicate_indexes(refused)
+                raise_unconfirmed(refused)
             except pymongo.errors.PyMongoError as error:
                 if not is_transient(error) or attempt >= self.policy.retries:
                     raise
@@ -231,7 +242,7 @@ class RawInserter:
                 time.sleep(delay)
                 continue
             if refused is not None:
-                self.counts.add_bulk_error(refused, replay or attempt > 0)
+                self.counts.add_bulk_error(refused, replay or attempt > 0, conflicts)
             else:
                 with self.counts.lock:
                     self.counts.inserted += len(documents)
@@ -276,16 +287,11 @@ class RawInserter:
         }
 
 
-def _raise_unconfirmed(refused: dict[str, Any] | None) -> None:
-    """A write concern error in an answer, raised: the batch's writes are not known to be
-    durable (what the same answer says of single documents is counted on a new try)."""
-    errors = (refused or {}).get("writeConcernErrors") or []
-    if not errors:
-        return
-    error = dict(errors[0])
-    # In the details too: errors are told from the details' errmsg (driver_error_text).
-    error["errmsg"] = (
-        "the server applied the batch but could not confirm it with the write concern "
-        f"(it may roll back): {error.get('errmsg') or 'no reason given'}"
+def _duplicate_indexes(refused: dict[str, Any] | None) -> frozenset[int] | None:
+    """The batch indexes of an answer's duplicate ``_id`` refusals (None: none)."""
+    found = frozenset(
+        int(error["index"])
+        for error in (refused or {}).get("writeErrors", [])
+        if error.get("code") == DUPLICATE_KEY and isinstance(error.get("index"), int)
     )
-    raise pymongo.errors.WriteConcernError(error["errmsg"], error.get("code"), error)
+    return found or None

@@ -26,6 +26,7 @@ from ..archive.manifest import CollectionEntry
 from ..archive.reader import BackupReader
 from ..errors import ArchiveError, MongoBackupError
 from ..mongo.change_apply import Replacement
+from ..mongo.confirmed import confirmed_command
 from ..mongo.inserter import BATCH_BYTES, InsertCounts, RawInserter
 from ..mongo.source import from_extjson
 from ..retry import driver_error_text
@@ -321,18 +322,27 @@ class Restorer:
         specs = entry.secondary_indexes
         if not specs or self.opts.dry_run:
             return
+        # Confirmed as the documents are (an index the write concern does not confirm
+        # may roll back), but on ``db``, whose commands may rightly take long.
+        concern = self.inserts.write_concern
         try:
-            self.db.command("createIndexes", entry.name, indexes=from_extjson(specs))
+            confirmed_command(
+                self.db, concern, "createIndexes", entry.name, indexes=from_extjson(specs)
+            )
             outcome.indexes_built = len(specs)
             return
         except pymongo.errors.OperationFailure:
-            pass  # find out which one: build them one at a time
+            pass  # find out which one: build them one at a time (built ones are confirmed)
         for spec in specs:
             try:
-                self.db.command("createIndexes", entry.name, indexes=[from_extjson(spec)])
+                confirmed_command(
+                    self.db, concern, "createIndexes", entry.name, indexes=[from_extjson(spec)]
+                )
                 outcome.indexes_built += 1
             except pymongo.errors.OperationFailure as error:
-                message = f"index {spec.get('name')!r} refused: {self._error(error)}"
+                unconfirmed = isinstance(error, pymongo.errors.WriteConcernError)
+                what = "not confirmed" if unconfirmed else "refused"
+                message = f"index {spec.get('name')!r} {what}: {self._error(error)}"
                 outcome.problems.append(message)
                 logger.warning("%s: %s", entry.name, message)
 
