@@ -20,7 +20,7 @@ from typing import Any
 import bson
 import pytest
 from bson import Binary, Code, Decimal128, Int64, Regex, Timestamp
-from pymongo import MongoClient, WriteConcern
+from pymongo import MongoClient, WriteConcern, monitoring
 from test_consistency import during_reads
 
 from bsontools import RAW_OPTIONS, read_manifest
@@ -457,6 +457,56 @@ def test_an_increment_of_nothing(
     assert manifest["increment"]["from"] == manifest_json(cli, full)["point"]["cluster_time"]
     result = restore_cli(cli, increment, mongo_uri, "--db", target_db)
     assert result.code == 0, result.err
+    assert_same_snapshot(snapshot(client, target_db), snapshot(client, db_name))
+
+
+class WritesSeen(monitoring.CommandListener):
+    """The write concern of every write command sent to one database."""
+
+    def __init__(self, db: str) -> None:
+        self.db = db
+        self.concerns: list[tuple[str, Any]] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.database_name == self.db and event.command_name in WRITES:
+            self.concerns.append((event.command_name, event.command.get("writeConcern")))
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+WRITES = {"insert", "update", "delete", "createIndexes"}
+
+
+def test_every_write_of_a_chain_restore_is_acknowledged_once_durable(
+    cli: CliRunner, client: Any, mongo_uri: str, db_name: str, target_db: str, tmp_path: Path
+) -> None:
+    """The documents, their indexes and the increments' changes are all written with
+    w: majority, journaled (a crash after the restore ends cannot lose any of them)."""
+    db = writable(client, db_name)
+    db.items.insert_many([{"_id": i, "v": i} for i in range(30)])
+    db.items.create_index("v", name="v_idx")
+    backup_archive(cli, mongo_uri, db_name, tmp_path)
+    time.sleep(NEXT_SECOND)
+    db.items.update_one({"_id": 1}, {"$set": {"v": -1}})
+    db.items.delete_one({"_id": 2})
+    db.items.insert_one({"_id": 99, "v": 99})
+    incremental(cli, mongo_uri, db_name, tmp_path)
+    seen = WritesSeen(target_db)
+    monitoring.register(seen)  # global: the restore's own clients report to it
+    try:
+        result = restore_cli(cli, tmp_path, mongo_uri, "--db", target_db)
+    finally:  # pymongo has no way to unregister a global listener but its list
+        monitoring._LISTENERS.command_listeners.remove(seen)
+    assert result.code == 0, result.err
+    kinds = {name for name, _ in seen.concerns}
+    assert {"insert", "createIndexes"} <= kinds and kinds & {"update", "delete"}, kinds
+    assert all(concern == {"w": "majority", "j": True} for _, concern in seen.concerns), (
+        seen.concerns
+    )
     assert_same_snapshot(snapshot(client, target_db), snapshot(client, db_name))
 
 

@@ -173,9 +173,11 @@ class Restorer:
                 self._create_view(entry, outcomes[entry.name], entry.name in existing)
             changes_entry = reader.manifest.changes
             if changes is not None and changes_entry is not None:
+                # The changes' writes are acknowledged once durable, as the documents are.
+                durable = self.db.with_options(write_concern=self.inserts.write_concern)
                 self.replays.append(
                     replay(
-                        self.db,
+                        durable,
                         reader.manifest.backup_id or "backup",
                         events_of(changes, changes_entry, self.opts.checked),
                         self.wanted,

@@ -39,7 +39,7 @@ from ..location.pipe import is_stdio
 from ..location.transfer import local_copy
 from ..location.windows import archive_at, is_location
 from ..mongo.change_apply import Replacement
-from ..mongo.connection import connect
+from ..mongo.connection import connect, durable_writes
 from ..redact import hosts_of, uri_secrets
 from ..retry import driver_error_text
 from ..verify.run import verify
@@ -162,7 +162,8 @@ def _apply_increments(
     wanted = wanted_namespaces(opts, full.manifest.database)
     names, _ = renames_of(opts, full.manifest)
     target = names.target
-    client = connect(opts.uri, timeout=opts.timeout)
+    # The increments' writes are acknowledged once durable, as the documents are.
+    client = connect(opts.uri, timeout=opts.timeout, **durable_writes(opts.uri))
     try:
         database = target_database(client, names, full.manifest.collections)
         return [
