@@ -84,21 +84,29 @@ NO_RETRIES = RetryPolicy(retries=0)
 _STALL = re.compile(r"^(\S+): timed out \(configured timeouts: socketTimeoutMS: ([\d.]+)ms")
 
 
+# A write concern error: the write was applied, but may still roll back.
+UNCONFIRMED = "applied, but not confirmed by the write concern (it may roll back)"
+
+
 def driver_error_text(error: BaseException, secrets: list[str]) -> str:
     """One line of text about a driver error, credentials removed."""
     details = getattr(error, "details", None)
-    more = 0
+    more, unconfirmed = 0, isinstance(error, pymongo.errors.WriteConcernError)
     if isinstance(error, pymongo.errors.BulkWriteError) and isinstance(details, Mapping):
         # A bulk write's details hold lists, not one errmsg: tell the first refusal.
-        refusals = [*details.get("writeErrors", []), *details.get("writeConcernErrors", [])]
+        refused, concern = details.get("writeErrors", []), details.get("writeConcernErrors", [])
+        unconfirmed = bool(concern) and not refused
+        refusals = [*refused, *concern]
         details, more = (refusals[0], len(refusals) - 1) if refusals else (None, 0)
     if isinstance(details, Mapping) and details.get("errmsg"):  # also raw BSON replies
         # The server's own message and code name, not the driver's dump of the reply.
-        text = str(details.get("errmsg") or error).strip().splitlines()[0]
+        text = (str(details["errmsg"]).strip().splitlines() or [type(error).__name__])[0]
         if details.get("codeName"):
             text += f" ({details['codeName']})"
         if more:
             text += f" (and {more} more)"
+        if unconfirmed:  # the server's words say what it waited for, not what it means
+            text = f"{UNCONFIRMED}: {text}"
     else:
         text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         stalled = _STALL.search(text)

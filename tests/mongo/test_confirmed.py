@@ -11,7 +11,7 @@ import pytest
 from pymongo.write_concern import WriteConcern
 
 from mongo_backup.mongo.confirmed import confirmed_command, raise_unconfirmed
-from mongo_backup.retry import driver_error_text, is_transient
+from mongo_backup.retry import RetryPolicy, driver_error_text, is_transient
 
 TIMEOUT = {"code": 64, "codeName": "WriteConcernFailed", "errmsg": "timed out\nsecond line"}
 
@@ -49,26 +49,42 @@ def test_a_confirmed_reply_passes(reply: dict[str, Any] | None) -> None:
 
 
 class Database:
-    def __init__(self, reply: dict[str, Any]) -> None:
-        self.reply, self.sent = reply, []
+    def __init__(self, replies: list[Any]) -> None:
+        self.replies, self.sent = replies, []
 
-    def command(self, name: str, value: Any, **fields: Any) -> dict[str, Any]:
-        self.sent.append({name: value, **fields})
-        return self.reply
+    def command(self, command: dict[str, Any]) -> dict[str, Any]:
+        self.sent.append(command)
+        reply = self.replies.pop(0)
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
 
 
 def test_confirmed_command_sends_the_write_concern_and_checks_the_reply() -> None:
-    db = Database({"ok": 1.0})
+    db = Database([{"ok": 1.0}, {"ok": 1.0}, {"ok": 1.0, "writeConcernError": TIMEOUT}])
     durable = WriteConcern(w="majority", j=True)
-    assert confirmed_command(db, durable, "createIndexes", "c", indexes=[]) == {"ok": 1.0}  # type: ignore[arg-type]
-    confirmed_command(db, WriteConcern(), "createIndexes", "c", indexes=[])  # type: ignore[arg-type]
-    assert db.sent == [
+    command = {"createIndexes": "c", "indexes": []}
+    assert confirmed_command(db, durable, command) == {"ok": 1.0}  # type: ignore[arg-type]
+    confirmed_command(db, WriteConcern(), command)  # type: ignore[arg-type]
+    with pytest.raises(pymongo.errors.WriteConcernError):
+        confirmed_command(db, durable, command)  # type: ignore[arg-type]
+    assert db.sent[:2] == [
         {"createIndexes": "c", "indexes": [], "writeConcern": {"w": "majority", "j": True}},
         {"createIndexes": "c", "indexes": []},  # the server's default: none sent
     ]
-    db.reply = {"ok": 1.0, "writeConcernError": TIMEOUT}
+    assert command == {"createIndexes": "c", "indexes": []}  # the caller's is left alone
+
+
+def test_a_step_down_while_waiting_is_sent_again_per_the_policy() -> None:
+    stepped_down = {"ok": 1.0, "writeConcernError": {"code": 189, "errmsg": "stepped down"}}
+    not_primary = pymongo.errors.NotPrimaryError("not primary")
+    db = Database([stepped_down, not_primary, {"ok": 1.0}])
+    quick = RetryPolicy(retries=2, base_delay=0.001)
+    confirmed_command(db, WriteConcern(w="majority"), {"createIndexes": "c"}, quick)  # type: ignore[arg-type]
+    assert len(db.sent) == 3
+    db = Database([stepped_down])  # without a policy: raised at once
     with pytest.raises(pymongo.errors.WriteConcernError):
-        confirmed_command(db, durable, "createIndexes", "c", indexes=[])  # type: ignore[arg-type]
+        confirmed_command(db, WriteConcern(w="majority"), {"createIndexes": "c"})  # type: ignore[arg-type]
 
 
 def test_a_bulk_write_error_is_told_by_its_first_refusal() -> None:
@@ -81,4 +97,7 @@ def test_a_bulk_write_error_is_told_by_its_first_refusal() -> None:
     only_concern = pymongo.errors.BulkWriteError(
         {"writeErrors": [], "writeConcernErrors": [TIMEOUT]}
     )
-    assert driver_error_text(only_concern, []) == "timed out (WriteConcernFailed)"
+    assert driver_error_text(only_concern, []) == (
+        "applied, but not confirmed by the write concern (it may roll back): timed out "
+        "(WriteConcernFailed)"
+    )

@@ -12,7 +12,9 @@ from typing import Any
 import bson
 import pytest
 from bson import Timestamp
-from pymongo import MongoClient
+from bson.codec_options import CodecOptions
+from bson.raw_bson import RawBSONDocument
+from pymongo import MongoClient, WriteConcern
 
 from mongo_backup.archive.manifest import CollectionEntry, Manifest, manifest_bytes, parse_manifest
 from mongo_backup.errors import ArchiveError
@@ -77,6 +79,18 @@ def test_the_deployment_routes_each_name_to_its_database(offline: MongoClient[An
         several["orders"]
     with pytest.raises(TypeError):
         several.aggregate([{"$match": {}}])  # only its change stream
+
+
+def test_the_deployment_keeps_the_write_concern_it_is_given(offline: MongoClient[Any]) -> None:
+    """A restore of several databases writes its changes with the documents' durable
+    write concern: every database the deployment routes to carries it."""
+    durable = WriteConcern(w="majority", j=True)
+    several = DeploymentDatabase(offline, ["shop", "crm"]).with_options(write_concern=durable)
+    assert several.write_concern == durable
+    assert several["shop.orders"].write_concern == durable
+    raw = several.with_options(codec_options=CodecOptions(document_class=RawBSONDocument))
+    assert raw.write_concern == durable and raw["crm.people"].write_concern == durable
+    assert DeploymentDatabase(offline)["shop.orders"].write_concern == offline.write_concern
 
 
 def test_the_change_stream_is_narrowed_to_the_named_databases(offline: MongoClient[Any]) -> None:

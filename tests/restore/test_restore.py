@@ -345,7 +345,7 @@ def test_an_index_the_write_concern_does_not_confirm_is_a_problem(
     orders = outcome["orders"]
     assert orders["inserted"] == 300 and orders["indexes_built"] == 0
     assert sorted(orders["problems"]) == [
-        f"index {name!r} not confirmed: applied, but not confirmed by the write concern "
+        f"index {name!r}: applied, but not confirmed by the write concern "
         "(it may roll back): waiting timed out (WriteConcernFailed)"
         for name in ("sku_idx", "total_idx")
     ]

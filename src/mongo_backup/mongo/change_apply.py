@@ -28,6 +28,8 @@ from bson.timestamp import Timestamp
 from pymongo import DeleteOne, ReplaceOne, UpdateOne
 from pymongo.database import Database
 
+from ..retry import driver_error_text
+from .confirmed import confirmed_command
 from .deployment import DeploymentDatabase, namespace_in
 
 logger = logging.getLogger(__name__)
@@ -239,7 +241,7 @@ class ChangeApplier:
                     described["viewOn"] = self._view_source(event, described["viewOn"])
                 if "pipeline" in described:
                     described["pipeline"] = self.names.pipeline(described["pipeline"])
-                self.db.command({"create": collection, **described})
+                self._confirmed(self.db, {"create": collection, **described})
             elif kind == "drop":
                 self.db.drop_collection(collection)
             elif kind == "rename":
@@ -253,21 +255,23 @@ class ChangeApplier:
                         f"restored, so it is incomplete (add --collection {source})"
                     )
                 else:
-                    self.db.client.admin.command(
-                        "renameCollection",
-                        namespace_in(self.db, collection),
-                        to=namespace_in(self.db, self.names.collection(target)),
-                        dropTarget=True,
-                    )
+                    rename = {
+                        "renameCollection": namespace_in(self.db, collection),
+                        "to": namespace_in(self.db, self.names.collection(target)),
+                        "dropTarget": True,
+                    }
+                    self._confirmed(self.db.client.admin, rename)
             elif kind == "createIndexes":
-                self.db.command({"createIndexes": collection, "indexes": described["indexes"]})
+                self._confirmed(
+                    self.db, {"createIndexes": collection, "indexes": described["indexes"]}
+                )
             elif kind == "dropIndexes":
                 for index in described.get("indexes", []):
                     self.db[collection].drop_index(index["name"])
             elif kind == "modify":
                 described.pop("index", None)
                 if described:
-                    self.db.command({"collMod": collection, **described})
+                    self._confirmed(self.db, {"collMod": collection, **described})
             elif kind == "dropDatabase":
                 prefix = f"{event['ns']['db']}." if self.namespaced else ""
                 for name in self.db.list_collection_names():
@@ -280,8 +284,15 @@ class ChangeApplier:
             if error.code not in _IGNORED_CODES:
                 # One collection event the target refuses must not abort the replay of
                 # everything after it: report it (restore exits 3).
-                reason = error.details.get("errmsg") if error.details else str(error)
-                self.problems.append(f"a {kind!r} event on {collection!r} was refused: {reason}")
+                refused = (
+                    "" if isinstance(error, pymongo.errors.WriteConcernError) else " was refused"
+                )
+                reason = driver_error_text(error, [])
+                self.problems.append(f"a {kind!r} event on {collection!r}{refused}: {reason}")
+
+    def _confirmed(self, db: Database[Any], command: dict[str, Any]) -> None:
+        """A collection event's command, with the write concern of the replay's writes."""
+        confirmed_command(db, self.db.write_concern, command)
 
     def _view_source(self, event: RawBSONDocument, view_on: str) -> str:
         """A created view's ``viewOn`` (a collection of the view's own database), renamed."""

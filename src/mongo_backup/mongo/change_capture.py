@@ -58,15 +58,11 @@ from .deployment import DeploymentDatabase
 logger = logging.getLogger(__name__)
 
 HISTORY_LOST_CODES = {280, 286}  # ChangeStreamFatalError, ChangeStreamHistoryLost
-# How long a getMore waits for events not there yet. Where resume tokens carry a time
-# (MongoDB), a capture ends when the stream's position passes ``until``, whatever the
-# wait. Where they do not (SecantusDB), it ends with the first empty batch: every capture
-# ends with one empty getMore, and the wait delays it (at 200 ms a ninth of a small
-# backup's wall). It is not pure delay there: such a server shows the oplog only up to the
-# oldest write still committing, and a write at or before ``until`` that commits during
-# the wait wakes the getMore and is in this capture, not the next. 1 ms saved 9 ms a
-# backup and let more of those writes slip to the next increment (a review found it; a
-# full backup restored alone would lack them): the wait stays at 10 ms.
+# How long a getMore waits for events not there yet. Where tokens carry a time (MongoDB) a
+# capture ends once the stream passes ``until``; where not (SecantusDB), with one empty
+# getMore, and as that server shows the oplog only up to the oldest write still committing,
+# the wait lets such a write (at or before ``until``) into this capture: 1 ms let more slip
+# to the next increment, 200 ms was a ninth of a small backup's wall.
 AWAIT_MS = 10
 SHORT_PAUSE = 0.1  # between empty batches short of ``until``: no getMore spin (idle shard)
 # Events asked per batch. A watch reads an interval's events in a burst; without it some

@@ -7,22 +7,29 @@ its collection methods, but not in ``Database.command`` (which also sends no wri
 concern of its own), nor in the reply of a plain ``insert`` command.
 
 Contracts:
-- :func:`raise_unconfirmed` raises :class:`pymongo.errors.WriteConcernError` when a reply
-  (or a ``BulkWriteError``'s details) holds a write concern error; its ``details``'
-  ``errmsg`` says what happened in one line (errors are told from it, see
-  :func:`~mongo_backup.retry.driver_error_text`). A step-down's codes are transient
-  (:func:`~mongo_backup.retry.is_transient`): the caller may send the write again.
+- :func:`raise_unconfirmed` raises :class:`pymongo.errors.WriteConcernError` (the
+  server's own details) when a reply, or a ``BulkWriteError``'s details, holds a write
+  concern error; :func:`~mongo_backup.retry.driver_error_text` tells any such error as
+  "applied, but not confirmed by the write concern (it may roll back): ...". A
+  step-down's codes are transient (:func:`~mongo_backup.retry.is_transient`): the caller
+  may send the write again.
 - :func:`confirmed_command` runs a command with ``write_concern`` and raises the same way.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+import time
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pymongo.errors
 from pymongo.database import Database
 from pymongo.write_concern import WriteConcern
+
+from ..retry import NO_RETRIES, RetryPolicy, driver_error_text, is_transient
+
+logger = logging.getLogger(__name__)
 
 
 def raise_unconfirmed(reply: Mapping[str, Any] | None) -> None:
@@ -37,20 +44,41 @@ def raise_unconfirmed(reply: Mapping[str, Any] | None) -> None:
     if error is None:
         return
     details = dict(error)
-    first = str(details.get("errmsg") or "no reason given").splitlines()[0]
-    details["errmsg"] = (
-        f"applied, but not confirmed by the write concern (it may roll back): {first}"
+    raise pymongo.errors.WriteConcernError(
+        str(details.get("errmsg") or "write concern error"), details.get("code"), details
     )
-    raise pymongo.errors.WriteConcernError(details["errmsg"], details.get("code"), details)
 
 
 def confirmed_command(
-    db: Database[Any], write_concern: WriteConcern, name: str, value: Any, **fields: Any
+    db: Database[Any],
+    write_concern: WriteConcern,
+    command: Mapping[str, Any],
+    policy: RetryPolicy = NO_RETRIES,
+    secrets: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """``db.command(name, value, **fields)`` with ``write_concern`` (unless it is the
-    server's default), raising when the server could not confirm it."""
+    """``db.command(command)`` (a mapping whose first key names the command) with
+    ``write_concern`` (unless it is the server's default), raising when the server could
+    not confirm it. A transient fault (a step-down while the server waited) sends it
+    again per ``policy``: give one only to a command that may run twice."""
     if not write_concern.is_server_default:
-        fields["writeConcern"] = write_concern.document
-    reply: dict[str, Any] = db.command(name, value, **fields)
-    raise_unconfirmed(reply)
-    return reply
+        command = {**command, "writeConcern": write_concern.document}
+    attempt = 0
+    while True:
+        try:
+            reply: dict[str, Any] = db.command(dict(command))
+            raise_unconfirmed(reply)
+            return reply
+        except pymongo.errors.PyMongoError as error:
+            if not is_transient(error) or attempt >= policy.retries:
+                raise
+            attempt += 1
+            delay = policy.delay(attempt)
+            logger.warning(
+                "%s: %s; sending it again (retry %d of %d in %.1f s)",
+                next(iter(command)),
+                driver_error_text(error, list(secrets)),
+                attempt,
+                policy.retries,
+                delay,
+            )
+            time.sleep(delay)

@@ -24,6 +24,7 @@ from bson.codec_options import CodecOptions
 from pymongo import MongoClient
 from pymongo.collection import Collection
 from pymongo.database import Database
+from pymongo.write_concern import WriteConcern
 
 from ..names import ALL_DATABASES
 
@@ -62,8 +63,11 @@ class DeploymentDatabase(Database[Any]):
         databases: list[str] | None = None,
         codec_options: CodecOptions[Any] | None = None,
         include_admin: bool = False,
+        write_concern: WriteConcern | None = None,
     ) -> None:
-        super().__init__(client, ALL_DATABASES, codec_options=codec_options)
+        super().__init__(
+            client, ALL_DATABASES, codec_options=codec_options, write_concern=write_concern
+        )
         self.databases = databases
         self.include_admin = include_admin
 
@@ -75,7 +79,10 @@ class DeploymentDatabase(Database[Any]):
 
     def _database(self, namespace: str) -> tuple[Database[Any], str]:
         db, collection = split_namespace(namespace)
-        return self.client.get_database(db, codec_options=self.codec_options), collection
+        database = self.client.get_database(
+            db, codec_options=self.codec_options, write_concern=self.write_concern
+        )
+        return database, collection
 
     def __getitem__(self, name: str) -> Collection[Any]:
         return self.get_collection(name)
@@ -85,9 +92,15 @@ class DeploymentDatabase(Database[Any]):
         return database.get_collection(collection, *args, **kwargs)
 
     def with_options(self, *args: Any, **kwargs: Any) -> DeploymentDatabase:
+        """The codec options and write concern given (positional as pymongo's), or these."""
         codec = kwargs.get("codec_options") or (args[0] if args else None)
+        concern = kwargs.get("write_concern") or (args[2] if len(args) > 2 else None)
         return DeploymentDatabase(
-            self.client, self.databases, codec or self.codec_options, self.include_admin
+            self.client,
+            self.databases,
+            codec or self.codec_options,
+            self.include_admin,
+            concern or self.write_concern,
         )
 
     def command(self, command: Any, value: Any = 1, *args: Any, **kwargs: Any) -> Any:

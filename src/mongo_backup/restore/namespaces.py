@@ -29,7 +29,7 @@ from ..mongo.change_apply import Replacement
 from ..mongo.confirmed import confirmed_command
 from ..mongo.inserter import BATCH_BYTES, InsertCounts, RawInserter
 from ..mongo.source import from_extjson
-from ..retry import driver_error_text
+from ..retry import RetryPolicy, driver_error_text
 from .authz import Authz, read_authz_member
 from .renames import NO_RENAMES, Renamer
 from .replay import Replay, events_of, replay, spooled
@@ -324,27 +324,29 @@ class Restorer:
         specs = entry.secondary_indexes
         if not specs or self.opts.dry_run:
             return
-        # Confirmed as the documents are (an index the write concern does not confirm
-        # may roll back), but on ``db``, whose commands may rightly take long.
+
+        # Confirmed as the documents are (an unconfirmed index may roll back), on ``db``,
+        # whose commands may rightly take long; built again after a step-down (an index
+        # already built answers at once).
+        def build(indexes: list[Any]) -> None:
+            command = {"createIndexes": entry.name, "indexes": indexes}
+            confirmed_command(self.db, concern, command, RetryPolicy(), self.secrets)
+
         concern = self.inserts.write_concern
         try:
-            confirmed_command(
-                self.db, concern, "createIndexes", entry.name, indexes=from_extjson(specs)
-            )
+            build(from_extjson(specs))
             outcome.indexes_built = len(specs)
             return
         except pymongo.errors.OperationFailure:
-            pass  # find out which one: build them one at a time (built ones are confirmed)
+            pass  # find out which one: build them one at a time
         for spec in specs:
             try:
-                confirmed_command(
-                    self.db, concern, "createIndexes", entry.name, indexes=[from_extjson(spec)]
-                )
+                build([from_extjson(spec)])
                 outcome.indexes_built += 1
             except pymongo.errors.OperationFailure as error:
                 unconfirmed = isinstance(error, pymongo.errors.WriteConcernError)
-                what = "not confirmed" if unconfirmed else "refused"
-                message = f"index {spec.get('name')!r} {what}: {self._error(error)}"
+                name = f"index {spec.get('name')!r}" + ("" if unconfirmed else " refused")
+                message = f"{name}: {self._error(error)}"
                 outcome.problems.append(message)
                 logger.warning("%s: %s", entry.name, message)
 
@@ -361,10 +363,12 @@ class Restorer:
             self.db.drop_collection(entry.name)
         options = from_extjson(entry.create_options)
         try:
-            self.db.command("create", entry.name, **options)
+            command = {"create": entry.name, **options}
+            confirmed_command(self.db, self.inserts.write_concern, command)
             outcome.action = "create view"
         except pymongo.errors.OperationFailure as error:
-            outcome.problems.append(f"view refused: {self._error(error)}")
+            refused = "" if isinstance(error, pymongo.errors.WriteConcernError) else " refused"
+            outcome.problems.append(f"view{refused}: {self._error(error)}")
 
 
 def _appeared(name: str) -> MongoBackupError:

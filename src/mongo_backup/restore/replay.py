@@ -35,6 +35,7 @@ from ..archive.reader import open_backup
 from ..errors import ConfigError
 from ..mongo.change_apply import ChangeApplier, Replacement
 from ..mongo.cluster_time import from_json, show
+from ..mongo.confirmed import confirmed_command
 from ..mongo.source import from_extjson
 from .renames import NO_RENAMES, Renamer
 
@@ -195,7 +196,8 @@ def _upsert(collection: Any, documents: Iterator[bytes]) -> int:
 
 def _ensure_collection(db: Database[Any], entry: CollectionEntry) -> None:
     try:
-        db.command("create", entry.name, **from_extjson(entry.create_options))
+        command = {"create": entry.name, **from_extjson(entry.create_options)}
+        confirmed_command(db, db.write_concern, command)
     except pymongo.errors.OperationFailure as error:
         if error.code not in _CREATE_IGNORED:
             raise
@@ -204,7 +206,8 @@ def _ensure_collection(db: Database[Any], entry: CollectionEntry) -> None:
 def _ensure_indexes(db: Database[Any], entry: CollectionEntry) -> None:
     for spec in entry.secondary_indexes:
         try:
-            db.command("createIndexes", entry.name, indexes=[from_extjson(spec)])
+            command = {"createIndexes": entry.name, "indexes": [from_extjson(spec)]}
+            confirmed_command(db, db.write_concern, command)
         except pymongo.errors.OperationFailure as error:
             if error.code not in _INDEX_IGNORED:
                 raise
