@@ -324,15 +324,15 @@ class Restorer:
         specs = entry.secondary_indexes
         if not specs or self.opts.dry_run:
             return
-
         # Confirmed as the documents are (an unconfirmed index may roll back), on ``db``,
         # whose commands may rightly take long; built again after a step-down (an index
         # already built answers at once).
+        concern = self.inserts.write_concern
+
         def build(indexes: list[Any]) -> None:
             command = {"createIndexes": entry.name, "indexes": indexes}
             confirmed_command(self.db, concern, command, RetryPolicy(), self.secrets)
 
-        concern = self.inserts.write_concern
         try:
             build(from_extjson(specs))
             outcome.indexes_built = len(specs)
