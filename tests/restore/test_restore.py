@@ -349,3 +349,21 @@ def test_an_index_the_write_concern_does_not_confirm_is_a_problem(
         "(it may roll back): waiting timed out (WriteConcernFailed)"
         for name in ("sku_idx", "total_idx")
     ]
+
+
+def test_a_collection_the_write_concern_does_not_confirm_stops_the_restore(
+    cli: CliRunner, client: Any, mongo_uri: str, shop: str, shop_archive: Path, target_db: str
+) -> None:
+    """A collection's creation the server could not confirm may roll back (and the
+    inserts would then make a plain one, without its options): the restore stops with
+    one line, as for an unconfirmed insert."""
+    concern = {"code": 64, "codeName": "WriteConcernFailed", "errmsg": "waiting timed out"}
+    with fail_point(client, {"times": 1}, failCommands=["create"], writeConcernError=concern):
+        result = cli("restore", shop_archive, "--uri", mongo_uri, "--db", target_db)
+    assert result.code == 1, result.err
+    last = result.err.strip().splitlines()[-1]
+    assert last.endswith(
+        ": applied, but not confirmed by the write concern (it may roll back): waiting timed "
+        "out (WriteConcernFailed)"
+    ), last
+    assert "Traceback" not in result.err

@@ -28,7 +28,7 @@ from bson.timestamp import Timestamp
 from pymongo import DeleteOne, ReplaceOne, UpdateOne
 from pymongo.database import Database
 
-from ..retry import driver_error_text
+from ..retry import NO_RETRIES, RetryPolicy, driver_error_text
 from .confirmed import confirmed_command
 from .deployment import DeploymentDatabase, namespace_in
 
@@ -262,9 +262,8 @@ class ChangeApplier:
                     }
                     self._confirmed(self.db.client.admin, rename)
             elif kind == "createIndexes":
-                self._confirmed(
-                    self.db, {"createIndexes": collection, "indexes": described["indexes"]}
-                )
+                indexes = {"createIndexes": collection, "indexes": described["indexes"]}
+                self._confirmed(self.db, indexes, RetryPolicy())  # may run twice
             elif kind == "dropIndexes":
                 for index in described.get("indexes", []):
                     self.db[collection].drop_index(index["name"])
@@ -290,9 +289,11 @@ class ChangeApplier:
                 reason = driver_error_text(error, [])
                 self.problems.append(f"a {kind!r} event on {collection!r}{refused}: {reason}")
 
-    def _confirmed(self, db: Database[Any], command: dict[str, Any]) -> None:
+    def _confirmed(
+        self, db: Database[Any], command: dict[str, Any], policy: RetryPolicy = NO_RETRIES
+    ) -> None:
         """A collection event's command, with the write concern of the replay's writes."""
-        confirmed_command(db, self.db.write_concern, command)
+        confirmed_command(db, self.db.write_concern, command, policy)
 
     def _view_source(self, event: RawBSONDocument, view_on: str) -> str:
         """A created view's ``viewOn`` (a collection of the view's own database), renamed."""

@@ -31,7 +31,7 @@ from ..mongo.inserter import BATCH_BYTES, InsertCounts, RawInserter
 from ..mongo.source import from_extjson
 from ..retry import RetryPolicy, driver_error_text
 from .authz import Authz, read_authz_member
-from .renames import NO_RENAMES, Renamer
+from .renames import NO_RENAMES, Renamer, views_in_order
 from .replay import Replay, events_of, replay, spooled
 from .state import CollectionState, RestoreState, Watermark, progress_hook
 
@@ -169,7 +169,7 @@ class Restorer:
             for entry in selected:
                 if entry.type != "view" and self.opts.indexes:
                     self._build_indexes(entry, outcomes[entry.name])
-            for entry in _views_in_order([e for e in selected if e.type == "view"]):
+            for entry in views_in_order([e for e in selected if e.type == "view"]):
                 self._create_view(entry, outcomes[entry.name], entry.name in existing)
             changes_entry = reader.manifest.changes
             if changes is not None and changes_entry is not None:
@@ -220,16 +220,25 @@ class Restorer:
             options["clusteredIndex"] = {
                 k: v for k, v in options["clusteredIndex"].items() if k != "v"
             }
-        try:
-            self.db.command("create", entry.name, **from_extjson(options))
+
+        def create(options: dict[str, Any]) -> None:
+            # Confirmed: a create rolled back would leave the inserts a plain collection.
+            try:
+                command = {"create": entry.name, **from_extjson(options)}
+                confirmed_command(self.db, self.inserts.write_concern, command)
+            except pymongo.errors.WriteConcernError as error:
+                self.created.append(entry.name)  # applied: this restore's to undo
+                raise MongoBackupError(f"{entry.name}: {self._error(error)}") from None
             self.created.append(entry.name)
+
+        try:
+            create(options)
         except pymongo.errors.OperationFailure as error:
             if self.opts.new_only and error.code == NAMESPACE_EXISTS:
                 raise _appeared(entry.name) from None
             outcome.problems.append(f"collection options refused: {self._error(error)}")
             try:  # go on without the refused options, as a plain collection
-                self.db.command("create", entry.name)
-                self.created.append(entry.name)
+                create({})
             except pymongo.errors.PyMongoError as second:
                 if self.opts.new_only:
                     raise
@@ -374,22 +383,3 @@ class Restorer:
 def _appeared(name: str) -> MongoBackupError:
     """A namespace a new-only restore (restore/streamed.py) found there after all."""
     return MongoBackupError(f"{name!r} appeared in the target as the restore began")
-
-
-def _views_in_order(views: list[CollectionEntry]) -> list[CollectionEntry]:
-    """Views on views after the views they read from; cycles cannot exist on a server."""
-    by_name = {view.name: view for view in views}
-    ordered: list[CollectionEntry] = []
-    placed: set[str] = set()
-    for view in sorted(views, key=lambda v: v.name):
-        # Walk up the chain of views this one reads from (a loop, not recursion: a
-        # hostile manifest may chain thousands), then place them from the top down.
-        chain: list[CollectionEntry] = []
-        current: CollectionEntry | None = view
-        while current is not None and current.name not in placed and current not in chain:
-            chain.append(current)
-            current = by_name.get(str(current.options.get("viewOn", "")))
-        for link in reversed(chain):
-            placed.add(link.name)
-            ordered.append(link)
-    return ordered

@@ -18,6 +18,7 @@ namespaces) may go anywhere, a view staying with its database's collections.
 
 Contract: :func:`parse_renames` returns the pairs or raises ConfigError with one line
 naming the bad pattern; :class:`Renamer` maps names and never changes an entry in place.
+:func:`views_in_order` orders the views to create: each after the views it reads.
 """
 
 from __future__ import annotations
@@ -279,3 +280,22 @@ def target_database(
 
 
 NO_RENAMES = Renamer("", [])
+
+
+def views_in_order(views: list[CollectionEntry]) -> list[CollectionEntry]:
+    """Views on views after the views they read from; cycles cannot exist on a server."""
+    by_name = {view.name: view for view in views}
+    ordered: list[CollectionEntry] = []
+    placed: set[str] = set()
+    for view in sorted(views, key=lambda v: v.name):
+        # Walk up the chain of views this one reads from (a loop, not recursion: a
+        # hostile manifest may chain thousands), then place them from the top down.
+        chain: list[CollectionEntry] = []
+        current: CollectionEntry | None = view
+        while current is not None and current.name not in placed and current not in chain:
+            chain.append(current)
+            current = by_name.get(str(current.options.get("viewOn", "")))
+        for link in reversed(chain):
+            placed.add(link.name)
+            ordered.append(link)
+    return ordered

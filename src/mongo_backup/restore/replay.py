@@ -37,6 +37,7 @@ from ..mongo.change_apply import ChangeApplier, Replacement
 from ..mongo.cluster_time import from_json, show
 from ..mongo.confirmed import confirmed_command
 from ..mongo.source import from_extjson
+from ..retry import RetryPolicy
 from .renames import NO_RENAMES, Renamer
 
 logger = logging.getLogger(__name__)
@@ -207,7 +208,7 @@ def _ensure_indexes(db: Database[Any], entry: CollectionEntry) -> None:
     for spec in entry.secondary_indexes:
         try:
             command = {"createIndexes": entry.name, "indexes": [from_extjson(spec)]}
-            confirmed_command(db, db.write_concern, command)
+            confirmed_command(db, db.write_concern, command, RetryPolicy())  # may run twice
         except pymongo.errors.OperationFailure as error:
             if error.code not in _INDEX_IGNORED:
                 raise
