@@ -10,14 +10,20 @@ by waiting (authentication, permissions, a bad query) fail at once.
 
 from __future__ import annotations
 
+import logging
 import random
 import re
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import pymongo.errors
 
 from .redact import scrub_text
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Server error codes that describe a passing state of the server or the network, not
 # of the request. Names as in MongoDB's error_codes.yml.
@@ -78,6 +84,28 @@ class RetryPolicy:
 
 
 NO_RETRIES = RetryPolicy(retries=0)
+
+
+def retried(
+    what: str, function: Callable[[], T], policy: RetryPolicy, secrets: Sequence[str] = ()
+) -> T:
+    """``function()``, called again after a transient driver fault, at most
+    ``policy.retries`` times, each logged; the last fault, or the first that will not
+    pass, is raised as it is. Only for a call that may run twice."""
+    attempt = 0
+    while True:
+        try:
+            return function()
+        except pymongo.errors.PyMongoError as error:
+            if not is_transient(error) or attempt >= policy.retries:
+                raise
+            attempt += 1
+            delay = policy.delay(attempt)
+            text = driver_error_text(error, list(secrets))
+            message = "%s: %s; retry %d of %d in %.1f s"
+            logger.warning(message, what, text, attempt, policy.retries, delay)
+            time.sleep(delay)
+
 
 # pymongo's text of a socket timeout: "HOST:PORT: timed out (configured timeouts:
 # socketTimeoutMS: 2000.0ms, ...)".

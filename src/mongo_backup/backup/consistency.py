@@ -154,9 +154,9 @@ class ListingCheck:
     def changed(self) -> bool:
         """True if a collection was created, dropped or renamed while the plan was made."""
         if self._thread is None:
-            token = from_extjson(self._state["start_token"])
-            return _ddl_after_start(self._source, self._state, token)
-        self._thread.join()
+            self._ask()
+        else:
+            self._thread.join()
         if isinstance(self._answer, BaseException):
             raise self._answer
         return self._answer

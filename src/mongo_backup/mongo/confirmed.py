@@ -18,8 +18,6 @@ Contracts:
 
 from __future__ import annotations
 
-import logging
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -27,9 +25,7 @@ import pymongo.errors
 from pymongo.database import Database
 from pymongo.write_concern import WriteConcern
 
-from ..retry import NO_RETRIES, RetryPolicy, driver_error_text, is_transient
-
-logger = logging.getLogger(__name__)
+from ..retry import NO_RETRIES, RetryPolicy, retried
 
 
 def raise_unconfirmed(reply: Mapping[str, Any] | None) -> None:
@@ -62,23 +58,10 @@ def confirmed_command(
     again per ``policy``: give one only to a command that may run twice."""
     if not write_concern.is_server_default:
         command = {**command, "writeConcern": write_concern.document}
-    attempt = 0
-    while True:
-        try:
-            reply: dict[str, Any] = db.command(dict(command))
-            raise_unconfirmed(reply)
-            return reply
-        except pymongo.errors.PyMongoError as error:
-            if not is_transient(error) or attempt >= policy.retries:
-                raise
-            attempt += 1
-            delay = policy.delay(attempt)
-            logger.warning(
-                "%s: %s; sending it again (retry %d of %d in %.1f s)",
-                next(iter(command)),
-                driver_error_text(error, list(secrets)),
-                attempt,
-                policy.retries,
-                delay,
-            )
-            time.sleep(delay)
+
+    def confirmed() -> dict[str, Any]:
+        reply: dict[str, Any] = db.command(dict(command))
+        raise_unconfirmed(reply)
+        return reply
+
+    return retried(next(iter(command)), confirmed, policy, secrets)

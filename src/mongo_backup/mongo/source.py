@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import time
 from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -37,7 +36,7 @@ from pymongo import MongoClient
 from pymongo.client_session import ClientSession
 
 from ..errors import MongoBackupError
-from ..retry import RetryPolicy, driver_error_text, is_transient
+from ..retry import RetryPolicy, driver_error_text, retried
 from .deployment import DeploymentDatabase, local_name
 from .prefetch import IdKey, id_key_of, id_key_value, prefetched, resumable, split_batch
 from .raw_batches import find_raw_batches
@@ -130,20 +129,11 @@ class MongoSource:
 
     def retrying(self, what: str, function: Callable[[], T]) -> T:
         """``function()``, a read without side effects, retried after transient faults."""
-        attempt = 0
-        while True:
-            try:
-                return function()
-            except pymongo.errors.PyMongoError as error:
-                text = driver_error_text(error, self.secrets)
-                if not is_transient(error) or attempt >= self.policy.retries:
-                    raise MongoBackupError(f"{what}: {text}") from None
-                attempt += 1
-                delay = self.policy.delay(attempt)
-                retries = self.policy.retries
-                message = "%s: %s; retry %d of %d in %.1f s"
-                logger.warning(message, what, text, attempt, retries, delay)
-                time.sleep(delay)
+        try:
+            return retried(what, function, self.policy, self.secrets)
+        except pymongo.errors.PyMongoError as error:
+            text = driver_error_text(error, self.secrets)
+            raise MongoBackupError(f"{what}: {text}") from None
 
     def server_info(self) -> dict[str, Any]:
         if self.server is None:
